@@ -1,0 +1,30 @@
+# Two commands set up everything on a fresh machine: `make app` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: app test lint setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	@# torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip show torch >/dev/null 2>&1 || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+app: $(STAMP)
+	$(VENV)/bin/streamlit run app/main.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check labkit app tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,82 @@
+"""Language-modelling data: a corpus, a tokenizer, and the three splits as token streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labkit.config import JSONConfig
+from labkit.data.corpora import wikitext2_lines
+from labkit.data.tokenizers import KINDS, Tokenizer, build_tokenizer, count_words
+from labkit.errors import DataNotFoundError, LabkitError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class DataConfig(JSONConfig):
+    corpus: str = "wikitext-2"  # "wikitext-2", or a path to a plain-text file
+    data_dir: str | None = None  # where to look first (else $LABKIT_DATA, the cache, download)
+    tokenizer: str = "whitespace"  # whitespace | basic_english | bpe
+    vocab_size: int = 8000  # BPE only
+    min_freq: int = 1  # word tokenizers
+    max_vocab: int | None = None  # word tokenizers: keep the most frequent N words
+    train_tokens: int | None = None  # use only the first N training tokens (quick runs)
+    eval_tokens: int | None = None  # evaluate on the first N valid/test tokens
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in KINDS:
+            raise ValueError(f"tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
+
+
+@dataclass
+class LMData:
+    tokenizer: Tokenizer
+    train: torch.Tensor  # (N,) token ids, one <eos> per line
+    valid: torch.Tensor
+    test: torch.Tensor
+    words_per_token: dict[str, float]  # per split: words / tokens, for word-level perplexity
+
+    def split(self, name: str) -> torch.Tensor:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+
+def corpus_lines(config: DataConfig) -> dict[str, list[str]]:
+    """The raw lines of each split. A plain-text file is split 90/5/5 by lines."""
+    if config.corpus == "wikitext-2":
+        return {s: wikitext2_lines(s, config.data_dir) for s in SPLITS}
+    path = Path(config.corpus).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"corpus {config.corpus!r} is neither 'wikitext-2' nor a text file")
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) < 20:
+        raise LabkitError(f"{path} has {len(lines)} lines; a corpus needs at least 20 "
+                          "(90% train, 5% valid, 5% test)")
+    a, b = int(len(lines) * 0.9), int(len(lines) * 0.95)
+    return {"train": lines[:a], "valid": lines[a:b], "test": lines[b:]}
+
+
+def make_tokenizer(config: DataConfig, train_lines: list[str]) -> Tokenizer:
+    if config.tokenizer == "bpe":
+        return build_tokenizer("bpe", train_lines, vocab_size=config.vocab_size)
+    return build_tokenizer(config.tokenizer, train_lines, specials=("<unk>", "<eos>"),
+                           min_freq=config.min_freq, max_size=config.max_vocab)
+
+
+def load_lm_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> LMData:
+    """Read the corpus, build (or reuse) the tokenizer on train, and encode every split."""
+    lines = corpus_lines(config)
+    if tokenizer is None:
+        tokenizer = make_tokenizer(config, lines["train"])
+    streams: dict[str, torch.Tensor] = {}
+    ratio: dict[str, float] = {}
+    for split in SPLITS:
+        stream = tokenizer.encode_lines(lines[split])
+        ratio[split] = count_words(lines[split]) / max(1, stream.numel())
+        limit = config.train_tokens if split == "train" else config.eval_tokens
+        streams[split] = stream[:limit] if limit else stream
+    return LMData(tokenizer, streams["train"], streams["valid"], streams["test"], ratio)
