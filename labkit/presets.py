@@ -1,0 +1,82 @@
+"""Named configurations: model, training and data settings that belong together.
+
+Sizes: `tiny` (seconds on a CPU; tests and demos), `classic` (the classic word-language-model
+LSTM, 2 x 200, batch 20, bptt 35, SGD with the rate divided by 4 when validation stalls; and a
+Transformer with about the same number of parameters, 14.1M vs 14.0M), `medium` (GPU sizes).
+A preset is named `<size>-<family>`, e.g. `classic-lstm` or `tiny-transformer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit.errors import LabkitError
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny-lstm": {
+        "model": dict(family="rnn", cell="lstm", d_embed=64, d_hidden=64, n_layers=1, dropout=0.0,
+                      tie_weights=True),
+        "train": dict(optimizer="adamw", lr=3e-3, batch_size=16, seq_len=32, max_steps=100,
+                      eval_every=50, log_every=5, warmup_steps=10),
+        "data": dict(max_vocab=5000, train_tokens=100_000, eval_tokens=10_000),
+    },
+    "tiny-transformer": {
+        "model": dict(family="transformer", d_model=64, n_layers=2, n_heads=4, d_ff=256,
+                      context_length=64, dropout=0.0),
+        "train": dict(optimizer="adamw", lr=3e-3, batch_size=16, seq_len=32, max_steps=100,
+                      eval_every=50, log_every=5, warmup_steps=10),
+        "data": dict(max_vocab=5000, train_tokens=100_000, eval_tokens=10_000),
+    },
+    "classic-lstm": {
+        "model": dict(family="rnn", cell="lstm", d_embed=200, d_hidden=200, n_layers=2,
+                      dropout=0.2, tie_weights=False),
+        "train": dict(optimizer="sgd", lr=20.0, schedule="plateau", batch_size=20, seq_len=35,
+                      grad_clip=0.25, max_steps=2_983 * 6, eval_every=500, log_every=20),
+        "data": dict(),
+    },
+    "classic-transformer": {
+        "model": dict(family="transformer", d_model=256, n_layers=7, n_heads=4, d_ff=1024,
+                      context_length=128, dropout=0.1, tie_weights=True),
+        "train": dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, schedule="cosine",
+                      warmup_steps=200, batch_size=8, seq_len=128, grad_clip=1.0,
+                      max_steps=10_000, eval_every=500, log_every=20),
+        "data": dict(),
+    },
+    "medium-lstm": {
+        "model": dict(family="rnn", cell="lstm", d_embed=650, d_hidden=650, n_layers=2,
+                      dropout=0.5, tie_weights=True),
+        "train": dict(optimizer="sgd", lr=20.0, schedule="plateau", batch_size=20, seq_len=35,
+                      grad_clip=0.25, max_steps=2_983 * 40, eval_every=1_000, log_every=50),
+        "data": dict(),
+    },
+    "medium-transformer": {
+        "model": dict(family="transformer", d_model=512, n_layers=6, n_heads=8, d_ff=2048,
+                      context_length=256, dropout=0.2, tie_weights=True),
+        "train": dict(optimizer="adamw", lr=6e-4, weight_decay=0.1, schedule="cosine",
+                      warmup_steps=500, batch_size=32, seq_len=256, grad_clip=1.0,
+                      max_steps=20_000, eval_every=1_000, log_every=50),
+        "data": dict(),
+    },
+}
+SIZES = ("tiny", "classic", "medium")
+MODELS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "transformer")
+
+
+def resolve_preset(name: str, model: str | None = None) -> dict[str, dict[str, Any]]:
+    """`classic-lstm`, or a size plus `model` (`tiny` + `gru` -> the tiny LSTM preset as a GRU)."""
+    if model is not None and model not in MODELS:
+        raise LabkitError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if name in SIZES:
+        family = "transformer" if model == "transformer" else "lstm"
+        name = f"{name}-{family}"
+    if name not in PRESETS:
+        raise LabkitError(f"unknown preset {name!r}; choose one of "
+                          f"{', '.join([*SIZES, *PRESETS])}")
+    preset = {part: dict(values) for part, values in PRESETS[name].items()}
+    is_transformer = preset["model"]["family"] == "transformer"
+    if model is not None and (model == "transformer") != is_transformer:
+        raise LabkitError(f"preset {name!r} is for a {preset['model']['family']}, not {model}; "
+                          f"use --preset {name.split('-')[0]} --model {model}")
+    if model is not None and not is_transformer:
+        preset["model"]["cell"] = model
+    return preset

@@ -1,0 +1,120 @@
+"""Pretraining as a language model: from configs to a finished run directory."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labkit import __version__
+from labkit.data.lm import DataConfig, LMData, load_lm_data
+from labkit.data.tokenizers import Tokenizer, load_tokenizer
+from labkit.device import pick_device
+from labkit.errors import LabkitError, RunError
+from labkit.models import ModelConfig, build_model, config_from_dict
+from labkit.rundir import RunDir, load_weights
+from labkit.train.callbacks import Callback
+from labkit.train.trainer import TrainConfig, Trainer
+
+# Settings that may change when a run is resumed (how long, how often), unlike the model or
+# the data, which must match the checkpoint.
+RESUMABLE_OVERRIDES = ("max_steps", "time_budget_s", "eval_every", "log_every", "device")
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    model: nn.Module
+    tokenizer: Tokenizer
+    config: dict[str, Any]
+
+
+def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: DataConfig,
+             out: str | Path, *, callbacks: list[Callback] | tuple = (),
+             data: LMData | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
+    """Train a new run in `out` (which must not hold a run yet) and return its card.
+
+    `init_from` starts from another run's weights and tokenizer (continued pretraining on new
+    text: domain adaptation)."""
+    run = RunDir(out)
+    if run.exists():
+        raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or "
+                       "choose another --name")
+    tokenizer = None
+    if init_from is not None:
+        base = load_run(init_from, which="best")
+        tokenizer, model_config = base.tokenizer, base.model.config
+    if data is None:
+        data = load_lm_data(data_config, tokenizer)
+    if model_config.vocab_size != data.tokenizer.vocab_size:
+        model_config = model_config.replace(vocab_size=data.tokenizer.vocab_size)
+    model = build_model(model_config)
+    if init_from is not None:
+        model.load_state_dict(base.model.state_dict())
+    created = not run.root.exists()
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        data.tokenizer.save(run.tokenizer_path)
+        run.save_config({"kind": "lm", "labkit_version": __version__,
+                         "model": model_config.to_dict(), "train": train_config.to_dict(),
+                         "data": data_config.to_dict(),
+                         "init_from": str(init_from) if init_from else None})
+    except OSError as e:
+        if created:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise RunError(f"cannot write the run directory {run.root}: {e.strerror}") from None
+    return Trainer(model, data, train_config, run, callbacks).fit()
+
+
+def resume(out: str | Path, *, callbacks: list[Callback] | tuple = (),
+           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue a run from its latest checkpoint (optionally longer: `max_steps=...`)."""
+    run = RunDir(out)
+    config = run.load_config()
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise RunError(f"{run.root} has no checkpoint to resume from; start it again without --resume")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
+    if bad:
+        raise LabkitError(f"cannot change {', '.join(bad)} when resuming; only "
+                          f"{', '.join(RESUMABLE_OVERRIDES)} may change")
+    train_config = TrainConfig.from_dict({**config["train"], **overrides})
+    model_config = config_from_dict(config["model"])
+    tokenizer = load_tokenizer(run.tokenizer_path)
+    data = load_lm_data(DataConfig.from_dict(config["data"]), tokenizer)
+    trainer = Trainer(build_model(model_config), data, train_config, run, callbacks)
+    trainer.resume(checkpoint)
+    if overrides:
+        run.save_config({k: v for k, v in config.items() if k != "format_version"}
+                        | {"train": train_config.to_dict()})
+    return trainer.fit()
+
+
+def load_run(path: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Model (eval mode) and tokenizer of a run: `which` is "best" or "last" (latest checkpoint)."""
+    run = RunDir(path)
+    if not run.root.is_dir():
+        raise RunError(f"{run.root} does not exist")
+    config = run.load_config()
+    if "model" not in config:
+        raise RunError(f"{run.root}/config.json has no model section: not a labkit run")
+    model_config = config_from_dict(config["model"])
+    tokenizer = load_tokenizer(run.tokenizer_path)
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise RunError(f"{run.root}: tokenizer has {tokenizer.vocab_size} tokens but the model "
+                       f"expects {model_config.vocab_size}; the run is inconsistent")
+    model = build_model(model_config).to(pick_device(str(device)) if isinstance(device, str) else device)
+    if which == "best":
+        weights = run.weights_path
+    elif which == "last":
+        checkpoint = run.latest_checkpoint()
+        weights = checkpoint / "model.safetensors" if checkpoint else run.weights_path
+    else:
+        raise LabkitError(f"which must be 'best' or 'last', got {which!r}")
+    load_weights(model, weights)
+    return LoadedRun(run, model.eval(), tokenizer, config)

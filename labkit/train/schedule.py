@@ -1,0 +1,48 @@
+"""Learning-rate schedules.
+
+`lr_at` is a pure function of the step, so a resumed run needs no scheduler state to get the
+same rate. The classic SGD recipe for the LSTM ("divide the rate by 4 when validation stalls")
+depends on validation history instead, so it is a tiny object with a state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_at(step: int, base_lr: float, *, warmup: int, total: int, min_ratio: float = 0.1,
+          kind: str = "cosine") -> float:
+    """Linear warm-up for `warmup` steps, then cosine decay to `min_ratio * base_lr` at `total`.
+
+    `kind="constant"` keeps the warm-up and then stays at base_lr.
+    """
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return base_lr
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return base_lr * (min_ratio + (1.0 - min_ratio) * cosine)
+
+
+class PlateauDivider:
+    """Divide the learning rate by `factor` whenever validation loss fails to improve."""
+
+    def __init__(self, base_lr: float, factor: float = 4.0, min_lr: float = 1e-4):
+        self.lr = base_lr
+        self.factor = factor
+        self.min_lr = min_lr
+        self.best = math.inf
+
+    def update(self, val_loss: float) -> float:
+        if val_loss < self.best:
+            self.best = val_loss
+        else:
+            self.lr = max(self.min_lr, self.lr / self.factor)
+        return self.lr
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lr": self.lr, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lr, self.best = float(state["lr"]), float(state["best"])

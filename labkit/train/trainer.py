@@ -1,0 +1,379 @@
+"""One model-agnostic trainer for both families.
+
+What the loop does, per optimizer step: `grad_accum` micro-batches (an RNN reads consecutive
+bptt windows and carries its hidden state, detached; a Transformer reads random windows),
+gradient clipping, an AdamW or SGD step at the scheduled learning rate, a metrics record,
+and every `eval_every` steps a validation pass, the best weights and a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from labkit import __version__
+from labkit.config import JSONConfig
+from labkit.data.batching import BPTTBatches, RandomWindows, batchify, eval_windows
+from labkit.data.lm import LMData
+from labkit.device import autocast, pick_device, resolve_precision
+from labkit.errors import LabkitError
+from labkit.models import count_parameters
+from labkit.rundir import RunDir, load_state, load_weights
+from labkit.train.callbacks import Callback
+from labkit.train.metrics import MetricsWriter
+from labkit.train.schedule import PlateauDivider, lr_at
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "plateau")
+
+
+@dataclass
+class TrainConfig(JSONConfig):
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine | constant | plateau (divide by 4 when validation stalls)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    max_steps: int = 1000
+    time_budget_s: float | None = None  # stop after this much training time, whatever the step
+    batch_size: int = 20
+    seq_len: int = 35  # bptt window (RNN) or block length (Transformer)
+    grad_accum: int = 1
+    grad_clip: float = 1.0  # 0 turns clipping off
+    eval_every: int = 200
+    eval_batch_size: int = 10
+    log_every: int = 10
+    precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | fp32 | bf16
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        for name in ("max_steps", "batch_size", "seq_len", "grad_accum", "eval_every",
+                     "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not self.lr > 0:
+            raise ValueError("lr must be positive")
+
+
+class TrainingStopped(LabkitError):
+    """Training ended early: interrupted by a signal, or the loss stopped being finite."""
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, data: LMData, config: TrainConfig,
+                 run: RunDir | None = None, callbacks: list[Callback] | tuple = ()):
+        self.config = c = config
+        self.data = data
+        self.run = run
+        self.callbacks = list(callbacks)
+        self.device = pick_device(c.device)
+        self.precision = resolve_precision(c.precision, self.device)
+        torch.manual_seed(c.seed)
+        self.model = model.to(self.device)
+        self.family = model.config.family
+        if self.family == "transformer" and c.seq_len > model.config.context_length:
+            raise LabkitError(f"seq_len {c.seq_len} exceeds the model's context length "
+                              f"{model.config.context_length}")
+        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.optimizer = self._make_optimizer()
+        self.plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0  # training wall time, carried over resumes
+        self.best_val_loss = math.inf
+        self.epoch = 0
+        self._stop_signal: int | None = None
+        if self.family == "rnn":
+            self.batches: BPTTBatches | RandomWindows = BPTTBatches(
+                batchify(data.train, c.batch_size), c.seq_len)
+        else:
+            self.batches = RandomWindows(data.train, c.seq_len, c.batch_size, seed=c.seed)
+        self._batch_iter: Iterator | None = None
+        self._state: Any = None  # the RNN hidden state carried across windows
+        self.metrics = MetricsWriter(run.metrics_path) if run else None
+
+    # --- setup ------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=c.lr)
+        # No weight decay on biases, norms and embeddings' 1-D parameters.
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": c.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.95),
+                                 fused=self.device.type == "cuda")
+
+    def lr(self) -> float:
+        c = self.config
+        if self.plateau is not None:
+            return self.plateau.lr
+        return lr_at(self.step, c.lr, warmup=c.warmup_steps, total=c.max_steps,
+                     min_ratio=c.min_lr_ratio, kind=c.schedule)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.family != "rnn":
+            x, y = self.batches.sample()
+        else:
+            while True:
+                if self._batch_iter is None:
+                    self._batch_iter = iter(self.batches)
+                try:
+                    x, y = next(self._batch_iter)
+                    break
+                except StopIteration:  # a new epoch starts from a fresh state
+                    self._batch_iter, self._state = None, None
+                    self.epoch += 1
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    # --- the loop ---------------------------------------------------------------------
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            out = self.forward(x, self._state) if self.family == "rnn" else self.forward(x)
+        if self.family == "rnn":
+            self._state = self.model.detach_state(out.state)
+        return F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten())  # (B*T, V) vs (B*T,)
+
+    def train_step(self) -> dict[str, Any]:
+        c = self.config
+        self.model.train()
+        lr = self.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        tokens = 0
+        for _ in range(c.grad_accum):
+            x, y = self._next_batch()
+            loss = self._loss(x, y)
+            (loss / c.grad_accum).backward()
+            total += loss.item()
+            tokens += y.numel()
+        loss_value = total / c.grad_accum
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; "
+                                  "the last good checkpoint is kept. Lower the learning rate "
+                                  "(--lr) or enable clipping (--grad-clip) and resume or restart")
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += tokens
+        return {"loss": loss_value, "lr": lr, "grad_norm": float(norm), "tokens": tokens}
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `max_steps` (or the time budget), evaluate, and write the card."""
+        c = self.config
+        handlers = self._install_signal_handlers()
+        self._write_status("running")
+        window_start, window_tokens = time.perf_counter(), 0
+        try:
+            while self.step < c.max_steps:
+                if c.time_budget_s is not None and self.elapsed >= c.time_budget_s:
+                    break
+                t0 = time.perf_counter()
+                info = self.train_step()
+                self.elapsed += time.perf_counter() - t0
+                window_tokens += info["tokens"]
+                if self.step % c.log_every == 0 or self.step == 1:
+                    now = time.perf_counter()
+                    record = {"step": self.step, "tokens": self.tokens_seen,
+                              "elapsed_s": round(self.elapsed, 3), "lr": info["lr"],
+                              "loss": info["loss"], "ppl": math.exp(min(info["loss"], 50)),
+                              "grad_norm": info["grad_norm"],
+                              "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
+                    window_start, window_tokens = now, 0
+                    self._log(record)
+                    for cb in self.callbacks:
+                        cb.on_step(self, record)
+                if self.step % c.eval_every == 0 and self.step < c.max_steps:
+                    self._periodic_eval()
+                if self._stop_signal is not None:
+                    raise TrainingStopped(f"stopped by {signal.Signals(self._stop_signal).name} "
+                                          f"at step {self.step}")
+        except TrainingStopped as e:
+            interrupted = self._stop_signal is not None
+            if interrupted:
+                self.save_checkpoint()
+            self._write_status("interrupted" if interrupted else "failed", reason=str(e))
+            raise
+        finally:
+            self._restore_signal_handlers(handlers)
+        return self._finish()
+
+    def _periodic_eval(self) -> None:
+        val = self.evaluate("valid")
+        record = {"step": self.step, "tokens": self.tokens_seen,
+                  "elapsed_s": round(self.elapsed, 3), "val_loss": val["loss"],
+                  "val_ppl": val["ppl"], "val_word_ppl": val["word_ppl"]}
+        self._log(record)
+        for cb in self.callbacks:
+            cb.on_eval(self, record)
+        if self.plateau is not None:
+            self.plateau.update(val["loss"])
+        if val["loss"] < self.best_val_loss:
+            self.best_val_loss = val["loss"]
+            if self.run:
+                self.run.save_best(self.model, {"step": str(self.step)})
+        self.save_checkpoint()
+
+    def _finish(self) -> dict[str, Any]:
+        self._periodic_eval()  # final validation: best weights and a last checkpoint
+        test = self.evaluate("test")
+        card = self.card(status="finished", test=test)
+        if self.run:
+            self._log({"step": self.step, "tokens": self.tokens_seen, "test_loss": test["loss"],
+                       "test_ppl": test["ppl"], "test_word_ppl": test["word_ppl"]})
+            self.run.write_card(card)
+        for cb in self.callbacks:
+            cb.on_end(self, card)
+        return card
+
+    # --- evaluation -------------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate(self, split: str = "valid") -> dict[str, float]:
+        """Mean per-token loss over the whole split, perplexity and word-level perplexity."""
+        self.model.eval()
+        stream = self.data.split(split)
+        c = self.config
+        nll, count = 0.0, 0
+        if self.family == "rnn":
+            state = None
+            rows = min(c.eval_batch_size, max(1, (stream.numel() - 1) // 2))
+            for x, y in BPTTBatches(batchify(stream, rows), c.seq_len):
+                x, y = x.to(self.device), y.to(self.device)
+                with autocast(self.device, self.precision):
+                    out = self.model(x, state)
+                state = out.state
+                nll += F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(),
+                                       reduction="sum").item()
+                count += y.numel()
+        else:
+            for x, y in eval_windows(stream, c.seq_len, c.eval_batch_size):
+                x, y = x.to(self.device), y.to(self.device)
+                with autocast(self.device, self.precision):
+                    out = self.model(x)
+                nll += F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(),
+                                       reduction="sum").item()
+                count += y.numel()
+        loss = nll / max(count, 1)
+        word_loss = loss / self.data.words_per_token[split]
+        return {"loss": loss, "ppl": math.exp(min(loss, 50)),
+                "word_ppl": math.exp(min(word_loss, 50)), "tokens": count}
+
+    # --- checkpoints and resume -------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "epoch": self.epoch, "best_val_loss": self.best_val_loss,
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "rnn_state": None,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self._state is not None:
+            s = self._state if isinstance(self._state, tuple) else (self._state,)
+            state["rnn_state"] = [t.detach().cpu() for t in s]
+        return state
+
+    def save_checkpoint(self) -> None:
+        if not self.run:
+            return
+        path = self.run.save_checkpoint(self.model, self.state_dict(), self.step)
+        record = {"step": self.step, "checkpoint": str(path.relative_to(self.run.root))}
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, record)
+
+    def resume(self, checkpoint: os.PathLike | str) -> None:
+        """Continue exactly where a checkpoint left off: weights, optimizer, RNG, data position."""
+        from pathlib import Path
+
+        checkpoint = Path(checkpoint)
+        load_weights(self.model, checkpoint / "model.safetensors")
+        state = load_state(checkpoint / "state.pt")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.batches.load_state_dict(state["batches"])
+            torch.set_rng_state(state["rng_torch"])
+            if "rng_cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            self.elapsed, self.epoch = float(state["elapsed"]), int(state["epoch"])
+            self.best_val_loss = float(state["best_val_loss"])
+            if self.plateau and state["plateau"]:
+                self.plateau.load_state_dict(state["plateau"])
+            if state["rnn_state"]:
+                s = [t.to(self.device) for t in state["rnn_state"]]
+                self._state = tuple(s) if len(s) == 2 else s[0]
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
+                              "start a new run instead of --resume") from None
+        self._batch_iter = None
+        if self.metrics:
+            self.metrics.truncate_after(self.step)  # steps after the checkpoint run again
+
+    # --- reporting --------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.metrics:
+            self.metrics.write(record)
+
+    def card(self, status: str, test: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
+        m = self.model
+        card = {
+            "status": status, "labkit_version": __version__, "torch_version": torch.__version__,
+            "family": self.family, "parameters": count_parameters(m),
+            "flops_per_token": m.flops_per_token(self.config.seq_len),
+            "steps": self.step, "max_steps": self.config.max_steps, "epochs": self.epoch,
+            "tokens_seen": self.tokens_seen, "wall_time_s": round(self.elapsed, 2),
+            "tokens_per_s": self.tokens_seen / self.elapsed if self.elapsed else None,
+            "device": str(self.device), "precision": self.precision,
+            "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            "best_val_ppl": math.exp(self.best_val_loss) if math.isfinite(self.best_val_loss) else None,
+            "pid": os.getpid(), "updated_at": time.time(), **extra,
+        }
+        if test:
+            card.update(test_loss=test["loss"], test_ppl=test["ppl"], test_word_ppl=test["word_ppl"],
+                        test_tokens=test["tokens"])
+        return card
+
+    def _write_status(self, status: str, **extra: Any) -> None:
+        if self.run:
+            self.run.write_card(self.card(status=status, **extra))
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGINT / SIGTERM finish the current step, save a checkpoint and stop cleanly."""
+        def handler(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (a Streamlit session, say): no handlers
+                pass
+        return old
+
+    @staticmethod
+    def _restore_signal_handlers(old: dict[int, Any]) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -1,0 +1,240 @@
+"""The trainer, schedules, run directories and resume, on tiny models and a made-up corpus."""
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from labkit.data import DataConfig, LMData, WordTokenizer
+from labkit.errors import LabkitError, RunError
+from labkit.models import RNNConfig, TransformerConfig, build_model
+from labkit.pretrain import load_run, pretrain, resume
+from labkit.rundir import RunDir, list_runs, load_state, safe_run_path
+from labkit.train import Callback, History, TrainConfig, Trainer, TrainingStopped
+from labkit.train.metrics import MetricsWriter, read_metrics
+from labkit.train.schedule import PlateauDivider, lr_at
+
+
+def toy_data(n_lines: int = 300, seed: int = 0) -> LMData:
+    """A small corpus with structure to learn: counting sequences with random starts."""
+    g = torch.Generator().manual_seed(seed)
+    words = [f"w{i}" for i in range(30)]
+    lines = []
+    for _ in range(n_lines):
+        start = int(torch.randint(30, (1,), generator=g))
+        lines.append(" ".join(words[(start + k) % 30] for k in range(8)))
+    tok = WordTokenizer.train(lines[:240], split="whitespace", specials=("<unk>", "<eos>"))
+    enc = {name: tok.encode_lines(part) for name, part in
+           (("train", lines[:240]), ("valid", lines[240:270]), ("test", lines[270:]))}
+    return LMData(tok, enc["train"], enc["valid"], enc["test"],
+                  {"train": 1.0, "valid": 1.0, "test": 1.0})
+
+
+def tiny_model(family: str, vocab: int, dropout: float = 0.1):
+    if family == "rnn":
+        return build_model(RNNConfig(vocab_size=vocab, d_embed=24, d_hidden=24, n_layers=2,
+                                     dropout=dropout))
+    return build_model(TransformerConfig(vocab_size=vocab, d_model=24, n_layers=2, n_heads=2,
+                                         d_ff=48, context_length=16, dropout=dropout))
+
+
+def train_config(**kw) -> TrainConfig:
+    base = dict(max_steps=12, batch_size=4, seq_len=12, eval_every=100, log_every=1, lr=3e-3,
+                warmup_steps=2, device="cpu", seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+class StopAt(Callback):
+    """Behaves like Ctrl-C arriving during step `step`: a real signal to this process."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step(self, trainer, record):
+        if record["step"] == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+# --- schedules ---------------------------------------------------------------------------
+def test_warmup_then_cosine():
+    lrs = [lr_at(s, 1.0, warmup=10, total=110, min_ratio=0.1) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
+    assert lrs[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lr_at(500, 2.0, warmup=0, total=10, kind="constant") == 2.0
+
+
+def test_plateau_divider_divides_by_four_on_a_stall():
+    p = PlateauDivider(20.0)
+    assert p.update(5.0) == 20.0
+    assert p.update(4.0) == 20.0
+    assert p.update(4.5) == 5.0
+    q = PlateauDivider(1.0)
+    q.load_state_dict(p.state_dict())
+    assert q.lr == 5.0 and q.best == 4.0
+
+
+# --- training ----------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_loss_goes_down_and_card_is_complete(family, tmp_path):
+    data = toy_data()
+    history = History()
+    model = tiny_model(family, data.tokenizer.vocab_size, dropout=0.0)
+    card = Trainer(model, data, train_config(max_steps=60, eval_every=30, lr=3e-2),
+                   RunDir(tmp_path), [history]).fit()
+    losses = [r["loss"] for r in history.steps]
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
+    assert card["status"] == "finished" and card["steps"] == 60
+    # RNN windows at the end of an epoch are shorter; random Transformer windows never are.
+    assert card["tokens_seen"] == history.steps[-1]["tokens"]
+    assert card["tokens_seen"] == 60 * 4 * 12 if family == "transformer" else card["tokens_seen"] > 55 * 48
+    assert card["test_ppl"] == pytest.approx(math.exp(card["test_loss"]))
+    assert card["best_val_ppl"] < data.tokenizer.vocab_size / 2
+    assert len(history.evals) == 2  # step 30 and the final one
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 61))
+    assert {"tokens", "elapsed_s", "lr", "grad_norm", "tokens_per_s"} <= set(records[0])
+
+
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_resume_reproduces_the_uninterrupted_losses(family, tmp_path):
+    data = toy_data()
+    config = train_config(max_steps=12)
+
+    def run(root, callbacks):
+        torch.manual_seed(0)
+        return Trainer(tiny_model(family, data.tokenizer.vocab_size), data, config,
+                       RunDir(root), callbacks)
+
+    straight = History()
+    run(tmp_path / "a", [straight]).fit()
+
+    first = History()
+    with pytest.raises(TrainingStopped, match="SIGINT"):
+        run(tmp_path / "b", [first, StopAt(5)]).fit()
+    rundir = RunDir(tmp_path / "b")
+    assert rundir.read_card()["status"] == "interrupted"
+    assert rundir.latest_checkpoint().name == "step-00000005"
+    second = History()
+    trainer = run(tmp_path / "b", [second])
+    trainer.resume(rundir.latest_checkpoint())
+    trainer.fit()
+
+    a = [r["loss"] for r in straight.steps]
+    b = [r["loss"] for r in first.steps] + [r["loss"] for r in second.steps]
+    assert len(a) == len(b) == 12
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-6
+    steps = [r["step"] for r in read_metrics(rundir.metrics_path) if "loss" in r]
+    assert steps == list(range(1, 13))
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    writer = MetricsWriter(tmp_path / "m.jsonl")
+    for step in range(1, 8):
+        writer.write({"step": step, "loss": 1.0})
+    writer.truncate_after(4)
+    assert [r["step"] for r in read_metrics(tmp_path / "m.jsonl")] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    data = toy_data()
+    model = tiny_model("rnn", data.tokenizer.vocab_size)
+
+    class Poison(Callback):
+        def on_checkpoint(self, trainer, record):
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.fill_(float("nan"))
+
+    trainer = Trainer(model, data, train_config(max_steps=10, eval_every=4), RunDir(tmp_path),
+                      [Poison()])
+    with pytest.raises(TrainingStopped, match="loss became nan at step 5"):
+        trainer.fit()
+    run = RunDir(tmp_path)
+    assert run.read_card()["status"] == "failed"
+    assert run.latest_checkpoint().name == "step-00000004"
+    # The checkpoint holds the good weights, written before the poisoning.
+    fresh = tiny_model("rnn", data.tokenizer.vocab_size)
+    Trainer(fresh, data, train_config(), None).resume(run.latest_checkpoint())
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())
+
+
+def test_metrics_reader_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
+    MetricsWriter(path).write({"step": 3, "loss": float("nan")})
+    assert json.loads(path.read_text().splitlines()[-1]) == {"step": 3, "loss": None}
+
+
+# --- run directories ---------------------------------------------------------------------
+def test_pickle_payload_in_training_state_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "state.pt"
+    torch.save({"step": 1, "x": Payload()}, evil)
+    with pytest.raises(RunError, match="refusing to load"):
+        load_state(evil)
+    assert not marker.exists()
+
+
+def test_checkpoints_appear_whole_and_old_ones_are_pruned(tmp_path):
+    run = RunDir(tmp_path)
+    model = tiny_model("rnn", 10)
+    for step in (1, 2, 3):
+        run.save_checkpoint(model, {"step": step}, step)
+    (run.checkpoints_dir / ".tmp-half").mkdir()  # what a kill during a write leaves
+    assert [p.name for p in run.checkpoints()] == ["step-00000002", "step-00000003"]
+    assert load_state(run.latest_checkpoint() / "state.pt") == {"step": 3}
+
+
+def test_safe_run_path_refuses_escapes(tmp_path):
+    assert safe_run_path(tmp_path, "lstm-1") == (tmp_path / "lstm-1").resolve()
+    for bad in ("../x", "/etc", "a/../../b", "..", ".", "", "a/b"):
+        with pytest.raises(RunError):
+            safe_run_path(tmp_path, bad)
+
+
+def test_list_runs_reports_broken_runs_without_failing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text("{not json")
+    infos = {i.path.name: i for i in list_runs(tmp_path)}
+    assert "is it a labkit run" in infos["empty"].error
+    assert "corrupt" in infos["corrupt"].error
+
+
+# --- the whole pretraining path on real data ----------------------------------------------
+@pytest.mark.integration
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_pretrain_on_a_wikitext_slice_then_load_and_resume(family, labkit_data, tmp_path):
+    data_config = DataConfig(data_dir=str(labkit_data), max_vocab=2000, train_tokens=30_000,
+                             eval_tokens=2_000)
+    model_config = (RNNConfig(cell="lstm", d_embed=32, d_hidden=32, n_layers=1, dropout=0.0)
+                    if family == "rnn" else
+                    TransformerConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                                      context_length=32, dropout=0.0))
+    history = History()
+    card = pretrain(model_config, train_config(max_steps=40, eval_every=20, batch_size=8,
+                                               seq_len=32, lr=5e-3),
+                    data_config, tmp_path / "run", callbacks=[history])
+    losses = [r["loss"] for r in history.steps]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0  # from ~ln(2002)=7.6 well down
+    assert card["test_ppl"] < 2002
+    loaded = load_run(tmp_path / "run")
+    assert loaded.tokenizer.vocab_size == 2002 and not loaded.model.training
+    with pytest.raises(RunError, match="already holds a run"):
+        pretrain(model_config, train_config(), data_config, tmp_path / "run")
+    card2 = resume(tmp_path / "run", overrides={"max_steps": 44})
+    assert card2["steps"] == 44 and card2["tokens_seen"] == 44 * 8 * 32
+    with pytest.raises(LabkitError, match="cannot change"):
+        resume(tmp_path / "run", overrides={"lr": 1.0})
