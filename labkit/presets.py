@@ -36,9 +36,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "classic-transformer": {
         "model": dict(family="transformer", d_model=256, n_layers=7, n_heads=4, d_ff=1024,
-                      context_length=128, dropout=0.1, tie_weights=True),
+                      context_length=256, dropout=0.1, tie_weights=True),
         "train": dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, schedule="cosine",
-                      warmup_steps=200, batch_size=8, seq_len=128, grad_clip=1.0,
+                      warmup_steps=200, batch_size=3, seq_len=256, grad_clip=1.0,
                       max_steps=10_000, eval_every=500, log_every=20),
         "data": dict(),
     },

@@ -55,6 +55,7 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
     model = build_model(model_config)
     if init_from is not None:
         model.load_state_dict(base.model.state_dict())
+    trainer = Trainer(model, data, train_config, run, callbacks)  # checks settings first
     created = not run.root.exists()
     try:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
         if created:
             shutil.rmtree(run.root, ignore_errors=True)
         raise RunError(f"cannot write the run directory {run.root}: {e.strerror}") from None
-    return Trainer(model, data, train_config, run, callbacks).fit()
+    return trainer.fit()
 
 
 def resume(out: str | Path, *, callbacks: list[Callback] | tuple = (),
@@ -96,7 +97,9 @@ def resume(out: str | Path, *, callbacks: list[Callback] | tuple = (),
 
 
 def load_run(path: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """Model (eval mode) and tokenizer of a run: `which` is "best" or "last" (latest checkpoint)."""
+    """Model (eval mode) and tokenizer of a run, a language model or a classifier.
+
+    `which` is "best" (lowest validation loss) or "last" (the latest checkpoint)."""
     run = RunDir(path)
     if not run.root.is_dir():
         raise RunError(f"{run.root} does not exist")
@@ -105,9 +108,10 @@ def load_run(path: str | Path, *, which: str = "best", device: str | torch.devic
         raise RunError(f"{run.root}/config.json has no model section: not a labkit run")
     model_config = config_from_dict(config["model"])
     tokenizer = load_tokenizer(run.tokenizer_path)
-    if tokenizer.vocab_size != model_config.vocab_size:
+    vocab_size = getattr(model_config, "vocab_size", None) or model_config.body.get("vocab_size")
+    if tokenizer.vocab_size != vocab_size:
         raise RunError(f"{run.root}: tokenizer has {tokenizer.vocab_size} tokens but the model "
-                       f"expects {model_config.vocab_size}; the run is inconsistent")
+                       f"expects {vocab_size}; the run is inconsistent")
     model = build_model(model_config).to(pick_device(str(device)) if isinstance(device, str) else device)
     if which == "best":
         weights = run.weights_path

@@ -238,3 +238,34 @@ def test_pretrain_on_a_wikitext_slice_then_load_and_resume(family, labkit_data, 
     assert card2["steps"] == 44 and card2["tokens_seen"] == 44 * 8 * 32
     with pytest.raises(LabkitError, match="cannot change"):
         resume(tmp_path / "run", overrides={"lr": 1.0})
+
+
+def test_word_level_perplexity_counts_words_not_tokens():
+    data = toy_data()
+    data.words_per_token["valid"] = 0.5  # as if a subword tokenizer used two tokens per word
+    trainer = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data, train_config(), None)
+    result = trainer.evaluate("valid")
+    # Total NLL over the number of words: exp(loss * tokens / words).
+    assert result["word_ppl"] == pytest.approx(math.exp(result["loss"] / 0.5))
+    assert result["ppl"] == pytest.approx(math.exp(result["loss"]))
+
+
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_bf16_autocast_on_cpu_trains(family):
+    data = toy_data()
+    history = History()
+    trainer = Trainer(tiny_model(family, data.tokenizer.vocab_size), data,
+                      train_config(max_steps=3, precision="bf16"), None, [history])
+    card = trainer.fit()
+    assert card["precision"] == "bf16" and len(history.steps) == 3
+    assert all(math.isfinite(r["loss"]) for r in history.steps)
+
+
+def test_time_budget_stops_training_and_ends_the_decay(tmp_path):
+    data = toy_data()
+    trainer = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data,
+                      train_config(max_steps=10_000, time_budget_s=0.5, warmup_steps=0), None)
+    card = trainer.fit()
+    assert 0 < card["steps"] < 10_000 and card["wall_time_s"] >= 0.5
+    # The cosine is spread over the steps that fit in the budget, not over max_steps.
+    assert trainer.lr() < 0.5 * trainer.config.lr

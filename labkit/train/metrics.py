@@ -25,7 +25,6 @@ def _clean(value: Any) -> Any:
 class MetricsWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
 
     def _drop_torn_tail(self) -> None:
@@ -40,6 +39,7 @@ class MetricsWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode("utf-8"))

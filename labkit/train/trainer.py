@@ -72,7 +72,12 @@ class TrainConfig(JSONConfig):
 
 
 class TrainingStopped(LabkitError):
-    """Training ended early: interrupted by a signal, or the loss stopped being finite."""
+    """Training ended early: interrupted by a signal (`signal` says which), or the loss stopped
+    being finite (`signal` is None)."""
+
+    def __init__(self, message: str, signal: int | None = None):
+        super().__init__(message)
+        self.signal = signal
 
 
 class Trainer:
@@ -91,7 +96,7 @@ class Trainer:
             raise LabkitError(f"seq_len {c.seq_len} exceeds the model's context length "
                               f"{model.config.context_length}")
         self.forward = torch.compile(self.model) if c.compile else self.model
-        self.optimizer = self._make_optimizer()
+        self._optimizer: torch.optim.Optimizer | None = None  # made on first use: eval needs none
         self.plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None
         self.step = 0
         self.tokens_seen = 0
@@ -109,6 +114,12 @@ class Trainer:
         self.metrics = MetricsWriter(run.metrics_path) if run else None
 
     # --- setup ------------------------------------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = self._make_optimizer()
+        return self._optimizer
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         if c.optimizer == "sgd":
@@ -125,7 +136,12 @@ class Trainer:
         c = self.config
         if self.plateau is not None:
             return self.plateau.lr
-        return lr_at(self.step, c.lr, warmup=c.warmup_steps, total=c.max_steps,
+        total = c.max_steps
+        if c.time_budget_s and self.elapsed > 0 and self.step > c.warmup_steps:
+            # With a time budget the decay ends when the budget does: the number of steps that
+            # fit is estimated from the pace so far.
+            total = min(total, max(self.step + 1, round(self.step * c.time_budget_s / self.elapsed)))
+        return lr_at(self.step, c.lr, warmup=c.warmup_steps, total=total,
                      min_ratio=c.min_lr_ratio, kind=c.schedule)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +223,7 @@ class Trainer:
                     self._periodic_eval()
                 if self._stop_signal is not None:
                     raise TrainingStopped(f"stopped by {signal.Signals(self._stop_signal).name} "
-                                          f"at step {self.step}")
+                                          f"at step {self.step}", signal=self._stop_signal)
         except TrainingStopped as e:
             interrupted = self._stop_signal is not None
             if interrupted:
@@ -348,7 +364,7 @@ class Trainer:
             "tokens_per_s": self.tokens_seen / self.elapsed if self.elapsed else None,
             "device": str(self.device), "precision": self.precision,
             "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
-            "best_val_ppl": math.exp(self.best_val_loss) if math.isfinite(self.best_val_loss) else None,
+            "best_val_ppl": math.exp(min(self.best_val_loss, 50)) if math.isfinite(self.best_val_loss) else None,
             "pid": os.getpid(), "updated_at": time.time(), **extra,
         }
         if test:
