@@ -1,22 +1,82 @@
-"""The app's pages, run by Streamlit's own test harness on run directories made here."""
+"""The app's pages, run by Streamlit's own test harness (no browser, no JavaScript) on run
+directories made here: tiny runs trained on the synthetic corpus plus broken ones (appruns.py).
+Each test checks what a page shows: titles, table rows, chart traces, generated text."""
 
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from labkit.generate import SamplingConfig, generate
+from labkit.pretrain import load_run
 from labkit.rundir import RunDir
+from labkit.train.metrics import read_metrics
+
+import appruns
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return appruns.runs_root(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _no_runs_env(monkeypatch):
+    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+
+
+def app(root: Path | None = None, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if root is not None:
+        at.session_state["runs_root"] = str(root)
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def traces(fig: dict) -> dict[str, dict]:
+    return {t.get("name"): t for t in fig["data"]}
+
+
+def array(value) -> np.ndarray:
+    """A figure's data array: plotly sends numpy arrays as typed-array dicts."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return data.reshape([int(n) for n in str(value.get("shape", len(data))).split(",")])
+    return np.asarray(value, dtype=float)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def iframes(at: AppTest) -> list[str]:
+    return [e.proto.srcdoc for e in at.get("iframe")]
+
+
+# --- Runs ---------------------------------------------------------------------------------
 def test_runs_page_lists_runs_and_flags_broken_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     good = RunDir(tmp_path / "runs" / "lstm-a")
     good.save_config({"kind": "lm", "model": {"family": "rnn", "cell": "lstm"}})
     good.write_card({"status": "finished", "steps": 10, "test_ppl": 123.4, "parameters": 99})
     (tmp_path / "runs" / "junk").mkdir()
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+    at = app()
     assert at.title[0].value == "labkit runs"
     table = at.dataframe[0].value
     assert list(table["run"]) == ["junk", "lstm-a"]
@@ -26,6 +86,275 @@ def test_runs_page_lists_runs_and_flags_broken_ones(tmp_path, monkeypatch):
 
 def test_runs_page_explains_what_to_do_with_no_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+    at = app()
     assert "labkit pretrain" in at.info[0].value
+    assert at.button(key="train_demo").label == "Train demo models"
+
+
+def test_runs_page_shows_status_problems_and_only_differing_config_fields(root):
+    at = app(root)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[appruns.LSTM, "status"] == "finished"
+    assert table.loc[appruns.LIVE, "status"] == "running"  # card says running, this process lives
+    assert table.loc[appruns.STALE, "status"] == "interrupted (stale)"
+    assert table.loc["half-written", "status"] == "incomplete"
+    assert table.loc["sst2-large", "kind"] == "classifier"
+    for name in ("corrupt-config", "future-version", "not-a-run"):
+        assert table.loc[name, "status"] == "unreadable"
+    warnings = texts(at.warning)
+    assert "corrupt-config**: " in warnings and "is corrupt" in warnings
+    assert "run format 99" in warnings and "no config.json" in warnings
+    assert f"{appruns.STALE}**: its card says running" in warnings and "--resume" in warnings
+    assert "half-written**: has a config but no results card" in warnings
+
+    at.multiselect(key="compare_runs").set_value([appruns.LSTM, appruns.TRANSFORMER]).run()
+    diff = at.dataframe[1].value.set_index("field")
+    assert {"model.family", "model.n_heads", "model.cell", "train.lr"} <= set(diff.index)
+    assert diff.loc["model.family", appruns.LSTM] == "rnn"
+    assert diff.loc["model.n_heads", appruns.LSTM] == "(absent)"
+    assert "train.batch_size" not in diff.index and "data.corpus" not in diff.index  # the same in both
+    results = at.dataframe[2].value
+    assert list(results["run"]) == [appruns.LSTM, appruns.TRANSFORMER]
+
+
+def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monkeypatch):
+    import labkit.demo
+
+    monkeypatch.setattr(labkit.demo, "DEMO_STEPS", 4)  # the real demo is 200 steps; see the README
+    monkeypatch.setattr(labkit.demo, "wikitext2_on_disk", lambda: False)
+    root = tmp_path / "runs"
+    at = app(root)
+    at.button(key="train_demo").click().run()
+    assert not at.exception
+    shown = texts(at.get("progress")) + texts(at.success) + "".join(p.proto.text for p in at.get("progress"))
+    assert "Training on synthetic" in shown or "Demo models ready" in shown
+    deadline = time.monotonic() + 120
+    while (p := labkit.demo.demo_progress(root)) is None or p.active:
+        assert time.monotonic() < deadline, "the demo did not finish in 2 minutes"
+        time.sleep(0.5)
+    assert p.finished, p.log_tail
+    at.run()
+    assert "Demo models ready (synthetic): demo-lstm, demo-transformer" in texts(at.success)
+    table = at.dataframe[0].value.set_index("run")
+    assert list(table["status"]) == ["finished", "finished"]
+    assert list(table["steps"]) == [4, 4]
+    at.switch_page("views/attention.py").run()
+    assert not at.exception and len(iframes(at)) == 2
+
+
+# --- Loss curves --------------------------------------------------------------------------
+def test_curves_page_overlays_runs_with_smoothed_raw_and_validation_traces(root):
+    at = app(root, "curves")
+    assert at.title[0].value == "Loss curves"
+    assert "Live: live-transformer still training" in texts(at.caption)
+    assert "No records yet: half-written" in texts(at.caption)
+    fig = charts(at)[0]
+    t = traces(fig)
+    assert {appruns.LSTM, f"{appruns.LSTM} (raw)", f"{appruns.LSTM} val", appruns.TRANSFORMER} <= set(t)
+    records = read_metrics(root / appruns.LSTM / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    raw, smooth = t[f"{appruns.LSTM} (raw)"], t[appruns.LSTM]
+    assert raw["x"] == [r["step"] for r in train] and raw["y"] == [r["loss"] for r in train]
+    assert smooth["y"][0] == pytest.approx(raw["y"][0])  # de-biased: no pull towards 0
+    assert smooth["y"] != raw["y"]
+    assert t[f"{appruns.LSTM} val"]["y"] == [r["val_loss"] for r in val]
+    assert fig["layout"]["xaxis"]["title"]["text"] == "step"
+
+    at.radio(key="curve_x").set_value("tokens seen").run()
+    at.radio(key="curve_metric").set_value("perplexity").run()
+    at.toggle(key="curve_log").set_value(True).run()
+    at.slider(key="curve_smooth").set_value(0.0).run()
+    fig = charts(at)[0]
+    t = traces(fig)
+    assert t[appruns.LSTM]["x"] == [r["tokens"] for r in train]
+    assert t[appruns.LSTM]["y"] == pytest.approx([r["ppl"] for r in train])  # no smoothing
+    assert f"{appruns.LSTM} (raw)" not in t
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "perplexity"
+
+
+# --- Attention ----------------------------------------------------------------------------
+def attention_text(at: AppTest, text: str) -> AppTest:
+    at.text_area[0].set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_attention_page_draws_offline_bertviz_heatmaps_and_head_statistics(root, capsys):
+    at = app(root, "attention")
+    at.selectbox(key="attn_run").set_value(appruns.TRANSFORMER).run()
+    assert at.title[0].value == "Attention"
+    head, model = iframes(at)
+    for html in (head, model):
+        assert "d3js.org v5.7.0" in html and "jQuery v3" in html and "requirejs.config" in html
+        assert "cdnjs" not in html and "<script src" not in html
+    assert '"left_text": ["the", "dogs", "near"' in head
+    grid, stats_chart = charts(at)
+    heads = [t for t in grid["data"] if t["name"] != "causal mask"]
+    masks = [t for t in grid["data"] if t["name"] == "causal mask"]
+    assert len(heads) == len(masks) == 8  # 2 layers x 4 heads, each with its mask drawn
+    mask = array(masks[0]["z"])
+    assert mask[0, 1] == 1 and np.isnan(mask[1, 0]) and np.isnan(mask[0, 0])  # grey above the diagonal
+    weights = array(heads[0]["z"])
+    assert np.nansum(weights, axis=1) == pytest.approx(np.ones(len(weights)), abs=1e-3)
+    assert [t["name"] for t in stats_chart["data"]] == ["entropy_ratio", "mean_distance", "first_token_share"]
+    table = at.dataframe[0].value
+    assert len(table) == 8 and list(table.columns)[:3] == ["layer", "head", "entropy (nats)"]
+    assert (table["first-token share"] <= 1).all() and (table["entropy / uniform"] <= 1.001).all()
+    assert "Attention sink" in texts(at.markdown) and "first token" in texts(at.markdown)
+
+    sentence = " ".join(("the dogs near the old cat run quickly . " * 8).split()[:64])
+    at.text_area[0].set_value(sentence)
+    start = time.perf_counter()
+    at.run()
+    seconds = time.perf_counter() - start
+    assert not at.exception
+    assert "64 tokens, 2 layers x 4 heads." in texts(at.caption)
+    assert not at.warning  # 64 tokens fit: no cut
+    with capsys.disabled():
+        print(f"\nAppTest: attention page with a 64-token input ran in {seconds:.2f} s (server side)")
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("", "Type a sentence"),
+    ("   \n\t ", "Type a sentence"),
+    ("word " * 10_000, "The input has 10,000 tokens; showing the first 64"),
+    ("naïve café 🤖 \u202eRTL\u202c \ufeff nul\x00 </script><script>alert(1)</script> <unk> <eos>", None),
+])
+def test_attention_page_survives_odd_inputs(root, text, expect):
+    at = app(root, "attention")
+    at = attention_text(at, text)
+    if expect:
+        assert expect in texts(at.info) + texts(at.warning)
+    else:
+        assert len(iframes(at)) == 2
+        assert "alert(1)</script>" not in iframes(at)[0]
+
+
+def test_attention_page_survives_a_run_deleted_or_damaged_while_open(root, tmp_path):
+    own = tmp_path / "runs"
+    shutil.copytree(root / appruns.TRANSFORMER, own / "t1")
+    shutil.copytree(root / appruns.TRANSFORMER, own / "t2")
+    at = app(own, "attention")
+    assert len(iframes(at)) == 2
+    (own / "t1" / "model.safetensors").write_bytes(b"\x00garbage")  # damaged under the app
+    at.run()
+    assert not at.exception and "t1** cannot be loaded" in texts(at.error)
+    shutil.rmtree(own / "t1")  # deleted under the app
+    at.run()
+    assert not at.exception and at.selectbox(key="attn_run").value == "t2" and len(iframes(at)) == 2
+    shutil.rmtree(own / "t2")
+    at.run()
+    assert not at.exception and "need a Transformer run" in texts(at.info)
+
+
+# --- Generate -----------------------------------------------------------------------------
+def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
+    at = app(root, "generate")
+    assert at.title[0].value == "Generate"
+    at.selectbox(key="gen_run").set_value(appruns.TRANSFORMER)
+    at.selectbox(key="gen_run_b").set_value(appruns.LSTM)
+    at.text_area(key="gen_prompt").set_value("the dogs")
+    at.number_input(key="gen_seed").set_value(3)
+    at.slider(key="gen_len").set_value(12)
+    at.toggle(key="gen_eos").set_value(False)
+    at.run()
+    at.button(key="gen_go").click().run()
+    assert not at.exception
+    shown = texts(at.markdown)
+    config = SamplingConfig(temperature=0.8, top_k=0, top_p=0.9, max_tokens=12, seed=3, stop_at_eos=False)
+    figs = charts(at)
+    assert len(figs) == 2
+    for name, fig in zip((appruns.TRANSFORMER, appruns.LSTM), figs):
+        loaded = load_run(root / name)
+        expected = generate(loaded.model, loaded.tokenizer, "the dogs", config)
+        assert len(expected.tokens) == 12
+        assert expected.text.replace(".", "\\.") in shown.replace("\\ ", " ")
+        bars = traces(fig)["p (model)"]
+        assert bars["y"] == pytest.approx([t.model_prob for t in expected.tokens])
+        assert bars["text"] == [t.text for t in expected.tokens]
+        assert set(traces(fig)) == {"p (model)", "p (sampling)", "entropy (nats)"}
+    assert texts(at.caption).count("12 tokens at") == 2
+    assert len(at.dataframe) == 2  # the per-token tables
+
+
+@pytest.mark.parametrize("prompt, notice", [
+    ("", "empty prompt: starting from <eos>"),
+    ("the " * 10_000, "cut to the last 64 tokens"),
+    ("🤖 \u202e \x00 ``` $x$ <b>bold</b>", "mapped to <unk>"),
+])
+def test_generate_page_survives_odd_prompts(root, prompt, notice):
+    at = app(root, "generate")
+    at.selectbox(key="gen_run").set_value(appruns.TRANSFORMER)
+    at.selectbox(key="gen_run_b").set_value(appruns.LSTM)
+    at.text_area(key="gen_prompt").set_value(prompt)
+    at.slider(key="gen_len").set_value(5)
+    at.run()
+    at.button(key="gen_go").click().run()
+    assert not at.exception
+    assert notice in texts(at.caption)
+    assert texts(at.caption).count("tokens at") == 2
+
+
+# --- Fine-tuning --------------------------------------------------------------------------
+def test_finetune_page_says_when_there_are_no_runs(tmp_path):
+    at = app(tmp_path / "runs", "finetune")
+    assert at.title[0].value == "Fine-tuning"
+    assert "No fine-tuning runs yet" in at.info[0].value
+
+
+def test_finetune_page_reads_cards_generically(root):
+    at = app(root, "finetune")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["sst2-large", "accuracy"] == 0.81 and table.loc["sst2-small", "train_size"] == 100
+    curve, matrix, val = charts(at)
+    assert val["data"][0]["x"] == [10, 20, 30, 40] and val["data"][0]["name"] == "validation accuracy"
+    assert curve["data"][0]["x"] == [100, 6000] and curve["data"][0]["y"] == [0.62, 0.81]
+    assert array(matrix["data"][0]["z"]).tolist() == [[340, 88], [78, 366]]
+    assert matrix["data"][0]["y"] == ["true negative", "true positive"]
+    per_class = at.dataframe[1].value.set_index("label")
+    assert per_class.loc["positive", "recall"] == pytest.approx(366 / 444)
+    assert at.metric[0].value == "0.810"
+    # Its weights are not real: the page says so and carries on.
+    assert "sst2-large** cannot be loaded for predictions" in texts(at.error)
+
+
+def test_finetune_page_tries_a_sentence_through_the_predictor(root, tmp_path, monkeypatch):
+    import labkit.inspect.classifier as clf
+
+    own = tmp_path / "runs"
+    shutil.copytree(root / "sst2-small", own / "sst2-small")
+    seen = []
+    monkeypatch.setattr(clf, "load_predictor",
+                        lambda path: lambda s: (seen.append(s), ("positive", 0.93))[1])
+    at = app(own, "finetune")
+    at.text_input(key="ft_sentence").set_value("what a film").run()
+    assert not at.exception
+    assert "Prediction: **positive** with probability **0.930**" in texts(at.markdown)
+    assert seen[-1] == "what a film"
+
+
+def test_every_page_survives_a_run_deleted_while_selected(root, tmp_path):
+    own = tmp_path / "runs"
+    for name in (appruns.LSTM, appruns.TRANSFORMER, "sst2-small", "sst2-large"):
+        shutil.copytree(root / name, own / name)
+    at = app(own)
+    at.multiselect(key="compare_runs").set_value([appruns.LSTM, appruns.TRANSFORMER]).run()
+    at.selectbox(key="detail_run").set_value(appruns.LSTM).run()
+    for page in ("curves", "generate", "finetune"):
+        at.switch_page(f"views/{page}.py").run()
+        if page == "generate":
+            at.selectbox(key="gen_run").set_value(appruns.LSTM).run()
+            at.button(key="gen_go").click().run()
+        if page == "finetune":
+            at.selectbox(key="ft_run").set_value("sst2-small").run()
+        assert not at.exception
+    for name in (appruns.LSTM, "sst2-small"):
+        shutil.rmtree(own / name)
+    for page in ("runs", "curves", "generate", "finetune", "attention"):
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert appruns.LSTM not in texts(at.caption) + texts(at.markdown)
+    at.switch_page("views/runs.py").run()
+    assert list(at.dataframe[0].value["run"]) == ["sst2-large", appruns.TRANSFORMER]

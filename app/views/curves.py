@@ -1,0 +1,51 @@
+"""Loss curves: training and validation curves of several runs, overlaid; live while a run trains."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from labkit.inspect.curves import METRICS, X_AXES, load_curves
+from labkit.inspect.plots import loss_figure
+from labkit.inspect.runs import run_status
+
+import common
+
+st.title("Loss curves")
+infos = common.lm_runs(common.runs())
+common.note_unreadable(common.runs())
+if not infos:
+    st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset "
+            "tiny`) or use **Train demo models** on the Runs page.")
+    st.stop()
+
+names = [i.path.name for i in infos]
+chosen = st.multiselect("Runs", names, default=names[:6], key="curve_runs")
+c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
+x_axis = c1.radio("x axis", list(X_AXES), horizontal=True, key="curve_x")
+metric = c2.radio("y axis", list(METRICS), horizontal=True, key="curve_metric")
+log_y = c3.toggle("log y", value=False, key="curve_log")
+show_val = c3.toggle("validation", value=True, key="curve_val")
+smoothing = c4.slider("smoothing (TensorBoard's de-biased EMA)", 0.0, 0.99, 0.6, 0.01, key="curve_smooth",
+                      help="Each point becomes w * previous + (1 - w) * value, divided by 1 - w^n so the "
+                           "start is not pulled to zero. The raw curve stays faint behind it.")
+selected = [i for i in infos if i.path.name in chosen]
+live = [i.path.name for i in selected if run_status(i) == "running"]
+
+
+@st.fragment(run_every=common.REFRESH_S if live else None)
+def chart() -> None:
+    curves = {i.path.name: load_curves(i.path, x_axis, metric) for i in selected}
+    if live:
+        st.caption(f"Live: {', '.join(live)} still training; the chart refreshes every "
+                   f"{common.REFRESH_S:.0f} s.")
+    empty = [n for n, c in curves.items() if not c.train.x and not c.val.x]
+    if empty:
+        st.caption(f"No records yet: {', '.join(empty)}.")
+    if not selected:
+        st.info("Pick one or more runs.")
+        return
+    st.plotly_chart(loss_figure(curves, x_title=x_axis, y_title=metric, smoothing=smoothing, log_y=log_y,
+                                show_val=show_val), key="loss_chart")
+
+
+chart()

@@ -1,0 +1,90 @@
+"""Fine-tuning: accuracy, confusion matrix and learning curve of classifier runs; try a sentence."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from labkit.errors import LabkitError
+from labkit.inspect import classifier as clf
+from labkit.inspect.attention import clean_text
+from labkit.inspect.plots import confusion_matrix_figure, learning_curve_figure, metric_curve_figure
+from labkit.inspect.runs import drop_empty_columns, run_kind
+
+import common
+
+st.title("Fine-tuning")
+all_infos = common.runs()
+infos = [i for i in all_infos if not i.error and run_kind(i) == "classifier"]
+common.note_unreadable(all_infos)
+if not infos:
+    st.info(f"No fine-tuning runs yet in `{common.root()}`. Fine-tune a pretrained run on SST-2 "
+            "(`labkit finetune RUN`); its accuracy, confusion matrix and learning curve show here.")
+    st.stop()
+
+rows = [clf.summary(i) for i in infos]
+st.dataframe(drop_empty_columns(rows), hide_index=True, width="stretch", key="ft_table",
+             column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
+                            "val_accuracy": st.column_config.NumberColumn(format="%.3f")})
+
+st.subheader("Learning curve")
+points = [r for r in rows if r["train_size"] and r["accuracy"] is not None]
+if len(points) >= 1:
+    st.caption("Test accuracy against the number of labelled training sentences, one point per run.")
+    st.plotly_chart(learning_curve_figure(points), key="ft_learning_curve")
+else:
+    st.caption("No run has both a train size and an accuracy yet.")
+
+names = [i.path.name for i in infos]
+name = st.selectbox("Run", names, key="ft_run")
+info = next(i for i in infos if i.path.name == name)
+summary = clf.summary(info)
+left, right = st.columns(2)
+with left:
+    acc = summary["accuracy"]
+    st.metric("accuracy (test)", f"{acc:.3f}" if acc is not None else "n/a")
+    matrix = clf.confusion_matrix(info)
+    if matrix:
+        st.plotly_chart(confusion_matrix_figure(matrix, clf.labels_of(info)), key="ft_confusion")
+    else:
+        st.caption("This run's card has no confusion matrix.")
+with right:
+    table = clf.per_class(info)
+    if table:
+        st.dataframe(table, hide_index=True, width="stretch", key="ft_per_class")
+    steps, values = clf.accuracy_curve(info.path)
+    if steps:
+        st.plotly_chart(metric_curve_figure(steps, values, name="validation accuracy"), key="ft_val_curve")
+
+st.subheader("Try a sentence")
+sentence = st.text_input("Sentence", value="a gripping , beautifully acted film .", key="ft_sentence")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the classifier...")
+def predictor(path: str, stamp: float):
+    return clf.load_predictor(path)
+
+
+predict, problem = None, None
+try:
+    stamp = (info.path / "model.safetensors").stat().st_mtime
+    predict = predictor(str(info.path), stamp)
+except FileNotFoundError:
+    problem = "it has no saved weights"
+except LabkitError as e:
+    problem = str(e)
+except Exception as e:  # a run from another version: say it, keep the page
+    problem = f"{type(e).__name__}: {str(e)[:300]}"
+if problem:
+    st.error(f"**{name}** cannot be loaded for predictions: {problem}")
+elif predict is None:
+    st.caption("Predictions need `labkit.finetune`, which is not available in this installation.")
+elif sentence.strip():
+    try:
+        label, prob = predict(clean_text(sentence))
+        st.markdown(f"Prediction: **{common.md_escape(label)}** with probability **{prob:.3f}**")
+    except LabkitError as e:
+        st.error(str(e))
+    except Exception as e:  # a run from another version: say it, keep the page
+        st.error(f"Prediction failed ({type(e).__name__}: {str(e)[:300]})")
+else:
+    st.caption("Type a sentence to classify.")

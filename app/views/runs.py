@@ -1,0 +1,137 @@
+"""Runs: every run directory under the runs folder, its status, card and config; comparison of
+configs; and the demo models for a fresh start."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from labkit.demo import DEMO_BUDGET_S, DEMO_STEPS, demo_progress, start_demo
+from labkit.inspect.curves import load_curves
+from labkit.inspect.plots import loss_figure
+from labkit.inspect.runs import STALE, config_diff, drop_empty_columns, run_kind, run_status, summary_row
+
+import common
+
+st.title("labkit runs")
+NUMBER_FORMATS = {"best val ppl": st.column_config.NumberColumn(format="%.2f"),
+                  "test ppl": st.column_config.NumberColumn(format="%.2f"),
+                  "accuracy": st.column_config.NumberColumn(format="%.3f")}
+root = common.root()
+
+
+def demo_section() -> None:
+    progress = demo_progress(root)
+    running = bool(progress and progress.active)
+    st.subheader("Demo models")
+    st.write(f"Trains a tiny LSTM and a tiny Transformer ({DEMO_STEPS} steps or {DEMO_BUDGET_S:.0f} s of "
+             "training each, under 3 minutes in all on a 2-core CPU) into the runs folder: on WikiText-2 "
+             "if its files are on disk, else on a small synthetic corpus that labkit generates. Then "
+             "every page has something to show.")
+    if st.button("Train demo models", type="primary", disabled=running, key="train_demo"):
+        try:
+            start_demo(root)
+        except (OSError, ValueError) as e:
+            st.error(f"Cannot start the demo training in `{root}`: {e}")
+        else:
+            st.rerun()
+    if progress is not None:
+        demo_panel(running)
+
+
+def demo_panel(running: bool) -> None:
+    @st.fragment(run_every=common.REFRESH_S if running else None)
+    def panel() -> None:
+        p = demo_progress(root)
+        if p is None:
+            return
+        done = ", ".join(f"{name} {s}/{n} steps" for name, (s, n) in p.steps.items())
+        if p.finished:
+            st.success(f"Demo models ready ({p.corpus}): {', '.join(p.runs)}. Every page works on them.")
+        elif p.active:
+            elapsed = time.time() - p.started_at
+            st.progress(min(p.fraction, 1.0), text=f"Training on {p.corpus}: {done} ({elapsed:.0f} s)")
+            curves = {name: load_curves(root / name) for name in p.runs if (root / name).is_dir()}
+            if any(c.train.x for c in curves.values()):
+                st.plotly_chart(loss_figure(curves, smoothing=0.3), key="demo_curves")
+        else:
+            st.error(f"The demo training stopped before finishing ({done}). Its log:")
+            st.code(p.log_tail or "(empty)", language=None)
+        if running and not p.active:
+            st.rerun(scope="app")  # training ended: refresh the run table too
+
+    panel()
+
+
+job = demo_progress(root)
+demo_first = job is not None and (job.active or time.time() - job.started_at < 900)  # started recently
+infos = common.runs()
+if not infos:
+    if not (job and job.active):  # (a demo that is starting shows its own progress)
+        st.info(f"No runs in `{root}` yet. Train one with `labkit pretrain --preset tiny` "
+                "(or `--preset tiny --model transformer`), or press **Train demo models** below; "
+                "or point the sidebar at another runs folder.")
+    demo_section()
+    st.stop()
+
+
+if demo_first:
+    demo_section()
+
+
+@st.fragment(run_every=common.REFRESH_S if common.active(infos) else None)
+def run_table() -> None:
+    current = common.runs()
+    st.dataframe(drop_empty_columns([summary_row(i) for i in current]), hide_index=True, width="stretch",
+                 column_config=NUMBER_FORMATS)
+    for info in current:
+        if info.error:
+            st.warning(f"**{info.path.name}**: {info.error}")
+        elif run_status(info) == STALE:
+            st.warning(f"**{info.path.name}**: its card says running, but the process that trained "
+                       f"it (pid {info.card.get('pid')}) is gone: it was killed. "
+                       f"`labkit pretrain --name {info.path.name} --resume` continues it.")
+        elif run_status(info) == "incomplete":
+            st.warning(f"**{info.path.name}**: has a config but no results card yet (training has "
+                       "not started, or the run was cut short before its first record).")
+
+
+run_table()
+
+readable = [i for i in infos if not i.error]
+st.subheader("Compare runs")
+names = [i.path.name for i in readable]
+finished = sorted((i for i in readable if run_status(i) == "finished"), key=lambda i: run_kind(i) != "lm")
+finished = [i.path.name for i in finished]
+chosen = st.multiselect("Runs to compare", names, default=finished[:2] if len(finished) >= 2 else names[:2],
+                        key="compare_runs")
+chosen_infos = [i for i in readable if i.path.name in chosen]
+if len(chosen_infos) < 2:
+    st.caption("Pick two or more runs: the table shows only the config fields that differ.")
+else:
+    diff = config_diff({i.path.name: i.config or {} for i in chosen_infos})
+    if diff:
+        st.dataframe(diff, hide_index=True, width="stretch", key="config_diff")
+    else:
+        st.info("These runs have identical configs.")
+    results = drop_empty_columns([summary_row(i) for i in chosen_infos])
+    st.dataframe(results, hide_index=True, width="stretch", key="compare_results", column_config=NUMBER_FORMATS)
+
+st.subheader("Run details")
+if readable:
+    name = st.selectbox("Run", names, key="detail_run")
+    info = next((i for i in readable if i.path.name == name), None)
+    if info is not None:
+        st.markdown(f"Status: **{run_status(info)}**")
+        left, right = st.columns(2)
+        with left:
+            st.caption("card.json")
+            st.json(info.card or {}, expanded=True)
+        with right:
+            st.caption("config.json")
+            st.json(info.config or {}, expanded=1)
+
+if not demo_first:
+    with st.expander("Demo models"):
+        demo_section()

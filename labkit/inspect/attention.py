@@ -1,0 +1,129 @@
+"""Attention patterns of a Transformer run, and what each head does with them.
+
+`capture_attention` runs a sentence through the model once and keeps every layer's and head's
+attention pattern, a (layers, heads, T, T) array in which row t is how query position t spreads
+its attention over positions 0..t (the causal mask zeroes the rest). bertviz, the plotly heatmaps
+and `head_stats` all read this one array.
+
+Per head, averaged over the query positions t >= 1 (position 0 can only look at itself):
+
+- entropy (nats) of the row: 0 when the head looks at one token, log(t + 1) when it spreads
+  evenly; `entropy_ratio` divides by that maximum.
+- mean attention distance: sum over s of a[t, s] * (t - s); 0 for a head that looks at the
+  current token, large for one that looks far back.
+- first-token share: a[t, 0]. Many heads put most of their weight on the first token: the
+  "attention sink". A softmax must hand out a total weight of 1, so a head with nothing useful
+  to read parks it on a token every position can see, where it changes little.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit.errors import LabkitError
+
+MAX_TOKENS = 64  # bertviz draws every token pair; past a few dozen tokens the browser stalls
+SINK_SHARE = 0.5  # a head whose first-token share is above this is called a sink head
+
+
+class EmptyInput(LabkitError):
+    """There is nothing to run: the text holds no tokens."""
+
+
+@dataclass
+class AttentionCapture:
+    tokens: list[str]  # as the model sees them (word tokenizers show <unk> for unknown words)
+    ids: list[int]
+    attention: np.ndarray  # (layers, heads, T, T), float32, each row sums to 1
+    total_tokens: int  # before any cut
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def n_layers(self) -> int:
+        return self.attention.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.attention.shape[1]
+
+    def as_torch(self) -> list[torch.Tensor]:
+        """bertviz's input: a list over layers of (1, heads, T, T) tensors."""
+        return [torch.from_numpy(layer).unsqueeze(0) for layer in self.attention]
+
+
+def clean_text(text: Any) -> str:
+    """Text that every later step can encode: lone surrogates and NULs become U+FFFD."""
+    if not isinstance(text, str):
+        return ""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def capture_attention(model: nn.Module, tokenizer: Any, text: str,
+                      max_tokens: int = MAX_TOKENS) -> AttentionCapture:
+    """Attention of every layer and head on `text`, cut to the first `max_tokens` tokens (and to
+    the model's context length). Raises `EmptyInput` when the text has no tokens."""
+    config = getattr(model, "config", None)
+    if getattr(config, "family", None) != "transformer":
+        raise LabkitError("attention views need a Transformer run; this run is a "
+                          f"{getattr(config, 'cell', None) or getattr(config, 'family', 'different model')}")
+    ids = list(tokenizer.encode(clean_text(text)))
+    if not ids:
+        raise EmptyInput("the text has no tokens: type a sentence")
+    total = len(ids)
+    limit = max(1, min(max_tokens, config.context_length))
+    notices = []
+    if total > limit:
+        why = ("the model's context length" if limit == config.context_length
+               else "bertviz slows to a crawl on long inputs")
+        notices.append(f"The input has {total:,} tokens; showing the first {limit} ({why}).")
+        ids = ids[:limit]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(torch.tensor([ids], device=device), return_attention=True,
+                        compute_logits=False)
+    finally:
+        model.train(was_training)
+    attention = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()  # (L, H, T, T)
+    tokens = [str(t) for t in tokenizer.id_to_token(ids)]
+    return AttentionCapture(tokens, ids, attention, total, notices)
+
+
+def head_stats(attention: np.ndarray) -> list[dict[str, float]]:
+    """One row per (layer, head): entropy, entropy_ratio, mean_distance, first_token_share."""
+    L, H, T, _ = attention.shape
+    queries = np.arange(1, T) if T > 1 else np.arange(T)  # position 0 has no choice
+    a = attention[:, :, queries, :].astype(np.float64)  # (L, H, Q, T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(a > 0, a * np.log(a), 0.0).sum(-1)  # (L, H, Q)
+    max_entropy = np.log(queries + 1.0)  # (Q,): uniform over the visible positions
+    distance = (a * (queries[:, None] - np.arange(T)[None, :]).clip(min=0)).sum(-1)  # (L, H, Q)
+    first = a[..., 0]  # (L, H, Q)
+    ratio = np.divide(entropy, max_entropy, out=np.zeros_like(entropy), where=max_entropy > 0)
+    rows = []
+    for layer in range(L):
+        for head in range(H):
+            rows.append({"layer": layer, "head": head,
+                         "entropy": float(entropy[layer, head].mean()),
+                         "entropy_ratio": float(ratio[layer, head].mean()),
+                         "mean_distance": float(distance[layer, head].mean()),
+                         "first_token_share": float(first[layer, head].mean())})
+    return rows
+
+
+def sink_heads(stats: list[dict[str, float]], threshold: float = SINK_SHARE) -> list[tuple[int, int]]:
+    """(layer, head) of the heads that put more than `threshold` of their attention on token 0."""
+    return [(r["layer"], r["head"]) for r in stats if r["first_token_share"] > threshold]
+
+
+def uniform_entropy(n_tokens: int) -> float:
+    """Mean entropy of a head that spreads evenly, over query positions 1..T-1 (for scale)."""
+    return float(np.mean([math.log(t + 1) for t in range(1, n_tokens)])) if n_tokens > 1 else 0.0

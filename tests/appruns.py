@@ -1,0 +1,109 @@
+"""A runs folder for the app tests (AppTest and the real browser): tiny runs trained here on the
+synthetic corpus in a few seconds, plus every kind of broken or odd run directory the app must
+survive. Built once per test session and shared (`runs_root`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from labkit.data import DataConfig
+from labkit.data.lm import load_lm_data
+from labkit.models import RNNConfig, TransformerConfig
+from labkit.pretrain import pretrain
+from labkit.rundir import RunDir
+from labkit.train import TrainConfig
+
+LSTM, TRANSFORMER = "tiny-lstm", "tiny-transformer"
+LIVE, STALE = "live-transformer", "stale-lstm"
+CONTEXT = 64
+
+_built: dict[str, Path] = {}
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def build(root: Path) -> Path:
+    """Train the tiny runs into `root` and add the odd ones; a few seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only adds waiting on a busy machine
+    try:
+        return _build(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    data_config = DataConfig(corpus="synthetic", train_tokens=20_000, eval_tokens=2_000)
+    data = load_lm_data(data_config)
+    vocab = data.tokenizer.vocab_size
+    train = TrainConfig(max_steps=16, batch_size=8, seq_len=32, eval_every=8, log_every=2, lr=3e-3,
+                        warmup_steps=2, device="cpu", seed=1)
+    pretrain(RNNConfig(vocab_size=vocab, d_embed=32, d_hidden=32, n_layers=1, dropout=0.0, tie_weights=True),
+             train, data_config, root / LSTM, data=data)
+    pretrain(TransformerConfig(vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64,
+                               context_length=CONTEXT, dropout=0.0),
+             train.replace(lr=5e-3), data_config, root / TRANSFORMER, data=data)
+
+    # A run still training (its card says running and its process, this one, is alive) ...
+    shutil.copytree(root / TRANSFORMER, root / LIVE)
+    live = RunDir(root / LIVE)
+    live.write_card(live.read_card() | {"status": "running", "pid": os.getpid()})
+    # ... and one whose process was killed without a chance to say so.
+    shutil.copytree(root / LSTM, root / STALE)
+    stale = RunDir(root / STALE)
+    stale.write_card(stale.read_card() | {"status": "running", "pid": dead_pid()})
+
+    # Broken directories: each must get a message, and the rest of the app must keep working.
+    (root / "corrupt-config").mkdir()
+    (root / "corrupt-config" / "config.json").write_text('{"kind": "lm", "model": {', encoding="utf-8")
+    future = RunDir(root / "future-version")
+    future.root.mkdir()
+    future.write_json(future.config_path, {"format_version": 99, "kind": "lm"})
+    (root / "not-a-run").mkdir()
+    (root / "not-a-run" / "notes.txt").write_text("hello", encoding="utf-8")
+    half = RunDir(root / "half-written")  # config written, then the process died
+    half.root.mkdir()
+    half.save_config(json.loads((root / LSTM / "config.json").read_text()) | {"format_version": 1})
+    (root / "half-written" / "metrics.jsonl").write_text('{"step": 2, "loss": 4.0, "tokens": 10, "elap',
+                                                          encoding="utf-8")
+
+    # Fine-tuning runs as another engineer's code writes them: read from the card alone.
+    for name, size, acc, matrix in (("sst2-small", 100, 0.62, [[250, 178], [153, 291]]),
+                                    ("sst2-large", 6000, 0.81, [[340, 88], [78, 366]])):
+        run = RunDir(root / name)
+        run.root.mkdir()
+        run.save_config({"kind": "classifier", "model": {"family": "classifier", "n_classes": 2,
+                                                         "body": {"family": "rnn", "cell": "lstm"}},
+                         "labels": ["negative", "positive"], "base_run": str(root / LSTM)})
+        run.write_card({"status": "finished", "accuracy": acc, "train_size": size, "val_accuracy": acc + 0.01,
+                        "confusion_matrix": matrix, "labels": ["negative", "positive"],
+                        "precision": {"negative": matrix[0][0] / (matrix[0][0] + matrix[1][0]),
+                                      "positive": matrix[1][1] / (matrix[0][1] + matrix[1][1])},
+                        "recall": {"negative": matrix[0][0] / sum(matrix[0]),
+                                   "positive": matrix[1][1] / sum(matrix[1])},
+                        "steps": 40, "wall_time_s": 3.5})
+        (run.root / "model.safetensors").write_bytes(b"not really weights")
+        (run.root / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": step, "val_loss": 0.7, "val_accuracy": acc - 0.1 + step / 400}) + "\n"
+            for step in (10, 20, 30, 40)), encoding="utf-8")
+    return root
+
+
+def runs_root(tmp_path_factory) -> Path:
+    """The shared runs folder (built on first use in this session)."""
+    if "root" not in _built:
+        _built["root"] = build(tmp_path_factory.mktemp("app-runs") / "runs")
+    return _built["root"]

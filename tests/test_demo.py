@@ -1,0 +1,87 @@
+"""The synthetic corpus and the demo models (labkit.demo)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from labkit.data import DataConfig
+from labkit.data.lm import corpus_lines, load_lm_data
+from labkit.data.synthetic import INTRANSITIVE, NOUNS, synthetic_lines, synthetic_splits
+from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_progress, train_demo_models, wikitext2_on_disk
+from labkit.inspect.curves import last_step
+from labkit.pretrain import load_run
+
+
+def test_synthetic_corpus_is_deterministic_and_structured():
+    assert synthetic_lines(50, seed=3) == synthetic_lines(50, seed=3)
+    assert synthetic_lines(50, seed=3) != synthetic_lines(50, seed=4)
+    lines = synthetic_lines(400)
+    words = [w for line in lines for w in line.split()]
+    assert len(set(words)) < 120 and all(line.endswith(" .") for line in lines)
+    # Agreement: a bare "the <noun> <intransitive verb>" sentence agrees in number.
+    plural_verbs = set(INTRANSITIVE.values())
+    for line in lines:
+        for sentence in line.split(" . "):
+            w = sentence.split()
+            if len(w) >= 3 and w[0] == "the" and w[2] in INTRANSITIVE | {v: v for v in plural_verbs}:
+                assert (w[1] in NOUNS.values()) == (w[2] in plural_verbs), sentence
+
+
+def test_corpus_synthetic_is_a_data_option():
+    lines = corpus_lines(DataConfig(corpus="synthetic"))
+    assert lines == synthetic_splits()
+    assert len(lines["train"]) == 4000 and len(lines["valid"]) == len(lines["test"]) == 300
+    data = load_lm_data(DataConfig(corpus="synthetic", train_tokens=1000))
+    assert data.train.numel() == 1000 and data.tokenizer.vocab_size < 120
+    assert DataConfig.from_dict(DataConfig(corpus="synthetic").to_dict()).corpus == "synthetic"
+
+
+def test_demo_names_step_aside_for_existing_runs(tmp_path):
+    assert demo_names(tmp_path) == DEMO_RUNS
+    (tmp_path / "demo-lstm").mkdir()
+    assert demo_names(tmp_path) == {"demo-lstm-2": "tiny-lstm", "demo-transformer-2": "tiny-transformer"}
+
+
+def test_wikitext2_on_disk_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    assert wikitext2_on_disk() is False
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def one_thread():
+    """As `python -m labkit.demo` runs: tiny models train far faster with one thread on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_demo_models_makes_two_loadable_runs(tmp_path, one_thread):
+    cards = train_demo_models(tmp_path, steps=3, corpus="synthetic")
+    assert set(cards) == set(DEMO_RUNS)
+    for name, card in cards.items():
+        assert card["status"] == "finished" and card["steps"] == 3
+        loaded = load_run(tmp_path / name)
+        assert loaded.config["data"]["corpus"] == "synthetic"
+        assert last_step(tmp_path / name) == 3
+    assert load_run(tmp_path / "demo-transformer").model.config.family == "transformer"
+
+
+def test_demo_progress_reads_the_job_and_the_runs(tmp_path):
+    assert demo_progress(tmp_path) is None
+    (tmp_path / JOB_FILE).write_text(json.dumps({"pid": os.getpid(), "runs": ["a", "b"], "steps": 10,
+                                                 "corpus": "synthetic", "started_at": 1.0}))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 6, "loss": 1.0}\n')
+    p = demo_progress(tmp_path)
+    assert p.active and not p.finished and p.fraction == pytest.approx(6 / 20)
+    assert p.steps == {"a": (6, 10), "b": (0, 10)}
+    (tmp_path / JOB_FILE).write_text("{torn")
+    assert demo_progress(tmp_path) is None
