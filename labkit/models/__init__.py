@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from labkit.errors import LabkitError
+from labkit.models.classifier import ClassifierConfig, SequenceClassifier
 from labkit.models.output import LMOutput
 from labkit.models.rnn import CELLS, RNNLM, RNNConfig
 from labkit.models.transformer import KVCache, TransformerConfig, TransformerLM
@@ -19,11 +20,12 @@ ModelConfig = RNNConfig | TransformerConfig
 FAMILIES: dict[str, tuple[type, type]] = {
     "rnn": (RNNConfig, RNNLM),
     "transformer": (TransformerConfig, TransformerLM),
+    "classifier": (ClassifierConfig, SequenceClassifier),
 }
 
-__all__ = ["CELLS", "FAMILIES", "KVCache", "LMOutput", "ModelConfig", "RNNConfig", "RNNLM",
-           "TransformerConfig", "TransformerLM", "build_model", "config_from_dict",
-           "count_parameters"]
+__all__ = ["CELLS", "FAMILIES", "ClassifierConfig", "KVCache", "LMOutput", "ModelConfig", "RNNConfig",
+           "RNNLM", "SequenceClassifier", "TransformerConfig", "TransformerLM", "build_model",
+           "config_from_dict", "count_parameters"]
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
