@@ -90,8 +90,10 @@ def configs(args: argparse.Namespace, train: dict[str, Any], data: dict[str, Any
     from labkit.data.lm import DataConfig
     from labkit.train.trainer import TrainConfig
 
+    if args.data and Path(args.data).is_file() and not args.corpus:
+        args.corpus, args.data = args.data, None  # --data FILE: a text file is the corpus
     if args.data and not Path(args.data).is_dir():
-        raise LabkitError(f"--data {args.data}: no such directory")
+        raise LabkitError(f"--data {args.data}: no such directory or file")
     for name in ("data", "corpus"):  # paths made absolute, so eval finds them from anywhere
         if getattr(args, name) and Path(getattr(args, name)).expanduser().exists():
             setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
@@ -357,8 +359,8 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--tie", dict(action=argparse.BooleanOptionalAction), f"tie the embedding and the "
              f"output layer {P}")],
         "data": [
-            ("--data", dict(metavar="DIR"), "the data folder (default: $LABKIT_DATA, then the "
-             "user cache, then a download)"),
+            ("--data", dict(metavar="DIR|FILE"), "the data folder (default: $LABKIT_DATA, then "
+             "the user cache, then a download); a text file here means --corpus FILE"),
             ("--corpus", dict(metavar="NAME|FILE"), "'wikitext-2', 'synthetic' (generated, no "
              "download) or a plain-text file, split 90/5/5 by lines (default: wikitext-2)"),
             ("--tokenizer", dict(choices=("whitespace", "basic_english", "bpe")),

@@ -193,10 +193,12 @@ def test_resume_with_more_steps_continues_from_the_checkpoint(work: Path) -> Non
 
 
 @pytest.mark.integration
-def test_init_from_adapts_a_run_to_a_text_file(work: Path) -> None:
+@pytest.mark.parametrize("flag", ["--corpus", "--data"])
+def test_init_from_adapts_a_run_to_a_text_file(work: Path, flag: str) -> None:
     corpus = work / "notes.txt"
     corpus.write_text("".join(f"the cat sat on mat number {i} .\n" for i in range(300)))
-    result = ok(labkit("pretrain", "--init-from", "tf", "--corpus", str(corpus), "--epochs", "1",
+    shutil.rmtree(work / "runs" / "adapted", ignore_errors=True)
+    result = ok(labkit("pretrain", "--init-from", "tf", flag, str(corpus), "--epochs", "1",
                        "--name", "adapted", "--no-progress", cwd=work))
     assert "one epoch is" in result.stderr
     config = json.loads((work / "runs" / "adapted" / "config.json").read_text())

@@ -48,14 +48,14 @@ def train_config(**kw) -> TrainConfig:
 
 
 class StopAt(Callback):
-    """Behaves like Ctrl-C arriving during step `step`: a real signal to this process."""
+    """Behaves like Ctrl-C (or `kill`) arriving during step `step`: a real signal to this process."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, signum: int = signal.SIGINT):
+        self.step, self.signum = step, signum
 
     def on_step(self, trainer, record):
         if record["step"] == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
 
 
 # --- schedules ---------------------------------------------------------------------------
@@ -131,6 +131,18 @@ def test_resume_reproduces_the_uninterrupted_losses(family, tmp_path):
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-6
     steps = [r["step"] for r in read_metrics(rundir.metrics_path) if "loss" in r]
     assert steps == list(range(1, 13))
+
+
+def test_sigterm_checkpoints_and_stops_like_ctrl_c(tmp_path):
+    data = toy_data()
+    trainer = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data, train_config(),
+                      RunDir(tmp_path), [StopAt(3, signal.SIGTERM)])
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.fit()
+    assert stopped.value.signal == signal.SIGTERM and "SIGTERM at step 3" in str(stopped.value)
+    assert RunDir(tmp_path).latest_checkpoint().name == "step-00000003"
+    assert RunDir(tmp_path).read_card()["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
