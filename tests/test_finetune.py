@@ -159,3 +159,16 @@ def test_finetune_and_predict_through_the_cli(labkit_data, tmp_path):
         done = labkit(*bad)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("labkit: error:")
+
+
+def test_text_encoder_handles_word_and_bpe_tokenizers():
+    from labkit.data import BPETokenizer, WordTokenizer
+    from labkit.finetune import TextEncoder
+
+    lines = ["The film doesn 't work , but Paris is \" lovely \" ."] * 20
+    word = TextEncoder(WordTokenizer.train(lines, split="whitespace", specials=("<unk>", "<eos>")))
+    ids = word("the film does n't work , but paris is `` lovely '' .")
+    assert word.tokenizer.unk_id not in ids  # normalised and case-mapped onto the vocabulary
+    bpe = TextEncoder(BPETokenizer.train(lines, vocab_size=300))
+    ids = bpe("the film does n't work")
+    assert ids and bpe.tokenizer.unk_id not in ids  # byte-level: nothing is out of vocabulary

@@ -281,3 +281,16 @@ def test_time_budget_stops_training_and_ends_the_decay(tmp_path):
     assert 0 < card["steps"] < 10_000 and card["wall_time_s"] >= 0.5
     # The cosine is spread over the steps that fit in the budget, not over max_steps.
     assert trainer.lr() < 0.5 * trainer.config.lr
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_the_same_model():
+    data = toy_data()
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        history = History()
+        Trainer(tiny_model("transformer", data.tokenizer.vocab_size, dropout=0.0), data,
+                train_config(max_steps=3, compile=compiled), None, [history]).fit()
+        losses[compiled] = [r["loss"] for r in history.steps]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)
