@@ -105,12 +105,26 @@ def configs(args: argparse.Namespace, train: dict[str, Any], data: dict[str, Any
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Train (or with --resume continue) a run; under torchrun, as one of several processes."""
+    from labkit.train import distributed
+
+    dist = distributed.setup()
+    try:
+        with dist.quiet_unless_main():  # one copy of the output, from rank 0
+            code = cmd_resume(args) if args.resume else new_run(args, dist)
+        dist.barrier()  # every rank done with every collective before the group goes
+        return code
+    finally:
+        distributed.teardown()
+
+
+def new_run(args: argparse.Namespace, dist: Any) -> int:
     from labkit.pretrain import pretrain
     from labkit.rundir import RunDir, safe_run_path
 
-    if args.resume:
-        return cmd_resume(args)
-    stamp, base, model = time.strftime("%Y%m%d-%H%M%S"), None, None
+    # Every process must name the run alike: rank 0's clock decides.
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.broadcast([time.time()])[0]))
+    base, model = None, None
     if args.init_from:
         base = run_path(args.init_from, args.runs_dir)
         if given(args, MODEL_FLAGS):
@@ -145,7 +159,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return train(args, out, lambda callbacks: pretrain(
             model, train_cfg, data_cfg, out, callbacks=callbacks, data=data, init_from=base))
     finally:  # stopped before training began (a bad setting, Ctrl-C): leave nothing behind
-        if fresh and out.exists() and not RunDir(out).card_path.exists():
+        if (dist.is_main and fresh and out.exists()
+                and not RunDir(out).card_path.exists()):
             shutil.rmtree(out, ignore_errors=True)
 
 
@@ -164,11 +179,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not run.exists():
         raise LabkitError(f"no run {args.name!r} in {args.runs_dir}/ to resume (see: labkit runs)")
     card = run.read_card() if run.card_path.exists() else {}
-    done, max_steps = card.get("steps", 0), args.steps or run.load_config()["train"]["max_steps"]
+    checkpoint = run.latest_checkpoint()
+    done = int(checkpoint.name.removeprefix("step-")) if checkpoint else 0
+    train_config = run.load_config().get("train")
+    if not isinstance(train_config, dict) or not isinstance(train_config.get("max_steps"), int):
+        raise LabkitError(f"{run.config_path} is damaged: it has no train.max_steps")
+    max_steps = args.steps or train_config["max_steps"]
     if max_steps <= done and (args.steps or card.get("status") == "finished"):
         raise LabkitError(f"run {args.name} is already at step {done}; pass a larger --steps "
                           "to train it longer")
-    print(f"resuming run: {out} (from step {done})", flush=True)
+    if checkpoint:
+        print(f"resuming run: {out} (from step {done})", flush=True)
+    else:
+        print(f"resuming run: {out} from step 0: it was stopped before its first checkpoint",
+              flush=True)
     changes = {field: getattr(args, name) for name, field in RESUME_FLAGS.items()}
     return train(args, out, lambda callbacks: resume(out, callbacks=callbacks, overrides=changes))
 
@@ -194,7 +218,7 @@ def train(args: argparse.Namespace, out: Path, start) -> int:
                 print(f"step {record['step']}: val loss {record['val_loss']:.4f}, "
                       f"val ppl {record['val_ppl']:.2f}", flush=True)
 
-    display = Display()
+    display = Display()  # a torchrun worker other than rank 0 writes to /dev/null
     try:
         card = start([display])
     except TrainingStopped as e:
@@ -571,6 +595,7 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status is returned (argparse's own exits included)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -578,8 +603,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return args.func(args) or 0
+    except SystemExit as e:  # argparse: --help, --version, a usage error
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     except LabkitError as e:
-        print(f"labkit: error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun: which process says it
+        where = "" if rank == "0" else f"[rank {rank}] "
+        # One line, whatever the message quotes (a name with a newline, say): escaped.
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"labkit: error: {where}{text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)

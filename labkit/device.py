@@ -20,8 +20,11 @@ def pick_device(preference: str = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(preference)
-    except RuntimeError:
-        raise LabkitError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (
+            device.type != "cuda" and device.index not in (None, 0)):
+        raise LabkitError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LabkitError("CUDA was asked for but torch sees no GPU; use --device cpu, or install "
                           "a CUDA build of torch (see README, 'GPU')")

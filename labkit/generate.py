@@ -53,8 +53,10 @@ class SamplingConfig:
                 raise LabkitError(f"{name} must be a whole number in [{lo}, {hi or 'inf'}], "
                                   f"got {v!r}")
         seed = self.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise LabkitError(f"seed must be a whole number or None, got {self.seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not -2**63 <= seed < 2**64):  # what torch's generator takes
+            raise LabkitError(f"seed must be a whole number in [-2**63, 2**64) or None, got "
+                              f"{self.seed!r:.40}")
 
 
 @dataclass
@@ -211,8 +213,9 @@ class Stream:
         if cfg.temperature == 0:
             i, prob = int(logits.argmax()), 1.0
         else:
-            # Subtract the max first so a tiny temperature cannot overflow to +inf.
-            scaled = (logits - logits.max()) / cfg.temperature
+            # Subtract the max first so a tiny temperature cannot overflow to +inf; in float64 so
+            # that a temperature below float32's range (1e-300) is not rounded to 0 (0/0 = NaN).
+            scaled = (logits.double() - logits.max()) / cfg.temperature
             probs = filter_logits(scaled, cfg.top_k, cfg.top_p).softmax(-1)
             i = int(torch.multinomial(probs, 1, generator=self._rng))
             prob = float(probs[i])

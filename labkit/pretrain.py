@@ -16,7 +16,8 @@ from labkit.data.tokenizers import Tokenizer, load_tokenizer
 from labkit.device import pick_device
 from labkit.errors import LabkitError, RunError
 from labkit.models import ModelConfig, build_model, config_from_dict
-from labkit.rundir import RunDir, load_weights
+from labkit.rundir import RunDir, load_weights, write_error
+from labkit.train import distributed
 from labkit.train.callbacks import Callback
 from labkit.train.trainer import TrainConfig, Trainer
 
@@ -39,7 +40,8 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
     """Train a new run in `out` (which must not hold a run yet) and return its card.
 
     `init_from` starts from another run's weights and tokenizer (continued pretraining on new
-    text: domain adaptation)."""
+    text: domain adaptation). Under torchrun every process calls this; rank 0 writes the run."""
+    dist = distributed.setup()
     run = RunDir(out)
     if run.exists():
         raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or "
@@ -52,47 +54,81 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
         data = load_lm_data(data_config, tokenizer)
     if model_config.vocab_size != data.tokenizer.vocab_size:
         model_config = model_config.replace(vocab_size=data.tokenizer.vocab_size)
-    model = build_model(model_config)
+    model = new_model(model_config, train_config.seed)
     if init_from is not None:
         model.load_state_dict(base.model.state_dict())
-    trainer = Trainer(model, data, train_config, run, callbacks)  # checks settings first
-    created = not run.root.exists()
-    try:
-        run.root.mkdir(parents=True, exist_ok=True)
-        data.tokenizer.save(run.tokenizer_path)
-        run.save_config({"kind": "lm", "labkit_version": __version__,
-                         "model": model_config.to_dict(), "train": train_config.to_dict(),
-                         "data": data_config.to_dict(),
-                         "init_from": str(init_from) if init_from else None})
-    except OSError as e:
-        if created:
-            shutil.rmtree(run.root, ignore_errors=True)
-        raise RunError(f"cannot write the run directory {run.root}: {e.strerror}") from None
+    # Checks the settings first; in a distributed run every rank has checked for an existing
+    # run before rank 0 creates this one (making the DDP model is a collective).
+    trainer = Trainer(model, data, train_config, run, callbacks)
+    error = None
+    if dist.is_main:
+        created = not run.root.exists()
+        try:
+            run.root.mkdir(parents=True, exist_ok=True)
+            data.tokenizer.save(run.tokenizer_path)
+            run.save_config({"kind": "lm", "labkit_version": __version__,
+                             "model": model_config.to_dict(), "train": train_config.to_dict(),
+                             "data": data_config.to_dict(),
+                             "init_from": str(init_from) if init_from else None})
+        except (OSError, RunError) as e:
+            if created:
+                shutil.rmtree(run.root, ignore_errors=True)
+            error = e if isinstance(e, RunError) else write_error(run.root, e)
+    dist.check(error)
     return trainer.fit()
+
+
+def new_model(config: ModelConfig, seed: int) -> nn.Module:
+    """A freshly initialised model: the same weights for the same config and seed, wherever
+    it is made (a fresh process, a notebook that has drawn random numbers, a restart)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return build_model(config)
+        except (RuntimeError, MemoryError) as e:  # sizes too large for this machine's memory
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise LabkitError(f"cannot build the model with these sizes ({first}); choose "
+                              "smaller --d-model, --hidden, --layers or vocabulary") from None
 
 
 def resume(out: str | Path, *, callbacks: list[Callback] | tuple = (),
            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Continue a run from its latest checkpoint (optionally longer: `max_steps=...`)."""
+    """Continue a run from its latest checkpoint (optionally longer: `max_steps=...`).
+
+    A run stopped before its first checkpoint starts again from step 0, from its config."""
+    distributed.setup()
     run = RunDir(out)
     config = run.load_config()
     checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        raise RunError(f"{run.root} has no checkpoint to resume from; start it again without --resume")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
     if bad:
         raise LabkitError(f"cannot change {', '.join(bad)} when resuming; only "
                           f"{', '.join(RESUMABLE_OVERRIDES)} may change")
-    train_config = TrainConfig.from_dict({**config["train"], **overrides})
-    model_config = config_from_dict(config["model"])
+    try:
+        train_config = TrainConfig.from_dict({**config["train"], **overrides})
+        model_config = config_from_dict(config["model"])
+        data_config = DataConfig.from_dict(config["data"])
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{run.config_path} is incomplete or damaged ({e!r})") from None
     tokenizer = load_tokenizer(run.tokenizer_path)
-    data = load_lm_data(DataConfig.from_dict(config["data"]), tokenizer)
-    trainer = Trainer(build_model(model_config), data, train_config, run, callbacks)
-    trainer.resume(checkpoint)
-    if overrides:
-        run.save_config({k: v for k, v in config.items() if k != "format_version"}
-                        | {"train": train_config.to_dict()})
+    data = load_lm_data(data_config, tokenizer)
+    model = new_model(model_config, train_config.seed)
+    if checkpoint is None and config.get("init_from"):  # starting over: from the same weights
+        model.load_state_dict(load_run(config["init_from"]).model.state_dict())
+    trainer = Trainer(model, data, train_config, run, callbacks)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    elif trainer.metrics:  # stopped before its first checkpoint: start over, from step 0
+        trainer.metrics.truncate_after(0)
+    error = None
+    if overrides and trainer.writes:
+        try:
+            run.save_config({k: v for k, v in config.items() if k != "format_version"}
+                            | {"train": train_config.to_dict()})
+        except RunError as e:
+            error = e
+    trainer.dist.check(error)
     return trainer.fit()
 
 
@@ -112,7 +148,12 @@ def load_run(path: str | Path, *, which: str = "best", device: str | torch.devic
     if tokenizer.vocab_size != vocab_size:
         raise RunError(f"{run.root}: tokenizer has {tokenizer.vocab_size} tokens but the model "
                        f"expects {vocab_size}; the run is inconsistent")
-    model = build_model(model_config).to(pick_device(str(device)) if isinstance(device, str) else device)
+    try:
+        model = build_model(model_config)
+    except (RuntimeError, MemoryError) as e:
+        raise RunError(f"{run.root}/config.json asks for a model this machine cannot hold "
+                       f"({str(e).strip()[:120]})") from None
+    model = model.to(pick_device(str(device)) if isinstance(device, str) else device)
     if which == "best":
         weights = run.weights_path
     elif which == "last":

@@ -16,10 +16,15 @@ Weights are safetensors; the training state is plain tensors and numbers, loaded
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,30 @@ from labkit.errors import RunError
 
 FORMAT_VERSION = 1
 KEEP_CHECKPOINTS = 2
+WHY = {errno.ENOSPC: "the disk is full (no space left on device)",
+       errno.EDQUOT: "the disk quota is exceeded",
+       errno.EROFS: "the file system is read-only",
+       errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+def write_error(path: str | os.PathLike, error: OSError) -> RunError:
+    """A failed write in a run directory as a one-line RunError: why, and what is still safe."""
+    why = WHY.get(error.errno or 0, error.strerror or str(error))
+    path = Path(path)
+    root = next((p.parent for p in path.parents if p.name == "checkpoints"), path.parent)
+    latest = RunDir(root).latest_checkpoint()
+    then = (f"the last checkpoint, {latest.name}, is intact: fix that, then continue with "
+            "--resume" if latest else "fix that and try again")
+    return RunError(f"cannot write {path}: {why}; {then}")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError (disk full, read-only, no permission) from the block into a RunError."""
+    try:
+        yield
+    except OSError as e:
+        raise write_error(path, e) from None
 
 
 class RunDir:
@@ -56,7 +85,8 @@ class RunDir:
 
     # --- JSON files ---------------------------------------------------------------------
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
-        write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        with writing(path):
+            write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def read_json(self, path: Path) -> dict[str, Any]:
         try:
@@ -88,44 +118,89 @@ class RunDir:
 
     # --- weights and checkpoints --------------------------------------------------------
     def save_best(self, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
-        save_weights(model, self.weights_path, metadata)
+        with writing(self.weights_path):
+            save_weights(model, self.weights_path, metadata)
 
     def save_checkpoint(self, model: nn.Module, state: dict[str, Any], step: int) -> Path:
-        """Write weights and state into a temporary folder, then rename it into place."""
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        """Write weights and state into a temporary folder, then rename it into place.
+
+        A kill at any moment leaves the previous checkpoints whole: folders are only ever
+        renamed into or out of their `step-N` names, and what a killed writer leaves behind
+        (`.tmp-*`) is never listed and is removed by the next save. A failed write (disk full,
+        read-only) is a RunError and leaves the previous checkpoint as it was."""
         final = self.checkpoints_dir / f"step-{step:08d}"
-        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_dir, prefix=".tmp-"))
+        tmp = None
         try:
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+            self.remove_stale_files()
+            tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_dir, prefix=".tmp-"))
             save_weights(model, tmp / "model.safetensors", {"step": str(step)})
+            buffer = io.BytesIO()  # torch.save reports a full disk as a RuntimeError: write it here
+            torch.save(state, buffer)
             with open(tmp / "state.pt", "wb") as f:
-                torch.save(state, f)
+                f.write(buffer.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             if final.exists():  # the same step saved again (e.g. at an interrupt right after)
-                shutil.rmtree(final)
+                _remove_dir(final)
             os.replace(tmp, final)
+        except OSError as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(final, e) from None
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_dir(old, ignore_errors=True)
         return final
+
+    def remove_stale_files(self) -> None:
+        """Remove what a writer killed mid-write left: `.tmp-*` folders, `.*.tmp` files."""
+        for folder in (self.root, self.checkpoints_dir):
+            with contextlib.suppress(OSError):  # best effort: a read-only folder stays as it is
+                for p in list(folder.iterdir()) if folder.is_dir() else []:
+                    if p.name.startswith(".tmp-") and p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                        p.unlink(missing_ok=True)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoint folders, oldest first (temporary folders are not listed)."""
         if not self.checkpoints_dir.is_dir():
             return []
-        return sorted(p for p in self.checkpoints_dir.glob("step-*") if (p / "state.pt").is_file())
+        return sorted(p for p in self.checkpoints_dir.glob("step-*")
+                      if (p / "state.pt").is_file() and (p / "model.safetensors").is_file())
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
 
 
+def _remove_dir(path: Path, ignore_errors: bool = False) -> None:
+    """Rename a folder out of its `step-N` name, then delete it: never a half-deleted step-N."""
+    aside = path.with_name(f".tmp-old-{path.name}")
+    try:
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(path, aside)
+        shutil.rmtree(aside)
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors, atomically (save_model also handles tied weights)."""
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata=metadata)
+        try:
+            save_model(model, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # "... I/O error: No space left on device (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -189,7 +264,8 @@ def list_runs(root: str | Path) -> list[RunInfo]:
 
 def safe_run_path(root: str | Path, name: str) -> Path:
     """Resolve a run name under `root`, refusing anything that would escape it."""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts or "/" in name or "\\" in name:
+    if (not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts
+            or "/" in name or "\\" in name or not name.isprintable()):
         raise RunError(f"invalid run name {name!r}: use a plain name such as 'lstm-1'")
     root = Path(root).resolve()
     path = (root / name).resolve()

@@ -9,6 +9,11 @@ Three ways to cut a token stream:
 - `RandomWindows`: nanoGPT-style random-offset blocks, for Transformers (no carried state).
 - `eval_windows`: non-overlapping blocks that cover a stream once, in order, for evaluation.
 
+Data-parallel training (several processes, one batch) takes rows of the same global batch:
+`shard_rows(batch_size, rank, world_size)` says which; an RNN's rows are `batchify(...)[rows]`,
+and `RandomWindows(..., rows=rows)` draws the whole batch's offsets and keeps those rows, so N
+processes together see exactly the batches one process would.
+
 Every iterator is deterministic given its seed and has `state_dict()` / `load_state_dict()`
 holding only ints and tensors (loadable with `torch.load(weights_only=True)`), so a run can
 resume mid-epoch and see exactly the batches it would have seen.
@@ -42,6 +47,17 @@ def batchify(stream: torch.Tensor, batch_size: int) -> torch.Tensor:
     _check_stream(stream, batch_size)
     length = stream.numel() // batch_size
     return stream[: batch_size * length].reshape(batch_size, length).contiguous()  # (B, L)
+
+
+def shard_rows(batch_size: int, rank: int, world_size: int) -> slice:
+    """Rows [rank * B / N, (rank + 1) * B / N) of a global batch of B rows split over N processes."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise LabkitError(f"rank {rank} is not in a world of {world_size} processes")
+    if batch_size % world_size:
+        raise LabkitError(f"the batch size {batch_size} is the global batch: it must split evenly "
+                          f"over {world_size} processes (choose a multiple of {world_size})")
+    share = batch_size // world_size
+    return slice(rank * share, (rank + 1) * share)
 
 
 class BPTTBatches:
@@ -104,7 +120,9 @@ class RandomWindows:
     `sample()` returns `(x, y)`, both (B, block_size), `y` shifted one token. Offsets come from
     a `torch.Generator` seeded with `seed`; `state_dict()` stores its state and the step count,
     so a resumed run draws the same batches. Iterating yields `num_batches` batches per pass
-    (forever when None).
+    (forever when None). With `rows` (a slice of the batch, see `shard_rows`) all offsets are
+    still drawn, so the generator's state does not depend on how the batch is shared out, but
+    only those rows are returned.
     """
 
     def __init__(
@@ -114,12 +132,14 @@ class RandomWindows:
         batch_size: int,
         seed: int = 0,
         num_batches: int | None = None,
+        rows: slice | None = None,
     ) -> None:
         if block_size < 1 or batch_size < 1:
             raise LabkitError("block_size and batch_size must be >= 1")
         _check_stream(stream, block_size + 1)
         self.stream, self.block_size, self.batch_size = stream, block_size, batch_size
         self.num_batches = num_batches
+        self.rows = rows if rows is not None else slice(0, batch_size)
         self.seed = seed
         self.step = 0
         self._generator = torch.Generator().manual_seed(seed)
@@ -127,8 +147,8 @@ class RandomWindows:
 
     def sample(self) -> Batch:
         high = self.stream.numel() - self.block_size  # last start that still has a target
-        starts = torch.randint(high, (self.batch_size,), generator=self._generator)
-        idx = starts[:, None] + self._offsets  # (B, T)
+        starts = torch.randint(high, (self.batch_size,), generator=self._generator)[self.rows]
+        idx = starts[:, None] + self._offsets  # (B, T), B = this process's rows
         self.step += 1
         return self.stream[idx], self.stream[idx + 1]
 

@@ -40,9 +40,9 @@ class Vocab:
 
     def __init__(self, itos: Iterable[str], default: str | None = "<unk>") -> None:
         self._itos = list(itos)
-        self._stoi = {tok: i for i, tok in enumerate(self._itos)}
         if not all(isinstance(tok, str) for tok in self._itos):
             raise LabkitError("vocabulary tokens must all be strings")
+        self._stoi = {tok: i for i, tok in enumerate(self._itos)}
         if len(self._stoi) != len(self._itos):
             dupes = sorted({t for t, c in Counter(self._itos).items() if c > 1})[:5]
             raise LabkitError(f"vocabulary has duplicate tokens: {dupes}")

@@ -2,17 +2,23 @@
 
 Each record is written with a single `write` of a whole line on a file opened for append, so a
 viewer reading the file while it grows sees whole lines; a reader still skips a last line that
-has no newline yet (a writer killed mid-write), so a torn line can never break a viewer.
+has no newline yet (a writer killed mid-write), so a torn line can never break a viewer. A
+write that fails (disk full, read-only) is cut back to the last whole line and raised as a
+RunError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from labkit.rundir import write_error, writing
 
 
 def _clean(value: Any) -> Any:
@@ -30,21 +36,31 @@ class MetricsWriter:
     def _drop_torn_tail(self) -> None:
         """A writer killed mid-line leaves a fragment; cut it so the next record starts clean."""
         try:
-            with open(self.path, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            pass
+            return
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        if data and not data.endswith(b"\n"):
+            with writing(self.path), open(self.path, "rb+") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
+        line = (json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n").encode()
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    if os.write(fd, line) != len(line):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                except OSError:
+                    with contextlib.suppress(OSError):  # no half line left behind
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (used on resume, so replayed steps are not logged twice)."""
@@ -53,7 +69,8 @@ class MetricsWriter:
         if not self.path.exists():
             return
         kept = [json.dumps(r) + "\n" for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        write_atomic(self.path, "".join(kept))
+        with writing(self.path):
+            write_atomic(self.path, "".join(kept))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

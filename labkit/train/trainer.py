@@ -4,15 +4,19 @@ What the loop does, per optimizer step: `grad_accum` micro-batches (an RNN reads
 bptt windows and carries its hidden state, detached; a Transformer reads random windows),
 gradient clipping, an AdamW or SGD step at the scheduled learning rate, a metrics record,
 and every `eval_every` steps a validation pass, the best weights and a resumable checkpoint.
+
+Under torchrun the same loop runs data-parallel (DistributedDataParallel): each process takes
+its rows of the global batch and rank 0 writes the run; see `labkit.train.distributed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +26,15 @@ from torch.nn import functional as F
 
 from labkit import __version__
 from labkit.config import JSONConfig
-from labkit.data.batching import BPTTBatches, RandomWindows, batchify, eval_windows
+from labkit.data.batching import BPTTBatches, RandomWindows, batchify, eval_windows, shard_rows
 from labkit.data.lm import LMData
 from labkit.device import autocast, pick_device, resolve_precision
 from labkit.errors import LabkitError
 from labkit.models import count_parameters
 from labkit.rundir import RunDir, load_state, load_weights
+from labkit.train import distributed
 from labkit.train.callbacks import Callback
-from labkit.train.metrics import MetricsWriter
+from labkit.train.metrics import MetricsWriter, read_metrics
 from labkit.train.schedule import PlateauDivider, lr_at
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -67,8 +72,17 @@ class TrainConfig(JSONConfig):
                      "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
+        if not 0 < self.lr < math.inf:
+            raise ValueError("lr must be a positive number")
+        for name in ("weight_decay", "grad_clip"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number >= 0")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio must be in [0, 1]")
+        if self.time_budget_s is not None and not 0 < self.time_budget_s < math.inf:
+            raise ValueError("time_budget_s must be a positive number of seconds")
 
 
 class TrainingStopped(LabkitError):
@@ -87,15 +101,20 @@ class Trainer:
         self.data = data
         self.run = run
         self.callbacks = list(callbacks)
-        self.device = pick_device(c.device)
+        self.dist = distributed.setup()
+        self.device = self.dist.place(pick_device(c.device))
         self.precision = resolve_precision(c.precision, self.device)
-        torch.manual_seed(c.seed)
+        self._seed_dropout(c.seed)
         self.model = model.to(self.device)
         self.family = model.config.family
         if self.family == "transformer" and c.seq_len > model.config.context_length:
             raise LabkitError(f"seq_len {c.seq_len} exceeds the model's context length "
                               f"{model.config.context_length}")
-        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.rows = shard_rows(c.batch_size, self.dist.rank, self.dist.world_size)
+        self._ddp = self.dist.wrap(self.model, self.device) if self.dist.enabled else None
+        self.forward = self._ddp or self.model
+        if c.compile:
+            self.forward = torch.compile(self.forward)
         self._optimizer: torch.optim.Optimizer | None = None  # made on first use: eval needs none
         self.plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None
         self.step = 0
@@ -103,15 +122,19 @@ class Trainer:
         self.elapsed = 0.0  # training wall time, carried over resumes
         self.best_val_loss = math.inf
         self.epoch = 0
+        self._last_eval_step = -1  # the step whose validation is logged (and checkpointed)
         self._stop_signal: int | None = None
-        if self.family == "rnn":
+        self._write_error: LabkitError | None = None  # rank 0's, held for the next agreement
+        if self.family == "rnn":  # this process's rows (streams) of the global batch
             self.batches: BPTTBatches | RandomWindows = BPTTBatches(
-                batchify(data.train, c.batch_size), c.seq_len)
+                batchify(data.train, c.batch_size)[self.rows], c.seq_len)
         else:
-            self.batches = RandomWindows(data.train, c.seq_len, c.batch_size, seed=c.seed)
+            self.batches = RandomWindows(data.train, c.seq_len, c.batch_size, seed=c.seed,
+                                         rows=self.rows)
         self._batch_iter: Iterator | None = None
         self._state: Any = None  # the RNN hidden state carried across windows
-        self.metrics = MetricsWriter(run.metrics_path) if run else None
+        self.writes = run is not None and self.dist.is_main  # only rank 0 writes the run
+        self.metrics = MetricsWriter(run.metrics_path) if self.writes else None
 
     # --- setup ------------------------------------------------------------------------
     @property
@@ -131,6 +154,11 @@ class Trainer:
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.95),
                                  fused=self.device.type == "cuda")
+
+    def _seed_dropout(self, seed: int, step: int = 0) -> None:
+        # Rank 0 draws what a single process would; other ranks draw their own dropout masks.
+        rank = self.dist.rank
+        torch.manual_seed(seed if rank == 0 else seed + 1_000_003 * rank + step)
 
     def lr(self) -> float:
         c = self.config
@@ -175,13 +203,16 @@ class Trainer:
             group["lr"] = lr
         total = 0.0
         tokens = 0
-        for _ in range(c.grad_accum):
+        for i in range(c.grad_accum):
             x, y = self._next_batch()
-            loss = self._loss(x, y)
-            (loss / c.grad_accum).backward()
+            # DDP averages gradients across processes on the last micro-batch's backward only.
+            last = i == c.grad_accum - 1
+            with contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync():
+                loss = self._loss(x, y)
+                (loss / c.grad_accum).backward()
             total += loss.item()
-            tokens += y.numel()
-        loss_value = total / c.grad_accum
+            tokens += y.numel() * self.dist.world_size  # every rank reads as many tokens
+        loss_value = self.dist.mean(total / c.grad_accum)  # the same number on every rank
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; "
@@ -198,7 +229,11 @@ class Trainer:
         """Train to `max_steps` (or the time budget), evaluate, and write the card."""
         c = self.config
         handlers = self._install_signal_handlers()
+        if self.writes:
+            self.run.remove_stale_files()  # what a killed run left half-written
         self._write_status("running")
+        self.dist.check(self._write_error)
+        self.optimizer  # noqa: B018 made before the clock starts: it imports torch._dynamo (~1 s)
         window_start, window_tokens = time.perf_counter(), 0
         try:
             while self.step < c.max_steps:
@@ -207,6 +242,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 info = self.train_step()
                 self.elapsed += time.perf_counter() - t0
+                agreed_stop = self._agree()
                 window_tokens += info["tokens"]
                 if self.step % c.log_every == 0 or self.step == 1:
                     now = time.perf_counter()
@@ -221,11 +257,14 @@ class Trainer:
                         cb.on_step(self, record)
                 if self.step % c.eval_every == 0 and self.step < c.max_steps:
                     self._periodic_eval()
-                if self._stop_signal is not None:
-                    raise TrainingStopped(f"stopped by {signal.Signals(self._stop_signal).name} "
-                                          f"at step {self.step}", signal=self._stop_signal)
+                # Alone, a signal that came during this step's callbacks or evaluation stops
+                # here; in a distributed run only what every rank agreed on does.
+                stop = agreed_stop if self.dist.enabled else self._stop_signal
+                if stop is not None:
+                    raise TrainingStopped(f"stopped by {signal.Signals(stop).name} "
+                                          f"at step {self.step}", signal=stop)
         except TrainingStopped as e:
-            interrupted = self._stop_signal is not None
+            interrupted = e.signal is not None
             if interrupted:
                 self.save_checkpoint()
             self._write_status("interrupted" if interrupted else "failed", reason=str(e))
@@ -234,8 +273,41 @@ class Trainer:
             self._restore_signal_handlers(handlers)
         return self._finish()
 
+    def _agree(self) -> int | None:
+        """Processes of a distributed run agree once per step on the clock (the slowest one's,
+        for the time budget and its schedule), on stopping (the signal any rank has seen),
+        and on rank 0's write errors."""
+        if not self.dist.enabled:
+            return self._stop_signal
+        sig, self.elapsed, failed = self.dist.max([self._stop_signal or 0, self.elapsed,
+                                                   self._write_error is not None])
+        if failed:
+            self.dist.check(self._write_error)
+        return int(sig) or None
+
+    def _evaluate_on_main(self, split: str) -> dict[str, float]:
+        """`evaluate` on rank 0, its result broadcast: one evaluation, the same numbers everywhere."""
+        if not self.dist.enabled:
+            return self.evaluate(split)
+        keys = ("loss", "ppl", "word_ppl", "tokens")
+        result = self.evaluate(split) if self.dist.is_main else dict.fromkeys(keys, 0.0)
+        values = self.dist.broadcast([result[k] for k in keys])
+        return {**dict(zip(keys, values)), "tokens": int(values[3])}
+
+    def _on_main(self, write: Callable[[], Any]) -> None:
+        """A write to the run directory, by rank 0 only. In a distributed run a failure is held
+        until the ranks next agree, so that all of them stop instead of waiting for rank 0."""
+        if not self.writes or self._write_error is not None:
+            return
+        try:
+            write()
+        except LabkitError as e:
+            if not self.dist.enabled:
+                raise
+            self._write_error = e
+
     def _periodic_eval(self) -> None:
-        val = self.evaluate("valid")
+        val = self._evaluate_on_main("valid")
         record = {"step": self.step, "tokens": self.tokens_seen,
                   "elapsed_s": round(self.elapsed, 3), "val_loss": val["loss"],
                   "val_ppl": val["ppl"], "val_word_ppl": val["word_ppl"]}
@@ -246,18 +318,22 @@ class Trainer:
             self.plateau.update(val["loss"])
         if val["loss"] < self.best_val_loss:
             self.best_val_loss = val["loss"]
-            if self.run:
-                self.run.save_best(self.model, {"step": str(self.step)})
+            self._on_main(lambda: self.run.save_best(self.model, {"step": str(self.step)}))
+        self._last_eval_step = self.step
         self.save_checkpoint()
 
     def _finish(self) -> dict[str, Any]:
-        self._periodic_eval()  # final validation: best weights and a last checkpoint
-        test = self.evaluate("test")
+        if self._last_eval_step != self.step:  # not when resumed from the final checkpoint
+            self._periodic_eval()  # final validation: best weights and a last checkpoint
+        test = self._evaluate_on_main("test")
         card = self.card(status="finished", test=test)
-        if self.run:
+        if not (self.metrics and any(r.get("step") == self.step and "test_loss" in r
+                                     for r in read_metrics(self.metrics.path))):
+            # (logged already when a kill came between this record and the card)
             self._log({"step": self.step, "tokens": self.tokens_seen, "test_loss": test["loss"],
                        "test_ppl": test["ppl"], "test_word_ppl": test["word_ppl"]})
-            self.run.write_card(card)
+        self._on_main(lambda: self.run.write_card(card))
+        self.dist.check(self._write_error)
         for cb in self.callbacks:
             cb.on_end(self, card)
         return card
@@ -296,29 +372,38 @@ class Trainer:
 
     # --- checkpoints and resume -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything to resume, independent of the number of processes: the data position
+        and RNG are the same on every rank (rank 0's RNG is kept), the RNN state is gathered
+        into the whole batch's."""
         state = {
             "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
             "epoch": self.epoch, "best_val_loss": self.best_val_loss,
+            "last_eval_step": self._last_eval_step,
             "optimizer": self.optimizer.state_dict(),
             "batches": self.batches.state_dict(),
             "rng_torch": torch.get_rng_state(),
             "plateau": self.plateau.state_dict() if self.plateau else None,
-            "rnn_state": None,
+            "rnn_state": None, "world_size": self.dist.world_size,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         if self._state is not None:
             s = self._state if isinstance(self._state, tuple) else (self._state,)
-            state["rnn_state"] = [t.detach().cpu() for t in s]
+            # (layers, B, H): each rank holds its rows of B
+            state["rnn_state"] = [self.dist.gather_rows(t.detach(), dim=1).cpu() for t in s]
         return state
 
     def save_checkpoint(self) -> None:
         if not self.run:
             return
-        path = self.run.save_checkpoint(self.model, self.state_dict(), self.step)
-        record = {"step": self.step, "checkpoint": str(path.relative_to(self.run.root))}
-        for cb in self.callbacks:
-            cb.on_checkpoint(self, record)
+        state = self.state_dict()  # on every rank: gathering the RNN state takes them all
+        saved: list[Any] = []
+        self._on_main(lambda: saved.append(self.run.save_checkpoint(self.model, state, self.step)))
+        self.dist.check(self._write_error)
+        if saved:
+            record = {"step": self.step, "checkpoint": str(saved[0].relative_to(self.run.root))}
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, record)
 
     def resume(self, checkpoint: os.PathLike | str) -> None:
         """Continue exactly where a checkpoint left off: weights, optimizer, RNG, data position."""
@@ -336,23 +421,25 @@ class Trainer:
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
             self.elapsed, self.epoch = float(state["elapsed"]), int(state["epoch"])
             self.best_val_loss = float(state["best_val_loss"])
+            self._last_eval_step = int(state.get("last_eval_step", -1))
             if self.plateau and state["plateau"]:
                 self.plateau.load_state_dict(state["plateau"])
             if state["rnn_state"]:
-                s = [t.to(self.device) for t in state["rnn_state"]]
+                whole = state["rnn_state"]  # [(layers, B, H)]: the global batch's
+                if any(t.dim() != 3 or t.size(1) != self.config.batch_size for t in whole):
+                    raise ValueError("the RNN state does not match the batch size")
+                s = [t[:, self.rows].to(self.device) for t in whole]  # this process's rows
                 self._state = tuple(s) if len(s) == 2 else s[0]
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
             raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
                               "start a new run instead of --resume") from None
+        if self.dist.rank > 0:
+            self._seed_dropout(self.config.seed, self.step)
         self._batch_iter = None
         if self.metrics:
             self.metrics.truncate_after(self.step)  # steps after the checkpoint run again
 
     # --- reporting --------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.metrics:
-            self.metrics.write(record)
-
     def card(self, status: str, test: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
         m = self.model
         card = {
@@ -362,7 +449,8 @@ class Trainer:
             "steps": self.step, "max_steps": self.config.max_steps, "epochs": self.epoch,
             "tokens_seen": self.tokens_seen, "wall_time_s": round(self.elapsed, 2),
             "tokens_per_s": self.tokens_seen / self.elapsed if self.elapsed else None,
-            "device": str(self.device), "precision": self.precision,
+            "device": str(self.device), "processes": self.dist.world_size,
+            "precision": self.precision,
             "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
             "best_val_ppl": math.exp(min(self.best_val_loss, 50)) if math.isfinite(self.best_val_loss) else None,
             "pid": os.getpid(), "updated_at": time.time(), **extra,
@@ -372,9 +460,12 @@ class Trainer:
                         test_tokens=test["tokens"])
         return card
 
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.metrics:
+            self._on_main(lambda: self.metrics.write(record))
+
     def _write_status(self, status: str, **extra: Any) -> None:
-        if self.run:
-            self.run.write_card(self.card(status=status, **extra))
+        self._on_main(lambda: self.run.write_card(self.card(status=status, **extra)))
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGINT / SIGTERM finish the current step, save a checkpoint and stop cleanly."""
