@@ -16,7 +16,7 @@ from labkit.rundir import list_runs
 def main(root: str) -> int:
     groups: dict[tuple, list[float]] = defaultdict(list)
     for info in list_runs(root):
-        if info.error or not info.card or (info.config or {}).get("kind") != "classifier":
+        if info.error or (info.card or {}).get("status") != "finished" or info.config.get("kind") != "classifier":
             continue
         card, config = info.card, info.config
         body = config["model"]["body"]

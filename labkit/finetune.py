@@ -266,8 +266,11 @@ def classification_report(confusion: torch.Tensor, loss_sum: float, labels) -> d
 
 
 def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
-             on_eval=None) -> dict[str, Any]:
-    """Fine-tune (or, with `from_scratch`, train afresh) the network of `base_run` on the task."""
+             on_eval=None, data: TaskData | None = None) -> dict[str, Any]:
+    """Fine-tune (or, with `from_scratch`, train afresh) the network of `base_run` on the task.
+
+    `data`: the task already encoded with the base run's tokenizer (a notebook encodes SST-2 once
+    for many runs); it is used as given, `config.train_size` does not cut it."""
     base = load_run(base_run)
     if base.config.get("kind") != "lm":
         raise RunError(f"{base_run} is not a language-model run (kind {base.config.get('kind')!r}); "
@@ -275,8 +278,8 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
     run = RunDir(out)
     if run.exists():
         raise RunError(f"{run.root} already holds a run; choose another --name")
-    encode = TextEncoder(base.tokenizer)
-    data = load_task(config, encode)
+    if data is None:
+        data = load_task(config, TextEncoder(base.tokenizer))
     torch.manual_seed(config.seed)
     model = build_classifier(base.config["model"], config)
     if not config.from_scratch:
