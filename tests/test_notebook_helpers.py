@@ -1,0 +1,244 @@
+"""labkit.notebook: the helpers the notebooks share (profiles, run folders, recipes, live curves,
+measurements). Unit tests: no corpus files, tiny models."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import notebook as nbk
+from labkit.data import synthetic
+from labkit.errors import LabkitError
+from labkit.models import RNNConfig, TransformerConfig, build_model, count_parameters
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """No corpus anywhere: no $LABKIT_DATA, an empty cache, no downloads."""
+    monkeypatch.delenv("LABKIT_DATA", raising=False)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LABKIT_PROFILE", "smoke")
+    return tmp_path
+
+
+def test_profile_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROFILE", " CPU ")
+    assert nbk.profile_name() == "cpu"
+    monkeypatch.delenv("LABKIT_PROFILE")
+    assert nbk.profile_name() == ("gpu" if torch.cuda.is_available() else "cpu")
+    assert nbk.profile_name("smoke") == "smoke"
+    with pytest.raises(LabkitError, match="smoke, cpu, gpu"):
+        nbk.profile_name("huge")
+
+
+def test_runs_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "r"))
+    assert nbk.runs_root() == tmp_path / "r"
+    monkeypatch.delenv("LABKIT_RUNS")
+    assert nbk.runs_root().parts[-2:] == ("runs", "notebooks")
+
+
+def test_start_without_data_falls_back_to_synthetic(no_data, capsys):
+    lab = nbk.start("05", sst2=True)
+    out = capsys.readouterr().out
+    assert lab.profile == "smoke" and lab.corpus == "synthetic" and not lab.real_task
+    assert "synthetic corpus" in out and "synthetic task" in out
+    assert lab.runs == no_data / "runs" and lab.runs.is_dir()
+
+
+def test_run_path_replaces_an_old_run_but_nothing_else(no_data):
+    lab = nbk.start("02", quiet=True)
+    path = lab.run_path("lstm")
+    assert path.name == "02-lstm-smoke"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    assert not lab.run_path("lstm").exists()  # an old run is removed
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(LabkitError, match="not a labkit run"):
+        lab.run_path("lstm")
+    assert lab.run_path("lstm", fresh=False) == path and (path / "notes.txt").exists()
+    assert lab.finished_run("lstm") is None
+    (path / "card.json").write_text('{"status": "finished"}')
+    assert lab.finished_run("lstm") == path
+
+
+def test_recipes_follow_the_profile(no_data):
+    lab = nbk.start("03", quiet=True)
+    smoke = nbk.lm_recipe(lab, "transformer")
+    assert smoke.model.family == "transformer" and smoke.model.d_model == 64
+    assert smoke.train.max_steps == 30 and smoke.data.corpus == "synthetic"
+    assert nbk.lm_recipe(lab, "gru", max_steps=7).model.cell == "gru"
+    assert nbk.lm_recipe(lab, "gru", max_steps=7).train.max_steps == 7
+    lab.profile = "gpu"
+    classic = nbk.lm_recipe(lab, "lstm")
+    assert classic.model.d_hidden == 200 and classic.train.optimizer == "sgd"
+    assert nbk.finetune_recipe(lab, mode="frozen").mode == "frozen"
+
+
+def test_live_curves_collect_points():
+    live = nbk.LiveCurves(x="tokens", display=False)
+    a, b = live.callback("a"), live.callback("b")
+    a.on_step(None, {"step": 1, "tokens": 100, "elapsed_s": 0.1, "loss": 5.0})
+    a.on_step(None, {"step": 2, "tokens": 200, "elapsed_s": 0.2, "loss": 4.0})
+    b.on_eval(None, {"step": 2, "tokens": 200, "elapsed_s": 0.2, "val_loss": 4.5})
+    names = [t.name for t in live.fig.data]
+    assert names == ["a", "a val", "b", "b val"]
+    assert list(live.fig.data[0].x) == [100, 200] and list(live.fig.data[0].y) == [5.0, 4.0]
+    assert list(live.fig.data[3].y) == [4.5] and len(live.fig.data[2].x) == 0
+    with pytest.raises(LabkitError):
+        nbk.LiveCurves(x="epochs", display=False)
+
+
+def test_live_curves_redraw_one_display(monkeypatch):
+    """Updates go to the same display (by id), at most every min_interval_s, always on evaluations."""
+    updates = []
+
+    class Handle:
+        def update(self, obj, **kw):
+            updates.append((obj, kw))
+
+    live = nbk.LiveCurves(x="step", min_interval_s=3600, display=False)
+    live._handle = Handle()
+    monkeypatch.setattr(live, "_bundle", lambda: {"application/vnd.plotly.v1+json": live.fig.to_plotly_json()})
+    cb = live.callback("run")
+    live._last = time.monotonic()
+    cb.on_step(None, {"step": 1, "tokens": 1, "elapsed_s": 0.1, "loss": 3.0})
+    assert updates == []  # too soon
+    cb.on_eval(None, {"step": 1, "tokens": 1, "elapsed_s": 0.1, "val_loss": 3.5})
+    assert len(updates) == 1 and updates[0][1] == {"raw": True}
+    cb.on_end(None, {})
+    assert len(updates) == 2
+
+
+@pytest.mark.parametrize("config", [
+    RNNConfig(vocab_size=30, d_embed=8, d_hidden=8, n_layers=1, dropout=0.0),
+    TransformerConfig(vocab_size=30, d_model=8, n_layers=1, n_heads=2, d_ff=16, context_length=8, dropout=0.0),
+])
+def test_loss_by_position_reads_each_window_from_scratch(config):
+    torch.manual_seed(0)
+    model = build_model(config)
+    stream = torch.randint(30, (8 * 5 + 3,))
+    curve = nbk.loss_by_position(model, stream, 8, batch_size=2)
+    assert curve.shape == (8,) and np.isfinite(curve).all()
+    x = stream[:40].view(5, 8)
+    y = stream[1:41].view(5, 8)
+    with torch.no_grad():
+        logits = model(x).logits
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
+    np.testing.assert_allclose(curve, expected.double().numpy(), rtol=1e-5)
+    with pytest.raises(LabkitError):
+        nbk.loss_by_position(model, stream[:5], 8)
+
+
+def test_matched_rnn_comes_close_to_the_target():
+    target = count_parameters(build_model(TransformerConfig(vocab_size=500, d_model=32, n_layers=2, n_heads=2,
+                                                            d_ff=64, context_length=16)))
+    for tied in (True, False):
+        base = RNNConfig(vocab_size=500, d_embed=16, d_hidden=16, tie_weights=tied, n_layers=1)
+        matched = nbk.matched_rnn(base, target, 500)
+        assert abs(count_parameters(build_model(matched)) - target) / target < 0.02
+        assert (matched.d_embed == matched.d_hidden) if tied else matched.d_embed == 16
+
+
+def test_attention_change():
+    a = np.zeros((1, 1, 2, 2))
+    a[..., 0] = 1.0
+    b = np.zeros_like(a)
+    b[..., 1] = 1.0
+    assert nbk.attention_change(a, a).tolist() == [[0.0]]
+    assert nbk.attention_change(a, b).tolist() == [[1.0]]
+    with pytest.raises(LabkitError):
+        nbk.attention_change(a, np.zeros((1, 2, 2, 2)))
+
+
+def test_number_task_labels_follow_the_head_noun():
+    rows = nbk.number_task_rows(300, seed=3)
+    assert rows == nbk.number_task_rows(300, seed=3)
+    plurals = set(synthetic.NOUNS.values())
+    nouns = set(synthetic.NOUNS) | plurals
+    for text, label in rows:
+        head = next(w for w in text.split() if w in nouns)  # the first noun is the head
+        assert label == int(head in plurals), text
+    assert 0.35 < np.mean([y for _, y in rows]) < 0.65
+    assert any(" near " in t or " that " in t or " with " in t for t, _ in rows)  # distractors exist
+
+
+def test_subset_is_seeded():
+    task = nbk.TaskData(train=[([i], i % 2) for i in range(50)], val=[([1], 0)], test=[([2], 1)],
+                        labels=("a", "b"), oov_rate=0.0)
+    assert nbk.subset(task, None) is task and nbk.subset(task, 80) is task
+    a, b = nbk.subset(task, 10, seed=1), nbk.subset(task, 10, seed=1)
+    assert len(a.train) == 10 and a.train == b.train and a.val == task.val
+    assert nbk.subset(task, 10, seed=2).train != a.train
+
+
+def test_html_frame_escapes_the_document():
+    frame = nbk.html_frame('<html><body><p class="x">a & b</p></body></html>', height=120)
+    assert 'srcdoc="&lt;html&gt;' in frame.data and "&quot;x&quot;" in frame.data and "&amp; b" in frame.data
+    assert "height:120px" in frame.data
+
+
+def test_say_and_fmt():
+    assert nbk.say(["one", "two"]).data == "- one\n- two"
+    assert nbk.say(["x"], title="T").data.startswith("### T")
+    assert nbk.fmt_ppl(math.log(100)) == "100.0"
+
+
+def test_finetune_run_on_the_synthetic_task(no_data):
+    """A tiny base on the synthetic corpus, fine-tuned on the stand-in task: a whole run."""
+    from labkit.data import load_lm_data
+    from labkit.pretrain import load_run, pretrain
+
+    lab = nbk.start("05", sst2=True, quiet=True)
+    recipe = nbk.lm_recipe(lab, "transformer", max_steps=4, eval_every=2, log_every=2)
+    data = load_lm_data(recipe.data)
+    base_path = lab.run_path("base")
+    pretrain(recipe.model.replace(vocab_size=data.tokenizer.vocab_size), recipe.train, recipe.data, base_path,
+             data=data)
+    base = load_run(base_path)
+    settings = nbk.finetune_recipe(lab, max_steps=4, eval_every=2)
+    task = nbk.load_finetune_task(lab, base.tokenizer, settings)
+    assert task.labels == ("singular", "plural") and task.oov_rate == 0.0
+    assert len(task.val) == settings.val_size
+    card = nbk.finetune_run(lab, base_path, task, "ft", train_size=64)
+    assert card["status"] == "finished" and card["train_size"] == 64 and card["steps"] == 2
+    assert (lab.runs / "05-ft-smoke" / "model.safetensors").exists()
+
+
+def test_card_table_formats_numbers():
+    card = {"parameters": 1234567, "best_val_ppl": 212.468, "tokens_per_s": 3.14159, "wall_time_s": 13806.04}
+    table = nbk.card_table({"a": card, "b": {"parameters": 10}})
+    assert list(table.columns) == ["a", "b"]
+    assert table.loc["parameters", "a"] == "1,234,567" and table.loc["best val perplexity", "a"] == "212.5"
+    assert table.loc["tokens/s (training)", "a"] == "3.14" and table.loc["training time (s)", "a"] == "13,806"
+    assert table.loc["test perplexity", "b"] == "None"
+
+
+def test_generation_speed():
+    from labkit.data import WordTokenizer
+
+    tok = WordTokenizer.train(["the dog runs", "the cat sleeps"], specials=("<unk>", "<eos>"))
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(vocab_size=tok.vocab_size, d_model=8, n_layers=1, n_heads=2, d_ff=16,
+                                          context_length=16, dropout=0.0))
+    for cache in (True, False):
+        speed, text = nbk.generation_speed(model, tok, "the dog", 20, use_cache=cache, repeats=2)
+        assert speed > 0 and len(text.split()) == 20  # greedy, past the context and <eos>
+
+
+def test_model_view_height_grows_with_layers_and_tokens():
+    from types import SimpleNamespace
+
+    def capture(tokens, layers, heads):
+        return SimpleNamespace(tokens=["t"] * tokens, n_layers=layers, n_heads=heads)
+
+    assert nbk.model_view_height(capture(13, 2, 4)) == 644  # 2 x (13 x 21 + 10) + 38, plus 40
+    assert nbk.model_view_height(capture(13, 4, 4)) > nbk.model_view_height(capture(13, 2, 4))
+    assert nbk.model_view_height(capture(30, 2, 4)) > nbk.model_view_height(capture(13, 2, 4))
