@@ -30,7 +30,7 @@ from labkit.data.batching import ClassificationBatches, pad_batch
 from labkit.data.corpora import sst2
 from labkit.data.normalize import CaseMapper, sst_to_wikitext
 from labkit.data.tokenizers import Tokenizer, WordTokenizer
-from labkit.device import autocast, pick_device, resolve_precision
+from labkit.device import autocast, denormals_flushed, pick_device, resolve_precision, tune_for_training
 from labkit.errors import LabkitError, RunError
 from labkit.models import ClassifierConfig, SequenceClassifier, count_parameters
 from labkit.pretrain import load_run
@@ -145,6 +145,7 @@ class FineTuner:
         self.model, self.data, self.config, self.run = model, data, config, run
         self.device = pick_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
+        tune_for_training(self.device)
         self.model.to(self.device)
         self.groups = model.layer_groups()
         self.on_eval = on_eval
@@ -202,12 +203,13 @@ class FineTuner:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(step, group["base_lr"], warmup=max(1, total // 20),
                                         total=int(total), min_ratio=0.0)
-                with autocast(self.device, self.precision):
-                    logits = self.model(batch.ids, batch.mask).float()
-                loss = F.cross_entropy(logits, batch.labels)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
+                with denormals_flushed(self.device):
+                    with autocast(self.device, self.precision):
+                        logits = self.model(batch.ids, batch.mask).float()
+                    loss = F.cross_entropy(logits, batch.labels)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if self.metrics and step % 10 == 0:

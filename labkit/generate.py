@@ -177,7 +177,7 @@ class Stream:
         idx = torch.tensor([feed], dtype=torch.long, device=self.device)  # (1, T)
         out = self.model(idx, state, compute_logits=False, **kw)
         # Only the last position's logits are needed: the output layer is most of the cost.
-        return self.model.head(out.hidden[0, -1]).float(), out.state
+        return self.model.logits(out.hidden[0, -1]).float(), out.state
 
     def _run(self) -> Iterator[GeneratedToken]:
         cfg, model = self.config, self.model

@@ -1,4 +1,16 @@
-"""What every language model returns, whatever its family."""
+"""What every language model returns, whatever its family, and the output layer they share.
+
+The output layer turns a hidden state into a distribution over the vocabulary. With a word
+vocabulary of 33,278 entries it holds most of a small model's parameters and most of its compute
+(91% of the classic LSTM's FLOPs per token). Two kinds:
+
+- `softmax`: one linear layer, logits for every word, the exact full softmax.
+- `adaptive`: Grave et al. (2017), "Efficient softmax approximation for GPUs". The vocabulary,
+  sorted by frequency (labkit's vocabularies are), is cut into a head of frequent words plus a
+  few tail clusters of rarer ones, each reached through one extra "cluster" entry in the head and
+  projected to a smaller width. Most tokens are frequent, so most of the time only the head is
+  computed. It is a different model (its own perplexity), not a faster way to compute the same one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+OUTPUTS = ("softmax", "adaptive")
+ADAPTIVE_DIV = 4.0  # each tail cluster is 4 times narrower than the previous one
 
 
 @dataclass
@@ -14,3 +30,83 @@ class LMOutput:
     hidden: torch.Tensor  # (B, T, D): top-layer states, the input of the output layer
     state: Any = None  # RNN: hidden state to carry on; Transformer: the KV cache (or None)
     attentions: list[torch.Tensor] | None = None  # Transformer, when asked: per layer (B, H, T, S)
+
+
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """Cluster boundaries at about 6% and 30% of the vocabulary (2,000 and 10,000 for WikiText-2's
+    33,278 words): the head then covers about 85% of WikiText-2's running tokens."""
+    cuts = [c for c in (round(vocab_size * 0.06), round(vocab_size * 0.3)) if 0 < c < vocab_size]
+    return sorted(set(cuts))
+
+
+def check_output(output: str, cutoffs: list[int] | tuple[int, ...], vocab_size: int, tie_weights: bool) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if output == "adaptive":
+        if tie_weights:
+            raise ValueError("the adaptive softmax has its own output matrices: set tie_weights to false")
+        cuts = list(cutoffs) or default_cutoffs(vocab_size)
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in cuts):
+            raise ValueError(f"adaptive_cutoffs must be whole numbers, got {cuts}")
+        if not cuts or cuts != sorted(set(cuts)) or cuts[0] < 1 or cuts[-1] >= vocab_size:
+            raise ValueError(f"adaptive_cutoffs must increase strictly between 1 and vocab_size - 1 "
+                             f"({vocab_size - 1}), got {cuts}")
+
+
+def make_head(width: int, vocab_size: int, output: str, cutoffs: list[int] | tuple[int, ...],
+              bias: bool) -> nn.Module:
+    if output == "adaptive":
+        return nn.AdaptiveLogSoftmaxWithLoss(width, vocab_size, list(cutoffs) or default_cutoffs(vocab_size),
+                                             div_value=ADAPTIVE_DIV, head_bias=bias)
+    return nn.Linear(width, vocab_size, bias=bias)
+
+
+DECODE_ROWS = 16  # at most this many positions at once: a decoding step, not a batch
+
+
+def head_logits(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits (..., V) of hidden states (..., D). For the adaptive softmax these are its full
+    log-probabilities, which are valid logits: softmax(log p) = p."""
+    if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
+        flat = hidden.reshape(-1, hidden.size(-1))  # (N, D)
+        return head.log_prob(flat).view(*hidden.shape[:-1], -1)
+    return linear(head, hidden)
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`, with a faster route for decoding on a CPU. One position at a time, a linear
+    layer is a matrix-vector product that only streams its weight through memory; read as an
+    (in, out) row-major matrix the weight streams 3x faster than as torch's (out, in) (1.3 against
+    4.2 ms for the 256 x 33,278 output layer), so a transposed copy is kept for it."""
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != layer.weight.dtype
+            or x.numel() > DECODE_ROWS * x.size(-1)):
+        return layer(x)
+    out = x.reshape(-1, x.size(-1)) @ transposed_weight(layer)  # (N, out)
+    if layer.bias is not None:
+        out += layer.bias
+    return out.view(*x.shape[:-1], -1)
+
+
+def transposed_weight(head: nn.Linear) -> torch.Tensor:
+    """`head.weight.t()`, contiguous, made again only when the weight has changed."""
+    w = head.weight
+    key = (w.data_ptr(), w._version, w.shape)
+    cached = getattr(head, "_labkit_transposed", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, w.detach().t().contiguous())
+        object.__setattr__(head, "_labkit_transposed", cached)  # not a parameter, not in the state dict
+    return cached[1]
+
+
+def head_flops(width: int, vocab_size: int, output: str, cutoffs: list[int] | tuple[int, ...]) -> int:
+    """Forward FLOPs per token of the whole output distribution (what generation pays). Training
+    an adaptive softmax costs less: a token's loss needs only the head and its own cluster."""
+    if output != "adaptive":
+        return 2 * width * vocab_size
+    cuts = [*(list(cutoffs) or default_cutoffs(vocab_size)), vocab_size]
+    flops = 2 * width * (cuts[0] + len(cuts) - 1)  # the head: frequent words + one entry per cluster
+    for i in range(len(cuts) - 1):
+        narrow = int(width // ADAPTIVE_DIV ** (i + 1))
+        flops += 2 * (width * narrow + narrow * (cuts[i + 1] - cuts[i]))
+    return flops

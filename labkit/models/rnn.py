@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from labkit.config import JSONConfig
-from labkit.models.output import LMOutput
+from labkit.models.dropout import Dropout
+from labkit.models.output import LMOutput, check_output, head_flops, head_logits, make_head
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -36,6 +37,8 @@ class RNNConfig(JSONConfig):
     n_layers: int = 2
     dropout: float = 0.2
     tie_weights: bool = False  # needs d_embed == d_hidden
+    output: str = "softmax"  # softmax (exact) | adaptive (Grave et al. 2017; see models/output.py)
+    adaptive_cutoffs: tuple[int, ...] = ()  # cluster boundaries; () = about 6% and 30% of the vocabulary
     family: str = "rnn"
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class RNNConfig(JSONConfig):
             raise ValueError("vocab_size, d_embed, d_hidden and n_layers must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.adaptive_cutoffs = tuple(self.adaptive_cutoffs)
+        check_output(self.output, self.adaptive_cutoffs, self.vocab_size, self.tie_weights)
 
 
 class RNNLM(nn.Module):
@@ -56,7 +61,7 @@ class RNNLM(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_embed)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         between = c.dropout if c.n_layers > 1 else 0.0  # torch warns on dropout with 1 layer
         if c.cell == "lstm":
             self.rnn = nn.LSTM(c.d_embed, c.d_hidden, c.n_layers, dropout=between, batch_first=True)
@@ -65,7 +70,7 @@ class RNNLM(nn.Module):
         else:
             self.rnn = nn.RNN(c.d_embed, c.d_hidden, c.n_layers, dropout=between,
                               nonlinearity=c.cell.removeprefix("rnn_"), batch_first=True)
-        self.head = nn.Linear(c.d_hidden, c.vocab_size)
+        self.head = make_head(c.d_hidden, c.vocab_size, c.output, c.adaptive_cutoffs, bias=True)
         if c.tie_weights:
             # Press & Wolf (2017): one matrix both reads and writes words; fewer parameters,
             # usually lower perplexity.
@@ -75,9 +80,10 @@ class RNNLM(nn.Module):
     def _init_weights(self) -> None:
         # The classic word-LM initialisation: small uniform embeddings, zero output bias.
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
-        if not self.config.tie_weights:
-            nn.init.uniform_(self.head.weight, -0.1, 0.1)
-        nn.init.zeros_(self.head.bias)
+        if isinstance(self.head, nn.Linear):
+            if not self.config.tie_weights:
+                nn.init.uniform_(self.head.weight, -0.1, 0.1)
+            nn.init.zeros_(self.head.bias)
 
     def init_hidden(self, batch_size: int, device: torch.device | str | None = None) -> RNNState:
         c = self.config
@@ -105,8 +111,12 @@ class RNNLM(nn.Module):
     def forward(self, idx: torch.Tensor, state: RNNState | None = None, *,
                 compute_logits: bool = True, **_: object) -> LMOutput:
         hidden, state = self.encode(idx, state)
-        logits = self.head(hidden) if compute_logits else None  # (B, T, V)
+        logits = self.logits(hidden) if compute_logits else None  # (B, T, V)
         return LMOutput(logits=logits, hidden=hidden, state=state)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer: hidden states (..., H) -> logits (..., V)."""
+        return head_logits(self.head, hidden)
 
     def flops_per_token(self, context: int | None = None) -> int:
         """Forward FLOPs per token: 2 per multiply-add of every matrix product."""
@@ -116,4 +126,4 @@ class RNNLM(nn.Module):
         for layer in range(c.n_layers):
             d_in = c.d_embed if layer == 0 else c.d_hidden
             recurrent += 2 * gates * c.d_hidden * (d_in + c.d_hidden)
-        return recurrent + 2 * c.d_hidden * c.vocab_size
+        return recurrent + head_flops(c.d_hidden, c.vocab_size, c.output, c.adaptive_cutoffs)

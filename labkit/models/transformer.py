@@ -17,6 +17,7 @@ softmax out and can return the attention pattern of every layer and head for the
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from labkit.config import JSONConfig
-from labkit.models.output import LMOutput
+from labkit.models.dropout import Dropout, dropout
+from labkit.models.output import LMOutput, check_output, head_flops, head_logits, linear, make_head
 
 
 @dataclass
@@ -38,6 +40,8 @@ class TransformerConfig(JSONConfig):
     context_length: int = 128
     dropout: float = 0.1
     tie_weights: bool = True
+    output: str = "softmax"  # softmax (exact) | adaptive (Grave et al. 2017; see models/output.py)
+    adaptive_cutoffs: tuple[int, ...] = ()  # cluster boundaries; () = about 6% and 30% of the vocabulary
     family: str = "transformer"
 
     def __post_init__(self) -> None:
@@ -50,6 +54,8 @@ class TransformerConfig(JSONConfig):
                              f"({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.adaptive_cutoffs = tuple(self.adaptive_cutoffs)
+        check_output(self.output, self.adaptive_cutoffs, self.vocab_size, self.tie_weights)
 
 
 class KVCache:
@@ -83,13 +89,13 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.dropout = config.dropout
-        self.resid_drop = nn.Dropout(config.dropout)
+        self.resid_drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
                 explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         hs = C // self.n_heads
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = linear(self.qkv, x).split(C, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -101,11 +107,16 @@ class CausalSelfAttention(nn.Module):
         p_drop = self.dropout if self.training else 0.0
 
         att = None
-        if explicit:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
-            scores = scores.masked_fill(~causal_mask(T, S, x.device), float("-inf"))
-            att = F.softmax(scores, dim=-1)  # (B, nh, T, S)
-            y = F.dropout(att, p_drop, self.training) @ v  # (B, nh, T, hs)
+        if explicit or (self.training and x.device.type == "cpu"):
+            # Spelled out when the weights are asked for, and for training on a CPU: there torch's
+            # fused kernel has no dropout (it falls back to these same steps, with a slower mask)
+            # and its backward pass is slower than these products (docs/benchmarks.md).
+            bias = additive_mask(T, S, x.device, q.dtype if q.dtype == k.dtype else torch.float32)
+            # mask + q k^T / sqrt(hs) in one product: -inf where a query must not look
+            scores = torch.baddbmm(bias.expand(B * self.n_heads, T, S), q.reshape(-1, T, hs),
+                                   k.reshape(-1, S, hs).transpose(1, 2), alpha=1 / math.sqrt(hs))
+            att = F.softmax(scores.view(B, self.n_heads, T, S), dim=-1)  # (B, nh, T, S)
+            y = dropout(att, p_drop, self.training) @ v  # (B, nh, T, hs)
         elif past == 0 or T == 1:
             # No cache, or one new query that may see every cached key: the fused kernel's own
             # causal flag (aligned top-left) is right in both cases.
@@ -115,7 +126,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device),
                                                dropout_p=p_drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_drop(self.proj(y)), att
+        return self.resid_drop(linear(self.proj, y)), att
 
 
 def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -125,15 +136,23 @@ def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> tor
     return k_pos <= q_pos
 
 
+@functools.lru_cache(maxsize=8)
+def additive_mask(T: int, S: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(T, S): 0 where query t may look at key s, -inf elsewhere (made once per shape)."""
+    with torch.inference_mode(False):  # a normal tensor, usable in training whoever made it first
+        mask = torch.zeros(T, S, device=device, dtype=dtype)
+        return mask.masked_fill_(~causal_mask(T, S, device), float("-inf"))
+
+
 class MLP(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.fc = nn.Linear(config.d_model, config.d_ff)
         self.proj = nn.Linear(config.d_ff, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(linear(self.proj, F.gelu(linear(self.fc, x))))
 
 
 class Block(nn.Module):
@@ -162,10 +181,10 @@ class TransformerLM(nn.Module):
         c = config
         self.tok_embed = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_embed = nn.Embedding(c.context_length, c.d_model)  # learned positions
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model)
-        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.head = make_head(c.d_model, c.vocab_size, c.output, c.adaptive_cutoffs, bias=False)
         if c.tie_weights:
             self.head.weight = self.tok_embed.weight
         self.apply(self._init_weights)
@@ -209,8 +228,12 @@ class TransformerLM(nn.Module):
         returned state, so the next call only needs the new tokens."""
         cache = state if state is not None else (self.new_cache() if use_cache else None)
         hidden, attentions = self.encode(idx, cache, return_attention=return_attention)
-        logits = self.head(hidden) if compute_logits else None  # (B, T, V)
+        logits = self.logits(hidden) if compute_logits else None  # (B, T, V)
         return LMOutput(logits=logits, hidden=hidden, state=cache, attentions=attentions)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer: hidden states (..., C) -> logits (..., V)."""
+        return head_logits(self.head, hidden)
 
     def flops_per_token(self, context: int | None = None) -> int:
         """Forward FLOPs per token (2 per multiply-add), attention over `context` positions."""
@@ -218,4 +241,5 @@ class TransformerLM(nn.Module):
         context = context or c.context_length
         per_layer = 2 * (3 * c.d_model * c.d_model + c.d_model * c.d_model + 2 * c.d_model * c.d_ff)
         attention = 2 * 2 * context * c.d_model  # scores and weighted sum
-        return c.n_layers * (per_layer + attention) + 2 * c.d_model * c.vocab_size
+        return c.n_layers * (per_layer + attention) + head_flops(c.d_model, c.vocab_size, c.output,
+                                                                 c.adaptive_cutoffs)

@@ -25,6 +25,14 @@ def lr_at(step: int, base_lr: float, *, warmup: int, total: int, min_ratio: floa
     return base_lr * (min_ratio + (1.0 - min_ratio) * cosine)
 
 
+def steps_in_budget(step: int, elapsed: float, budget_s: float | None, max_steps: int, warmup: int) -> int:
+    """The step at which a schedule ends: `max_steps`, or, with a time budget, the number of
+    steps that fit in it at the pace so far (so the decay ends when the budget does)."""
+    if budget_s and elapsed > 0 and step > warmup:
+        return min(max_steps, max(step + 1, round(step * budget_s / elapsed)))
+    return max_steps
+
+
 class PlateauDivider:
     """Divide the learning rate by `factor` whenever validation loss fails to improve."""
 
