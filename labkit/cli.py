@@ -21,7 +21,7 @@ from labkit.errors import LabkitError
 
 # Flags that describe the model or the tokenizer: --init-from takes both from its run instead.
 MODEL_FLAGS = ("preset", "model", "layers", "d_model", "hidden", "heads", "context", "dropout",
-               "tie", "tokenizer", "vocab_size", "max_vocab")
+               "tie", "output", "tokenizer", "vocab_size", "max_vocab")
 # What --resume may change (pretrain.RESUMABLE_OVERRIDES), as flag -> TrainConfig field.
 RESUME_FLAGS = {"steps": "max_steps", "time_budget": "time_budget_s", "eval_every": "eval_every",
                 "log_every": "log_every", "device": "device"}
@@ -74,7 +74,9 @@ def model_config(args: argparse.Namespace, preset: dict[str, Any]):
     else:
         size = {"d_model": args.d_model, "d_ff": args.hidden, "n_heads": args.heads,
                 "context_length": args.context}
-    size |= {"n_layers": args.layers, "dropout": args.dropout, "tie_weights": args.tie}
+    size |= {"n_layers": args.layers, "dropout": args.dropout, "tie_weights": args.tie, "output": args.output}
+    if args.output == "adaptive" and args.tie is None:
+        size["tie_weights"] = False  # the adaptive softmax has matrices of its own
     return config_from_dict(preset | {k: v for k, v in size.items() if v is not None})
 
 
@@ -381,7 +383,9 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--context", n, f"context length (Transformer) {P}"),
             ("--dropout", x, f"dropout probability {P}"),
             ("--tie", dict(action=argparse.BooleanOptionalAction), f"tie the embedding and the "
-             f"output layer {P}")],
+             f"output layer {P}"),
+            ("--output", dict(choices=("softmax", "adaptive")), "the output layer: the full softmax, or "
+             "an adaptive softmax (a different, faster model; unties the embedding) (default: softmax)")],
         "data": [
             ("--data", dict(metavar="DIR|FILE"), "the data folder (default: $LABKIT_DATA, then "
              "the user cache, then a download); a text file here means --corpus FILE"),
@@ -407,8 +411,8 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--grad-accum", n, "micro-batches per optimizer step (default: 1)"),
             ("--eval-every", n, f"validate and save a checkpoint every N steps {P}"),
             ("--log-every", n, f"write a metrics record every N steps {P}"),
-            ("--precision", dict(choices=("auto", "fp32", "bf16")), "auto: bf16 on CUDA, fp32 "
-             "elsewhere (default: auto)"),
+            ("--precision", dict(choices=("auto", "fp32", "bf16")), "auto: bf16 on CUDA and on CPUs "
+             "with bf16 instructions, fp32 elsewhere (default: auto)"),
             ("--compile", dict(action="store_true", default=None), "torch.compile the model "
              "(pays off on GPUs, not on CPUs)"),
             ("--device", dict(metavar="DEV"), "auto, cpu, cuda, cuda:N or mps (default: auto)"),
@@ -591,7 +595,83 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
                     "--runs-dir, from their config.json and card.json.",
                     "example:\n  labkit runs --runs-dir experiments", run=False)
     p.set_defaults(func=cmd_runs)
+    add_bench(sub)
     return parser
+
+
+# --- bench ----------------------------------------------------------------------------------
+def names_list(allowed: tuple[str, ...], none: bool = False) -> Any:
+    """A comma-separated list of names from `allowed` ('none' for an empty one when `none`)."""
+    def parse(text: str) -> tuple[str, ...]:
+        if none and text.strip() == "none":
+            return ()
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{', '.join(bad) or 'nothing'}: choose from {', '.join(allowed)}")
+        return names
+    return parse
+
+
+def add_bench(sub: Any) -> None:
+    from labkit.bench.names import FAMILIES, SIZES, VARIANTS
+
+    p = sub.add_parser("bench", help="training speed: labkit against a plain reference, side by side",
+                       formatter_class=HelpFormatter, description=(
+                           "Train the same models the plain way (eager fp32, full logits) and labkit's ways, in "
+                           "turn in one process:\ntokens/s, peak memory, FLOP/s against this machine's matrix-"
+                           "multiply peak, validation\nperplexity after the same training time, evaluation and "
+                           "generation speed. Prints a table,\nwrites JSON. See docs/benchmarks.md."),
+                       epilog="examples:\n  labkit bench --budget 3m --out bench.json\n"
+                              "  labkit bench --size tiny --budget 5 --windows 2   # a quick look, no data needed\n"
+                              "  labkit bench --size medium --device cuda --variants reference,default,compile")
+    p.add_argument("--size", choices=SIZES, default="classic", help="the presets to compare (default: classic)")
+    p.add_argument("--families", type=names_list(FAMILIES), default=FAMILIES, metavar="LIST",
+                   help=f"comma-separated, from {', '.join(FAMILIES)} (default: both)")
+    p.add_argument("--variants", type=names_list(VARIANTS), default=None, metavar="LIST",
+                   help=f"comma-separated, from {', '.join(VARIANTS)} (default: all but compile)")
+    p.add_argument("--budget-variants", type=names_list(VARIANTS, none=True), default=None, metavar="LIST",
+                   help="the variants also trained for --budget, or none (default: reference,default,fastest)")
+    p.add_argument("--budget", type=duration, default=120.0, metavar="TIME",
+                   help="training time per variant for the perplexity comparison (default: 2m)")
+    p.add_argument("--windows", type=int, default=7, metavar="N", help="timed windows per variant (default: 7)")
+    p.add_argument("--window", type=duration, default=2.0, metavar="TIME", help="length of a window (default: 2s)")
+    p.add_argument("--evals", type=int, default=10, metavar="N", help="validation points along the budget")
+    p.add_argument("--eval-tokens", type=int, default=20_000, metavar="N", help="validation tokens (default: 20000)")
+    p.add_argument("--train-tokens", type=int, default=0, metavar="N", help="training tokens, 0 = all")
+    p.add_argument("--gen-tokens", type=int, default=512, metavar="N", help="new tokens to generate, 0 = skip")
+    p.add_argument("--target-ppl", type=float, default=None, metavar="PPL",
+                   help="also report the training time each variant needs to reach this validation perplexity")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--corpus", default=None, metavar="NAME", help="wikitext-2 (default) or synthetic "
+                   "(default for --size tiny)")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $LABKIT_DATA, the cache)")
+    p.add_argument("--seed", type=int, default=1234, metavar="N")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the results here as JSON "
+                   "(default: runs/bench-<size>.json)")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from labkit.bench import BenchConfig, run, table, write_result
+    from labkit.device import pick_device
+
+    pick_device(args.device)  # a bad --device fails here, before any data is read
+    extra = {k: v for k, v in (("variants", args.variants), ("budget_variants", args.budget_variants))
+             if v is not None}
+    config = BenchConfig(size=args.size, families=args.families, budget_s=args.budget, windows=args.windows,
+                         window_s=args.window, evals=args.evals, eval_tokens=args.eval_tokens,
+                         train_tokens=args.train_tokens, gen_tokens=args.gen_tokens, threads=args.threads,
+                         device=args.device, corpus=args.corpus, data_dir=args.data, target_ppl=args.target_ppl,
+                         seed=args.seed, progress=not args.quiet, **extra)
+    config.check()
+    out = Path(args.out or Path("runs") / f"bench-{args.size}.json")
+    result = run(config)
+    print(table(result))
+    print(f"results: {write_result(result, out)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -399,13 +399,20 @@ def test_any_sampling_parameters(models, temperature, top_k, top_p, max_tokens, 
 
 # --- the command line ---------------------------------------------------------------------------
 SLOW_FLAGS = {"--compile"}  # torch.compile takes ~40 s on a CPU: left out of the fuzz
+# `labkit bench` runs for as long as these say (a duration, or more variants): fixed small below,
+# as is where it writes.
+BENCH_FIXED = {"--budget", "--window", "--variants", "--budget-variants", "--families", "--out"}
+BENCH_SMALL = ["--size", "tiny", "--families", "lstm", "--variants", "default", "--budget-variants", "none",
+               "--budget", "0.3", "--window", "0.05", "--windows", "1", "--evals", "1", "--eval-tokens", "300",
+               "--train-tokens", "3000", "--gen-tokens", "2", "--quiet", "--out", "bench.json"]
 # Flags whose size drives the work done: bounded, so a valid command finishes in a second.
 BOUNDS = {"--steps": (-1, 3), "--layers": (-1, 2), "--d-model": (-2, 32), "--hidden": (-1, 32),
           "--heads": (-1, 4), "--context": (-1, 48), "--batch-size": (-1, 8),
           "--seq-len": (-1, 32), "--vocab-size": (-1, 400), "--max-tokens": (-1, 12),
           "--grad-accum": (-1, 2), "--eval-every": (-1, 3), "--max-steps": (-1, 2),
           "--train-size": (-1, 50), "--epochs": (-1, 1), "--log-every": (-1, 3),
-          "--patience": (-1, 2)}
+          "--patience": (-1, 2), "--windows": (-1, 2), "--evals": (-1, 2), "--eval-tokens": (-1, 400),
+          "--gen-tokens": (-1, 4), "--train-tokens": (-1, 3000), "--threads": (-1, 2)}
 
 
 def flag_table() -> dict[str, list]:
@@ -413,7 +420,8 @@ def flag_table() -> dict[str, list]:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
     return {name: [a for a in p._actions if a.option_strings and a.option_strings[0] != "-h"
-                   and a.option_strings[0] not in SLOW_FLAGS]
+                   and a.option_strings[0] not in SLOW_FLAGS
+                   and not (name == "bench" and a.option_strings[0] in BENCH_FIXED)]
             for name, p in sub.choices.items()}
 
 
@@ -432,6 +440,8 @@ def command_lines(draw, places: dict[str, str]) -> list[str]:
     if command == "pretrain":  # defaults that keep a valid run small; drawn flags come after
         argv += ["--corpus", "synthetic", "--train-tokens", "3000", "--eval-tokens", "300",
                  "--no-progress"]
+    if command == "bench":
+        argv += BENCH_SMALL
     for action in draw(st.lists(st.sampled_from(FLAGS.get(command, [])), max_size=5)
                        if FLAGS.get(command) else st.just([])):
         flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") \
