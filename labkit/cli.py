@@ -389,8 +389,9 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
         "data": [
             ("--data", dict(metavar="DIR|FILE"), "the data folder (default: $LABKIT_DATA, then "
              "the user cache, then a download); a text file here means --corpus FILE"),
-            ("--corpus", dict(metavar="NAME|FILE"), "'wikitext-2', 'synthetic' (generated, no "
-             "download) or a plain-text file, split 90/5/5 by lines (default: wikitext-2)"),
+            ("--corpus", dict(metavar="NAME|FILE"), "'wikitext-2'; labkit's generated corpora "
+             "(no download): 'synthetic', 'synthetic-agreement', 'synthetic-copy', 'synthetic-recall'; "
+             "or a plain-text file, split 90/5/5 by lines (default: wikitext-2)"),
             ("--tokenizer", dict(choices=("whitespace", "basic_english", "bpe")),
              "(default: whitespace)"),
             ("--vocab-size", n, "BPE vocabulary size (default: 8000)"),

@@ -9,7 +9,7 @@ import torch
 
 from labkit.config import JSONConfig
 from labkit.data.corpora import wikitext2_lines
-from labkit.data.synthetic import synthetic_splits
+from labkit.data.synthetic import CORPORA as SYNTHETIC_CORPORA
 from labkit.data.tokenizers import KINDS, Tokenizer, build_tokenizer, count_words
 from labkit.errors import DataNotFoundError, LabkitError
 
@@ -18,7 +18,9 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass
 class DataConfig(JSONConfig):
-    corpus: str = "wikitext-2"  # "wikitext-2", "synthetic" (generated, no download), or a text file
+    # "wikitext-2", a text file, or one that labkit generates (no download, labkit.data.synthetic):
+    # "synthetic" (English-like), "synthetic-agreement", "synthetic-copy", "synthetic-recall"
+    corpus: str = "wikitext-2"
     data_dir: str | None = None  # where to look first (else $LABKIT_DATA, the cache, download)
     tokenizer: str = "whitespace"  # whitespace | basic_english | bpe
     vocab_size: int = 8000  # BPE only
@@ -48,12 +50,12 @@ def corpus_lines(config: DataConfig) -> dict[str, list[str]]:
     """The raw lines of each split. A plain-text file is split 90/5/5 by lines."""
     if config.corpus == "wikitext-2":
         return {s: wikitext2_lines(s, config.data_dir) for s in SPLITS}
-    if config.corpus == "synthetic":
-        return synthetic_splits()
+    if config.corpus in SYNTHETIC_CORPORA:
+        return SYNTHETIC_CORPORA[config.corpus]()
     path = Path(config.corpus).expanduser()
     if not path.is_file():
-        raise DataNotFoundError(f"corpus {config.corpus!r} is neither 'wikitext-2', 'synthetic' "
-                                "nor a text file")
+        raise DataNotFoundError(f"corpus {config.corpus!r} is neither 'wikitext-2', a text file nor one of "
+                                f"{', '.join(SYNTHETIC_CORPORA)}")
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     if lines and lines[-1] == "":
         lines.pop()

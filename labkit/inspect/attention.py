@@ -14,6 +14,10 @@ Per head, averaged over the query positions t >= 1 (position 0 can only look at 
 - first-token share: a[t, 0]. Many heads put most of their weight on the first token: the
   "attention sink". A softmax must hand out a total weight of 1, so a head with nothing useful
   to read parks it on a token every position can see, where it changes little.
+
+`attention_change` compares two captures of the same text (say, before and after fine-tuning;
+a fine-tuned classifier's Transformer body is captured like a language model) head by head.
+The induction score, a fourth statistic, needs repeated sequences: see `labkit.inspect.heads`.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import torch
 from torch import nn
 
 from labkit.errors import LabkitError
+from labkit.inspect.predictions import EmptyInput, clean_text, device_of, encode_text, eval_mode, language_model
+
+__all__ = ["MAX_TOKENS", "SINK_SHARE", "AttentionCapture", "EmptyInput", "attention_change", "capture_attention",
+           "clean_text", "head_stats", "sink_heads", "uniform_entropy"]
 
 MAX_TOKENS = 64  # bertviz draws every token pair; past a few dozen tokens the browser stalls
 SINK_SHARE = 0.5  # a head whose first-token share is above this is called a sink head
-
-
-class EmptyInput(LabkitError):
-    """There is nothing to run: the text holds no tokens."""
 
 
 @dataclass
@@ -57,48 +61,26 @@ class AttentionCapture:
         return [torch.from_numpy(layer).unsqueeze(0) for layer in self.attention]
 
 
-def clean_text(text: Any) -> str:
-    """Text that every later step can encode: lone surrogates and NULs become U+FFFD."""
-    if not isinstance(text, str):
-        return ""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-
-
 def capture_attention(model: nn.Module, tokenizer: Any, text: str,
                       max_tokens: int = MAX_TOKENS) -> AttentionCapture:
     """Attention of every layer and head on `text`, cut to the first `max_tokens` tokens (and to
     the model's context length). Raises `EmptyInput` when the text has no tokens."""
+    model = language_model(model)  # a fine-tuned classifier: its Transformer body
     config = getattr(model, "config", None)
     if getattr(config, "family", None) != "transformer":
         raise LabkitError("attention views need a Transformer run; this run is a "
                           f"{getattr(config, 'cell', None) or getattr(config, 'family', 'different model')}")
-    ids = list(tokenizer.encode(clean_text(text)))
-    if not ids:
-        raise EmptyInput("the text has no tokens: type a sentence")
-    total = len(ids)
-    limit = max(1, min(max_tokens, config.context_length))
-    notices = []
-    if total > limit:
-        why = ("the model's context length" if limit == config.context_length
-               else "bertviz slows to a crawl on long inputs")
-        notices.append(f"The input has {total:,} tokens; showing the first {limit} ({why}).")
-        ids = ids[:limit]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            out = model(torch.tensor([ids], device=device), return_attention=True,
-                        compute_logits=False)
-    finally:
-        model.train(was_training)
+    ids, total, notices = encode_text(model, tokenizer, text, max_tokens, "bertviz slows to a crawl on long inputs")
+    with eval_mode(model), torch.inference_mode():
+        out = model(torch.tensor([ids], device=device_of(model)), return_attention=True, compute_logits=False)
     attention = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()  # (L, H, T, T)
     tokens = [str(t) for t in tokenizer.id_to_token(ids)]
     return AttentionCapture(tokens, ids, attention, total, notices)
 
 
-def head_stats(attention: np.ndarray) -> list[dict[str, float]]:
-    """One row per (layer, head): entropy, entropy_ratio, mean_distance, first_token_share."""
+def head_stats(attention: np.ndarray, induction: np.ndarray | None = None) -> list[dict[str, float]]:
+    """One row per (layer, head): entropy, entropy_ratio, mean_distance, first_token_share, and
+    induction_score when `induction` (layers, heads) is given (labkit.inspect.heads)."""
     L, H, T, _ = attention.shape
     queries = np.arange(1, T) if T > 1 else np.arange(T)  # position 0 has no choice
     a = attention[:, :, queries, :].astype(np.float64)  # (L, H, Q, T)
@@ -116,6 +98,8 @@ def head_stats(attention: np.ndarray) -> list[dict[str, float]]:
                          "entropy_ratio": float(ratio[layer, head].mean()),
                          "mean_distance": float(distance[layer, head].mean()),
                          "first_token_share": float(first[layer, head].mean())})
+            if induction is not None:
+                rows[-1]["induction_score"] = float(induction[layer, head])
     return rows
 
 
@@ -127,3 +111,14 @@ def sink_heads(stats: list[dict[str, float]], threshold: float = SINK_SHARE) -> 
 def uniform_entropy(n_tokens: int) -> float:
     """Mean entropy of a head that spreads evenly, over query positions 1..T-1 (for scale)."""
     return float(np.mean([math.log(t + 1) for t in range(1, n_tokens)])) if n_tokens > 1 else 0.0
+
+
+def attention_change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per (layer, head): the total variation distance between two attention patterns of the
+    same text, 0.5 * sum_s |a[t, s] - b[t, s]|, averaged over query rows: 0 = unchanged,
+    1 = the head now looks at entirely different tokens. (Before and after fine-tuning: capture
+    the base run and the fine-tuned one, whose body `capture_attention` reads.)"""
+    if before.shape != after.shape:
+        raise LabkitError(f"attention shapes differ: {before.shape} vs {after.shape}; capture the same "
+                          "text with the same tokenizer")
+    return 0.5 * np.abs(before - after).sum(-1).mean(-1)  # (L, H)

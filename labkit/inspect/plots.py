@@ -57,40 +57,57 @@ def attention_grid_figure(attention: np.ndarray, tokens: Sequence[str], *,
     L, H, T, _ = attention.shape
     fig = make_subplots(rows=L, cols=H, horizontal_spacing=0.02, vertical_spacing=0.04,
                         subplot_titles=[f"L{layer} H{head}" for layer in range(L) for head in range(H)])
-    masked = np.triu(np.ones((T, T), dtype=bool), k=1)
-    mask_z = np.where(masked, 1.0, np.nan)
-    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
     for layer in range(L):
         for head in range(H):
-            z = np.where(masked, np.nan, attention[layer, head])
-            fig.add_trace(go.Heatmap(z=z, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues",
-                                     showscale=layer == 0 and head == 0, name=f"L{layer} H{head}",
-                                     colorbar=dict(title="weight", len=0.5),
-                                     hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"),
-                          row=layer + 1, col=head + 1)
-            fig.add_trace(go.Heatmap(z=mask_z, x=labels, y=labels, showscale=False, name="causal mask",
-                                     colorscale=[[0, "#d9d9d9"], [1, "#d9d9d9"]], hoverinfo="skip"),
-                          row=layer + 1, col=head + 1)
-    show_labels = T <= max_label_tokens
-    fig.update_xaxes(showticklabels=show_labels, tickfont=dict(size=8), tickangle=-60)
-    fig.update_yaxes(autorange="reversed", showticklabels=show_labels, tickfont=dict(size=8))
-    fig.update_layout(height=max(300, 230 * L + (60 if show_labels else 0)),
+            add_position_heatmap(fig, attention[layer, head], tokens, layer + 1, head + 1,
+                                 name=f"L{layer} H{head}", showscale=layer == 0 and head == 0)
+    position_axes(fig, T, max_label_tokens)
+    fig.update_layout(height=max(300, 230 * L + (60 if T <= max_label_tokens else 0)),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
+def add_position_heatmap(fig: go.Figure, z: np.ndarray, tokens: Sequence[str], row: int, col: int, *,
+                         name: str, showscale: bool = False, signed: bool = False, value: str = "weight",
+                         axes: tuple[str, str] = ("query", "key")) -> None:
+    """One (T, T) map of query/prediction rows over key/input columns into subplot (row, col), the
+    positions a causal model cannot read (column after row) in grey. 0..1 in blues, or with
+    `signed` -1..1 from red through white to blue (a difference)."""
+    T = z.shape[0]
+    masked = np.triu(np.ones((T, T), dtype=bool), k=1)
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    scale = dict(zmin=-1, zmax=1, zmid=0, colorscale="RdBu") if signed else dict(zmin=0, zmax=1, colorscale="Blues")
+    fig.add_trace(go.Heatmap(z=np.where(masked, np.nan, z), x=labels, y=labels, **scale, showscale=showscale,
+                             name=name, colorbar=dict(title=value, len=0.5),
+                             hovertemplate=f"{axes[0]} %{{y}}<br>{axes[1]} %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"),
+                  row=row, col=col)
+    fig.add_trace(go.Heatmap(z=np.where(masked, 1.0, np.nan), x=labels, y=labels, showscale=False, name="causal mask",
+                             colorscale=[[0, "#d9d9d9"], [1, "#d9d9d9"]], hoverinfo="skip"),
+                  row=row, col=col)
+
+
+def position_axes(fig: go.Figure, n_tokens: int, max_label_tokens: int) -> None:
+    """Token labels on the axes of position heatmaps (when few enough to read), rows top down."""
+    show_labels = n_tokens <= max_label_tokens
+    fig.update_xaxes(showticklabels=show_labels, tickfont=dict(size=8), tickangle=-60)
+    fig.update_yaxes(autorange="reversed", showticklabels=show_labels, tickfont=dict(size=8))
+
+
 def head_stats_figure(stats: list[dict[str, float]]) -> go.Figure:
-    """Three small layer x head heatmaps: entropy relative to uniform (0..1), mean attention
-    distance (tokens) and first-token share (0..1)."""
+    """Small layer x head heatmaps: entropy relative to uniform (0..1), mean attention distance
+    (tokens), first-token share (0..1), and the induction score (0..1) when the rows have one."""
     if not stats:
         return go.Figure()
     L = max(r["layer"] for r in stats) + 1
     H = max(r["head"] for r in stats) + 1
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
-                        subplot_titles=["entropy / uniform", "mean attention distance", "first-token share"])
     top_distance = max(1.0, max(r["mean_distance"] for r in stats))
-    for col, key, scale, zmax in ((1, "entropy_ratio", "Viridis", 1.0), (2, "mean_distance", "Viridis", top_distance),
-                                  (3, "first_token_share", "Reds", 1.0)):
+    panels = [("entropy / uniform", "entropy_ratio", "Viridis", 1.0),
+              ("mean attention distance", "mean_distance", "Viridis", top_distance),
+              ("first-token share", "first_token_share", "Reds", 1.0)]
+    if all("induction_score" in r for r in stats):
+        panels.append(("induction score", "induction_score", "Greens", 1.0))
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08, subplot_titles=[p[0] for p in panels])
+    for col, (_, key, scale, zmax) in enumerate(panels, start=1):
         z = np.zeros((L, H))
         for r in stats:
             z[r["layer"], r["head"]] = r[key]
