@@ -16,6 +16,16 @@ from labkit.rundir import RunInfo, list_runs
 
 REFRESH_S = 2.0  # how often a page showing a live run re-reads it
 ROOT_KEY = "runs_root"
+GRAMMAR = ["the dogs near the old cat run quickly .", "the king that the small robots follow sings ."]
+EXAMPLES = {  # sentences to start from, in the words of the corpus a run was trained on
+    "synthetic": [GRAMMAR[0], "mia met leo at the river . mia gave leo a map . later leo smiled .", GRAMMAR[1]],
+    "synthetic-agreement": GRAMMAR,
+    "synthetic-copy": ["s4 s9 s1 s12 s7 | s4 s9 s1 s12 s7", "s20 s3 s15 | s20 s3 s15"],
+    "synthetic-recall": ["k3 v7 k1 v2 k5 v0 | k1 v2 k5 v0 k3 v7"],
+    "wikitext-2": ["The game was released in Japan in 2010 and sold well .",
+                   "In 1890 , the city became the capital of the new state , and its population grew .",
+                   "He was born in London and studied music at the university ."],
+}
 
 
 def sidebar() -> None:
@@ -68,13 +78,18 @@ def _load(path: str, stamp: tuple[int, int]) -> LoadedRun:
     return load_run(path, which="best", device="cpu")
 
 
+def stamp(info: RunInfo) -> tuple[int, int]:
+    """(mtime, size) of the run's weights: what cached results of a run are keyed on, so that they
+    are recomputed when the weights change. Raises FileNotFoundError when there are none."""
+    weights = (info.path / "model.safetensors").stat()
+    return weights.st_mtime_ns, weights.st_size
+
+
 def load(info: RunInfo) -> LoadedRun | None:
     """The run's best model and tokenizer (cached until the weights file changes), or None with
     an error message on the page when it cannot be loaded."""
-    weights = info.path / "model.safetensors"
     try:
-        st_ = weights.stat()
-        return _load(str(info.path), (st_.st_mtime_ns, st_.st_size))
+        return _load(str(info.path), stamp(info))
     except FileNotFoundError:
         st.error(f"**{info.path.name}** has no saved weights (yet): it may still be starting, or "
                  "it was deleted. Pick another run.")
@@ -83,6 +98,16 @@ def load(info: RunInfo) -> LoadedRun | None:
     except Exception as e:  # a half-written or foreign file: say so, keep the page alive
         st.error(f"**{info.path.name}** cannot be loaded ({type(e).__name__}: {str(e)[:300]})")
     return None
+
+
+def corpus(info: RunInfo) -> str:
+    """The corpus a run was trained on ("wikitext-2", "synthetic", ...; "" when not recorded)."""
+    return str(((info.config or {}).get("data") or {}).get("corpus", ""))
+
+
+def examples(info: RunInfo) -> list[str]:
+    """Example sentences in the words of the run's corpus (both kinds when it is another one)."""
+    return EXAMPLES.get(corpus(info), EXAMPLES["wikitext-2"] + EXAMPLES["synthetic"])
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")

@@ -16,6 +16,7 @@ PAGES = [
     st.Page("views/runs.py", title="Runs", default=True),
     st.Page("views/curves.py", title="Loss curves"),
     st.Page("views/attention.py", title="Attention"),
+    st.Page("views/compare.py", title="Compare"),
     st.Page("views/generate.py", title="Generate"),
     st.Page("views/finetune.py", title="Fine-tuning"),
 ]

@@ -7,8 +7,10 @@
 - `lm_recipe` / `finetune_recipe`: the sizes each profile trains at (tiny presets on a slice,
   tiny presets on all of WikiText-2, the classic presets).
 - `LiveCurves`: a plotly loss curve that grows while the Trainer runs (one figure, many runs).
-- a few measurements the notebooks plot: loss by position in the context window, parameter
-  matching across families, attention change between two models, a stand-in classification task.
+- `probe_pair`: an LSTM and a Transformer of the same size trained on the same tokens of one of
+  labkit's synthetic probes (agreement, copy), at the profile's size.
+- a stand-in classification task, and (re-exported from labkit.inspect, where they live) the
+  measurements the notebooks plot: `loss_by_position`, `matched_rnn`, `attention_change`.
 """
 
 from __future__ import annotations
@@ -24,19 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from labkit.data import DataConfig, eval_windows, locate
+from labkit.data import DataConfig, load_lm_data, locate
 from labkit.data import synthetic as synthetic_corpus
 from labkit.errors import LabkitError
 from labkit.finetune import FinetuneConfig, TaskData, TextEncoder, load_task
-from labkit.models import RNNConfig, build_model, config_from_dict, count_parameters
+
+# Measurements the notebooks call as nbk.<name>; they live in labkit.inspect.
+from labkit.inspect.attention import attention_change  # noqa: F401
+from labkit.inspect.budget import BudgetRun, compare_budget, matched_rnn, parameter_count, steps_for
+from labkit.inspect.context import loss_by_position  # noqa: F401
+from labkit.models import config_from_dict
 from labkit.presets import resolve_preset
-from labkit.train.callbacks import Callback
+from labkit.train.callbacks import Callback, ProgressBar
 from labkit.train.trainer import TrainConfig
 
 PROFILES = ("smoke", "cpu", "gpu")
@@ -51,6 +56,19 @@ LM_SIZES: dict[str, dict[str, Any]] = {
             "data": dict(max_vocab=10_000, train_tokens=None, eval_tokens=50_000)},
     "gpu": {"size": "classic", "train": {}, "data": {}},
 }
+# The synthetic probes (notebook 04): training tokens per task and test items per distance or
+# length. smoke: four steps, numbers that mean nothing; cpu: about five minutes for the four runs
+# (the copy task is learned only in part); gpu: the sizes of benchmarks/probes.py.
+PROBE_SIZES: dict[str, dict[str, int]] = {
+    "smoke": dict(agreement=32 * 64 * 4, copy=32 * 64 * 4, items=6),
+    # agreement is learnt by 4M tokens; the Transformer learns to copy late and suddenly (between 6M
+    # and 10M tokens of a 16M-token run, docs/results.md): cpu stops before that, gpu after it
+    "cpu": dict(agreement=4_000_000, copy=3_000_000, items=100),
+    "gpu": dict(agreement=4_000_000, copy=16_000_000, items=200),
+}
+PROBE_CORPORA = {"agreement": "synthetic-agreement", "copy": "synthetic-copy"}
+# The same settings for both families; 64-token windows hold a whole copy line (up to 41 tokens).
+PROBE_TRAIN = dict(lr=1e-3, batch_size=32, seq_len=64, warmup_steps=50, log_every=10, precision="fp32")
 FINETUNE_SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(epochs=1, max_steps=12, eval_every=4, val_size=200, patience=100),
     "cpu": dict(epochs=2, max_steps=400, eval_every=50, val_size=1000),
@@ -176,6 +194,39 @@ def lm_recipe(lab: Lab, family: str = "lstm", **train: Any) -> Recipe:
     return Recipe(config_from_dict(preset["model"]), train_config, data)
 
 
+@dataclass
+class ProbePair:
+    task: str  # "agreement" or "copy"
+    runs: dict[str, Any]  # "lstm", "transformer" -> LoadedRun (model and tokenizer)
+    budget: dict[str, BudgetRun]  # the same -> card and validation curve
+
+
+def probe_pair(lab: Lab, task: str, *, progress: bool = True) -> ProbePair:
+    """Train the tiny Transformer and an LSTM of the same parameter count (`matched_rnn`) on the
+    same tokens of the `task` probe ("agreement" or "copy"; `PROBE_SIZES` of the profile) with
+    `labkit.inspect.compare_budget`, into `<runs>/<notebook>-<task>-<family>-<profile>`."""
+    from labkit.pretrain import load_run
+
+    if task not in PROBE_CORPORA:
+        raise LabkitError(f"task must be one of {', '.join(PROBE_CORPORA)}, got {task!r}")
+    tokens = PROBE_SIZES[lab.profile][task]
+    data_config = DataConfig(corpus=PROBE_CORPORA[task], eval_tokens=2_000 if lab.profile == "smoke" else None)
+    data = load_lm_data(data_config)
+    vocab = data.tokenizer.vocab_size
+    transformer = config_from_dict(resolve_preset("tiny", "transformer")["model"] | {"vocab_size": vocab})
+    lstm = matched_rnn(config_from_dict(resolve_preset("tiny", "lstm")["model"]), parameter_count(transformer), vocab)
+    train = TrainConfig.from_dict(PROBE_TRAIN | {"device": str(lab.device)})
+    steps = steps_for(train, tokens)
+    train = train.replace(eval_every=max(1, steps // 4), warmup_steps=min(train.warmup_steps, steps // 5))
+    names = {family: lab.run_path(f"{task}-{family}").name for family in ("lstm", "transformer")}  # clears old runs
+    callbacks = {name: [ProgressBar(steps, desc=f"{task}: {family}")] for family, name in names.items()
+                 if progress}
+    budget = compare_budget({names["lstm"]: (lstm, train), names["transformer"]: (transformer, train)}, data_config,
+                            lab.runs, tokens, data=data, callbacks=callbacks)
+    return ProbePair(task, {family: load_run(budget[name].path, device=lab.device) for family, name in names.items()},
+                     {family: budget[name] for family, name in names.items()})
+
+
 def finetune_recipe(lab: Lab, **changes: Any) -> FinetuneConfig:
     return FinetuneConfig(**(FINETUNE_SIZES[lab.profile] | {"device": str(lab.device)} | changes))
 
@@ -249,29 +300,6 @@ class _LiveRun(Callback):
 
 
 # --- measurements -------------------------------------------------------------------------
-@torch.inference_mode()
-def loss_by_position(model: nn.Module, stream: torch.Tensor, block: int, *, batch_size: int = 16,
-                     max_windows: int | None = None) -> np.ndarray:
-    """Mean next-token loss (nats) at each position 0..block-1 of non-overlapping windows, each
-    read from a fresh start: no earlier text and no carried RNN state. Position t has seen t
-    tokens of context, so the curve shows how much a model gains from context."""
-    model.eval()
-    device = next(model.parameters()).device
-    total, rows = torch.zeros(block, dtype=torch.float64), 0
-    for x, y in eval_windows(stream, block, batch_size):
-        if x.size(1) != block:  # the short tail window
-            continue
-        logits = model(x.to(device)).logits.float()  # (B, T, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), reduction="none")  # (B, T)
-        total += nll.sum(0).double().cpu()
-        rows += x.size(0)
-        if max_windows is not None and rows >= max_windows:
-            break
-    if rows == 0:
-        raise LabkitError(f"the stream is shorter than one window of {block} tokens")
-    return (total / rows).numpy()
-
-
 def generation_speed(model: nn.Module, tokenizer: Any, prompt: str, n_tokens: int, *, use_cache: bool = True,
                      repeats: int = 3) -> tuple[float, str]:
     """Tokens per second of greedy decoding of `n_tokens` (the best of `repeats` timed runs, after
@@ -284,34 +312,6 @@ def generation_speed(model: nn.Module, tokenizer: Any, prompt: str, n_tokens: in
     return max(g.tokens_per_second for g in runs), runs[0].text
 
 
-def matched_rnn(base: RNNConfig, target: int, vocab_size: int) -> RNNConfig:
-    """`base` with the width (d_embed = d_hidden when tied, else d_hidden) whose parameter count
-    is closest to `target`."""
-    def params(width: int) -> int:
-        changes = {"d_hidden": width, "vocab_size": vocab_size}
-        if base.tie_weights:
-            changes["d_embed"] = width
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            return count_parameters(build_model(base.replace(**changes)))
-
-    lo, hi = 4, 8192
-    while hi - lo > 1:  # the count grows with the width
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if params(mid) < target else (lo, mid)
-    width = min((lo, hi), key=lambda w: abs(params(w) - target))
-    changes = {"d_hidden": width, "vocab_size": vocab_size} | ({"d_embed": width} if base.tie_weights else {})
-    return base.replace(**changes)
-
-
-def attention_change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Per (layer, head): the total variation distance between two attention patterns of the
-    same text, 0.5 * sum_s |a[t, s] - b[t, s]|, averaged over query rows: 0 = unchanged,
-    1 = the head now looks at entirely different tokens."""
-    if before.shape != after.shape:
-        raise LabkitError(f"attention shapes differ: {before.shape} vs {after.shape}")
-    return 0.5 * np.abs(before - after).sum(-1).mean(-1)  # (L, H)
-
-
 def number_task_rows(n: int, seed: int) -> list[tuple[str, int]]:
     """`n` noun phrases from the synthetic grammar labelled 0 (singular head) or 1 (plural head).
     Some carry a distractor of the other number ("the dog near the cats"), so the label needs the
@@ -320,7 +320,8 @@ def number_task_rows(n: int, seed: int) -> list[tuple[str, int]]:
     rows = []
     for _ in range(n):
         plural = rng.random() < 0.5
-        rows.append((" ".join(synthetic_corpus._noun_phrase(rng, plural, 0)), int(plural)))
+        subject = synthetic_corpus.subject_phrase(rng, plural, rng.choice(synthetic_corpus.DEMO_DISTANCES))
+        rows.append((" ".join(subject.words), int(plural)))
     return rows
 
 

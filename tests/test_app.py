@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -140,6 +141,8 @@ def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monk
     assert list(table["steps"]) == [4, 4]
     at.switch_page("views/attention.py").run()
     assert not at.exception and len(iframes(at)) == 2
+    at.switch_page("views/compare.py").run()  # LSTM against Transformer: every analysis draws
+    assert not at.exception and not at.warning and len(charts(at)) == 5
 
 
 # --- Loss curves --------------------------------------------------------------------------
@@ -249,6 +252,148 @@ def test_attention_page_survives_a_run_deleted_or_damaged_while_open(root, tmp_p
     assert not at.exception and "need a Transformer run" in texts(at.info)
 
 
+# --- Compare ------------------------------------------------------------------------------
+SENTENCE = "the dogs near the old cat run quickly ."
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory) -> Path:
+    """A tiny Transformer trained on the copy task: its vocabulary is s0..s31 and |, so it knows
+    no word of the agreement grammar (a run that does not match the others)."""
+    from labkit.data import DataConfig
+    from labkit.data.lm import load_lm_data
+    from labkit.models import TransformerConfig
+    from labkit.pretrain import pretrain
+    from labkit.train import TrainConfig
+
+    data_config = DataConfig(corpus="synthetic-copy", train_tokens=4_000, eval_tokens=500)
+    data = load_lm_data(data_config)
+    path = tmp_path_factory.mktemp("copy-runs") / "copy-transformer"
+    pretrain(TransformerConfig(vocab_size=data.tokenizer.vocab_size, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                               context_length=appruns.CONTEXT, dropout=0.0),
+             TrainConfig(max_steps=2, batch_size=4, seq_len=16, eval_every=2, log_every=1, device="cpu"),
+             data_config, path, data=data)
+    return path
+
+
+def compare_app(root: Path, a: str = appruns.LSTM, b: str = appruns.TRANSFORMER) -> AppTest:
+    at = app(root, "compare")
+    at.selectbox(key="cmp_run_a").set_value(a).run()
+    at.selectbox(key="cmp_run_b").set_value(b).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def masked_map(trace: dict) -> np.ndarray:
+    """A position heatmap's z with the causal mask's NaNs read as 0 (as the library's maps hold)."""
+    return np.nan_to_num(array(trace["z"]))
+
+
+def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
+    from labkit.data.synthetic import agreement_items, synthetic_splits
+    from labkit.inspect import agreement_accuracy, capture_attention, compare_surprisal, loss_by_position, saliency
+
+    start = time.perf_counter()
+    at = compare_app(root)
+    seconds = time.perf_counter() - start
+    assert at.title[0].value == "Compare"
+    assert "Not language models, not shown: sst2-large, sst2-small" in texts(at.caption)
+    assert not at.warning and not at.error
+    lstm, tf = load_run(root / appruns.LSTM), load_run(root / appruns.TRANSFORMER)
+    runs = {appruns.LSTM: lstm, appruns.TRANSFORMER: tf}
+    gradient, occlusion, surprisal, positions, agreement = charts(at)
+
+    # Saliency of both runs, beside the Transformer's attention (last layer, mean of the heads).
+    attention = capture_attention(tf.model, tf.tokenizer, SENTENCE).attention  # (L, H, T, T)
+    for fig, method, title in ((gradient, "gradient", "gradient × input"), (occlusion, "occlusion", "occlusion")):
+        t = traces(fig)
+        assert set(t) == {f"{appruns.LSTM}: {title}", f"{appruns.TRANSFORMER}: {title}",
+                          f"{appruns.TRANSFORMER}: attention, L1 mean", "causal mask"}
+        for name, run in runs.items():
+            expected = saliency(run.model, run.tokenizer, SENTENCE, method=method).shares()  # (9, 9)
+            assert masked_map(t[f"{name}: {title}"]) == pytest.approx(expected, abs=1e-5)
+        assert masked_map(t[f"{appruns.TRANSFORMER}: attention, L1 mean"]) == pytest.approx(
+            attention[1].mean(0), abs=1e-6)
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [appruns.LSTM, appruns.TRANSFORMER] * 2 + [appruns.TRANSFORMER]
+
+    # One prediction position and one head: every map is cut to tokens 0..3, the head is L0 H1.
+    position = next(s for s in at.select_slider if s.label.startswith("Explain"))
+    position.set_value(3).run()
+    at.selectbox(key=f"cmp_head::{appruns.TRANSFORMER}").set_value((0, 1)).run()
+    assert not at.exception
+    t = traces(charts(at)[0])
+    expected = saliency(lstm.model, lstm.tokenizer, SENTENCE).shares()
+    assert masked_map(t[f"{appruns.LSTM}: gradient × input"]) == pytest.approx(expected[:4, :4], abs=1e-5)
+    assert masked_map(t[f"{appruns.TRANSFORMER}: attention, L0 H1"]) == pytest.approx(attention[0, 1, :4, :4], abs=1e-6)
+    assert "the bottom row is token 3 (the), explaining the text's next token" in texts(at.caption)
+    assert list(at.dataframe[0].value["explains"])[:2] == ["old", "old"]
+
+    # Surprisal side by side: the same bits as the library, the tokens coloured in HTML too.
+    bits = compare_surprisal({n: (r.model, r.tokenizer) for n, r in runs.items()}, SENTENCE)
+    z = array(traces(surprisal)["surprisal"]["z"])
+    assert z == pytest.approx(np.stack([bits[appruns.LSTM].bits, bits[appruns.TRANSFORMER].bits]), abs=1e-5)
+    html = at.get("html")[0].value
+    assert f"<b>{appruns.LSTM}</b>" in html and "bits/token" in html and ">dogs</span>" in html
+    assert f"{appruns.LSTM} {bits[appruns.LSTM].mean_bits:.2f} bits/token" in texts(at.caption)
+
+    # Loss by position on the corpus's validation text, windows of the training length (32).
+    valid = synthetic_splits()["valid"]
+    for name, run in runs.items():
+        curve = loss_by_position(run.model, run.tokenizer.encode_lines(valid), 32, max_windows=64)
+        assert traces(positions)[name]["y"] == pytest.approx(curve.tolist(), abs=1e-5)
+    assert "64 windows of 32 tokens of the synthetic validation text" in texts(at.caption)
+
+    # Agreement accuracy by distance on the synthetic grammar, with chance drawn at 50%.
+    items = agreement_items(20, (0, 2, 4, 6, 8, 10, 12))
+    for name, run in runs.items():
+        rows = agreement_accuracy(run.model, run.tokenizer, items)
+        assert traces(agreement)[name]["x"] == [r["distance"] for r in rows]
+        assert traces(agreement)[name]["y"] == pytest.approx([r["accuracy"] for r in rows])
+    assert len(at.dataframe[1].value) == 14
+    with capsys.disabled():
+        print(f"\nAppTest: compare page, first draw with two runs in {seconds:.2f} s (server side)")
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("", "Type a sentence"),
+    ("   \n ", "Type a sentence"),
+    ("word " * 10_000, "The input has 10,000 tokens; showing the first 64"),
+])
+def test_compare_page_survives_odd_sentences(root, text, expect):
+    at = compare_app(root)
+    at.text_area[0].set_value(text).run()
+    assert not at.exception, at.exception
+    assert expect in texts(at.info) + texts(at.warning)
+    shown = {tuple(traces(fig)) for fig in charts(at)}
+    assert (appruns.LSTM, appruns.TRANSFORMER) in shown  # loss by position and agreement still drawn
+
+
+def test_compare_page_says_when_a_run_is_not_a_language_model(root, tmp_path):
+    own = tmp_path / "runs"
+    for name in (appruns.LSTM, "sst2-small"):
+        shutil.copytree(root / name, own / name)
+    at = app(own, "compare")
+    assert "Compare needs two language-model runs with weights" in at.info[0].value
+    assert f"has 1 ({appruns.LSTM})" in at.info[0].value
+    assert "Not language models, not shown: sst2-small" in texts(at.caption)
+
+
+def test_compare_page_explains_mismatched_runs_and_unknown_words(root, copy_run, tmp_path):
+    own = tmp_path / "runs"
+    shutil.copytree(root / appruns.LSTM, own / appruns.LSTM)
+    shutil.copytree(copy_run, own / copy_run.name)
+    at = compare_app(own, appruns.LSTM, copy_run.name)
+    warnings = texts(at.warning)
+    assert f"Mismatched runs: **{appruns.LSTM}** was trained on synthetic and **{copy_run.name}** on synthetic-copy" \
+        in warnings
+    assert f"**{copy_run.name}** does not know" in warnings and "synthetic-agreement" in warnings
+    assert "pick two runs trained on the same corpus" in texts(at.info)
+    figs = charts(at)
+    assert len(figs) == 4  # saliency (two), surprisal, and agreement for the LSTM alone
+    assert set(traces(figs[-1])) == {appruns.LSTM}
+
+
 # --- Generate -----------------------------------------------------------------------------
 def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
     at = app(root, "generate")
@@ -270,7 +415,7 @@ def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
         loaded = load_run(root / name)
         expected = generate(loaded.model, loaded.tokenizer, "the dogs", config)
         assert len(expected.tokens) == 12
-        assert expected.text.replace(".", "\\.") in shown.replace("\\ ", " ")
+        assert expected.text in re.sub(r"\\(.)", r"\1", shown)  # the page escapes markdown: . < > ...
         bars = traces(fig)["p (model)"]
         assert bars["y"] == pytest.approx([t.model_prob for t in expected.tokens])
         assert bars["text"] == [t.text for t in expected.tokens]
@@ -342,8 +487,10 @@ def test_every_page_survives_a_run_deleted_while_selected(root, tmp_path):
     at = app(own)
     at.multiselect(key="compare_runs").set_value([appruns.LSTM, appruns.TRANSFORMER]).run()
     at.selectbox(key="detail_run").set_value(appruns.LSTM).run()
-    for page in ("curves", "generate", "finetune"):
+    for page in ("curves", "generate", "compare", "finetune"):
         at.switch_page(f"views/{page}.py").run()
+        if page == "compare":
+            at.selectbox(key="cmp_run_a").set_value(appruns.LSTM).run()
         if page == "generate":
             at.selectbox(key="gen_run").set_value(appruns.LSTM).run()
             at.button(key="gen_go").click().run()
@@ -352,9 +499,10 @@ def test_every_page_survives_a_run_deleted_while_selected(root, tmp_path):
         assert not at.exception
     for name in (appruns.LSTM, "sst2-small"):
         shutil.rmtree(own / name)
-    for page in ("runs", "curves", "generate", "finetune", "attention"):
+    for page in ("runs", "curves", "generate", "finetune", "attention", "compare"):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, at.exception)
         assert appruns.LSTM not in texts(at.caption) + texts(at.markdown)
     at.switch_page("views/runs.py").run()
     assert list(at.dataframe[0].value["run"]) == ["sst2-large", appruns.TRANSFORMER]
+

@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run` on 127.0.0.1, driven by Playwright with Debian's
 Chromium, every request to a non-local host blocked. Checks that every page draws, that
-bertviz draws SVG inside its iframe with no CDN, that the plotly charts draw, and that a live
-run's curve grows. Screenshots go to a folder printed at the end.
+bertviz draws SVG inside its iframe with no CDN, that the plotly charts draw (the Compare
+page's in each of its tabs), and that a live run's curve grows. Screenshots go to a folder
+printed at the end.
 
 Needs /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it) and the `playwright`
 Python package (dev extra); never `playwright install`."""
@@ -166,6 +167,28 @@ def visit_every_page(page, base: str, started: float, root: Path, shots: Path, t
     page.get_by_role("tab", name="head statistics").click()
     page.get_by_text("Attention sink").filter(visible=True).first.wait_for()
     page.screenshot(path=shots / "6-attention-stats.png")
+
+    # Compare: an LSTM's and a Transformer's saliency beside the Transformer's attention, then
+    # surprisal, loss by position and agreement by distance, each in its tab.
+    t0 = time.perf_counter()
+    page.goto(base + "/compare")
+    page.get_by_role("heading", name="Compare").wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(state="attached", timeout=60_000)
+    wait_idle(page)
+    timings["compare page, to the saliency maps drawn (s)"] = time.perf_counter() - t0
+    maps = plot_traces(page, 0)
+    assert sum(t["name"] != "causal mask" for t in maps) == 3  # two runs' saliency, one head's attention
+    page.screenshot(path=shots / "6b-compare-saliency.png")
+    for tab, shot, shown in (("surprisal", "6c-compare-surprisal", "bits/token"),  # the coloured tokens
+                             ("loss by position", "6d-compare-positions", "windows of 32 tokens"),
+                             ("agreement by distance", "6e-compare-agreement", "chance is 50%")):
+        page.get_by_role("tab", name=tab).click()
+        page.get_by_text(shown).filter(visible=True).first.wait_for()
+        page.screenshot(path=shots / f"{shot}.png")
+    names = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')]
+        .map(p => (p.data || []).map(t => t.name))""")
+    assert len(names) == 5 and ["surprisal"] in names
+    assert names.count([appruns.STALE, appruns.LIVE]) == 2, names  # loss by position, agreement
 
     # Generate: two runs side by side; tokens arrive and the probability charts draw.
     page.goto(base + "/generate")

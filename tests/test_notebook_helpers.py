@@ -242,3 +242,20 @@ def test_model_view_height_grows_with_layers_and_tokens():
     assert nbk.model_view_height(capture(13, 2, 4)) == 644  # 2 x (13 x 21 + 10) + 38, plus 40
     assert nbk.model_view_height(capture(13, 4, 4)) > nbk.model_view_height(capture(13, 2, 4))
     assert nbk.model_view_height(capture(30, 2, 4)) > nbk.model_view_height(capture(13, 2, 4))
+
+
+def test_probe_pair_trains_both_families_at_one_size_on_the_same_tokens(no_data, monkeypatch):
+    monkeypatch.setitem(nbk.PROBE_SIZES, "smoke", dict(agreement=32 * 64 * 2, copy=32 * 64 * 2, items=2))
+    lab = nbk.start("04", quiet=True)
+    pair = nbk.probe_pair(lab, "copy", progress=False)
+    assert pair.task == "copy" and set(pair.runs) == set(pair.budget) == {"lstm", "transformer"}
+    cards = {family: run.card for family, run in pair.budget.items()}
+    assert abs(cards["lstm"]["parameters"] - cards["transformer"]["parameters"]) / cards["transformer"]["parameters"] < 0.02
+    assert cards["lstm"]["tokens_seen"] == cards["transformer"]["tokens_seen"] == 32 * 64 * 2
+    assert pair.budget["lstm"].path == lab.runs / "04-copy-lstm-smoke"
+    assert pair.runs["transformer"].tokenizer.encode("s3 | s3") == pair.runs["lstm"].tokenizer.encode("s3 | s3")
+    assert pair.runs["lstm"].config["data"]["corpus"] == "synthetic-copy"
+    again = nbk.probe_pair(lab, "copy", progress=False)  # a second time replaces the runs
+    assert again.budget["lstm"].path == pair.budget["lstm"].path
+    with pytest.raises(LabkitError, match="task must be one of"):
+        nbk.probe_pair(lab, "sorting")

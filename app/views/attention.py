@@ -12,15 +12,6 @@ from labkit.inspect.runs import is_transformer
 
 import common
 
-EXAMPLES = {
-    "synthetic": ["the dogs near the old cat run quickly .",
-                  "mia met leo at the river . mia gave leo a map . later leo smiled .",
-                  "the king that the small robots follow sings ."],
-    "wikitext-2": ["The game was released in Japan in 2010 and sold well .",
-                   "In 1890 , the city became the capital of the new state , and its population grew .",
-                   "He was born in London and studied music at the university ."],
-}
-
 st.title("Attention")
 all_infos = common.runs()
 infos = common.with_weights([i for i in common.lm_runs(all_infos) if is_transformer(i)])
@@ -33,9 +24,7 @@ if not infos:
 names = [i.path.name for i in infos]
 name = st.selectbox("Transformer run", names, key="attn_run")
 info = next(i for i in infos if i.path.name == name)
-corpus = str(((info.config or {}).get("data") or {}).get("corpus", ""))
-examples = EXAMPLES.get(corpus, EXAMPLES["wikitext-2"] + EXAMPLES["synthetic"])
-example = st.selectbox("Example sentence", examples, key="attn_example")
+example = st.selectbox("Example sentence", common.examples(info), key="attn_example")
 text = st.text_area("Sentence (type your own)", value=example, key=f"attn_text::{example}", height=80)
 
 loaded = common.load(info)
