@@ -209,7 +209,8 @@ class Stream:
                               "(did training diverge?); use another checkpoint")
         cfg = self.config
         log_probs = logits.log_softmax(-1)
-        entropy = float(torch.special.entr(log_probs.exp()).sum().clamp(min=0.0))
+        # -sum p log p; where p is 0, log p is -inf: clamped so that 0 * log p stays 0
+        entropy = float(-(log_probs.exp() * log_probs.clamp(min=-1e30)).sum().clamp(min=0.0))
         if cfg.temperature == 0:
             i, prob = int(logits.argmax()), 1.0
         else:

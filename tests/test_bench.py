@@ -127,6 +127,10 @@ def test_tiny_bench_runs_end_to_end_and_writes_json(tmp_path):
         assert rows["reference"]["time_to_reference_ppl_fraction"] is not None
         assert result["families"][family]["generation"]["new_tokens"] == 8
     assert result["families"]["transformer"]["generation"]["same_text"] is True
+    tables = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_markdown.py"), str(out)],
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert tables.returncode == 0, tables.stderr
+    assert "| lstm | reference | fp32 |" in tables.stdout and "| transformer | fastest |" in tables.stdout
 
 
 def run_gpu_script(*args: str, **kw) -> subprocess.CompletedProcess:
