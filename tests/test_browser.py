@@ -17,19 +17,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
+from offline_browser import CHROMIUM, offline_page
 
 import appruns
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "main.py"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
-LOCAL = {"127.0.0.1", "localhost", "::1"}
-
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(),
                                  reason="no /usr/bin/chromium: install Debian's chromium "
@@ -211,37 +206,19 @@ def visit_every_page(page, base: str, started: float, root: Path, shots: Path, t
 
 
 def test_every_page_in_a_real_browser_offline(server, tmp_path_factory, capsys):
-    from playwright.sync_api import sync_playwright
-
     base, started, ready_s, root = server
     shots = tmp_path_factory.mktemp("screenshots")
-    blocked: list[str] = []
     timings: dict[str, float] = {"cold start: process start to server answering (s)": ready_s}
 
-    def route(r):
-        url = r.request.url
-        if url.startswith(("data:", "blob:", "about:")) or urlparse(url).hostname in LOCAL:
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1800})
-        context.route("**/*", route)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-
+    with offline_page(1400, 1800) as view:
         try:
-            visit_every_page(page, base, started, root, shots, timings)
+            visit_every_page(view.page, base, started, root, shots, timings)
         except Exception:
-            page.screenshot(path=shots / "failure.png")
+            view.page.screenshot(path=shots / "failure.png")
             with capsys.disabled():
                 print(f"\nbrowser test failed; screenshots in {shots}")
             raise
-        browser.close()
+    blocked, errors = view.blocked, view.errors
 
     with capsys.disabled():
         print(f"\nbrowser test: screenshots in {shots}")

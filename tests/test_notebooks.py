@@ -18,20 +18,16 @@ import time
 import urllib.request
 from pathlib import Path
 from queue import Empty
-from urllib.parse import urlparse
 
 import nbformat
 import pytest
+from offline_browser import CHROMIUM, offline_page
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NAMES = ["01_data_and_tokenizers", "02_rnn_language_model", "03_transformer_language_model",
          "04_rnn_vs_transformer", "05_finetuning_sst2", "06_attention_explorer"]
 SMOKE_BUDGET_S = 8 * 60  # all six together
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
-LOCAL = {"127.0.0.1", "localhost", "::1"}
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -183,28 +179,12 @@ def jupyterlab(tmp_path):
                                                    "(apt-get install -y chromium) to run the browser test")
 def test_notebook_06_in_jupyterlab_offline(jupyterlab, capsys):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     base, token, tmp = jupyterlab
     shots = tmp / "screenshots"
     shots.mkdir()
-    blocked: list[str] = []
-
-    def route(r):
-        url = r.request.url
-        if url.startswith(("data:", "blob:", "about:")) or urlparse(url).hostname in LOCAL:
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.route("**/*", route)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with offline_page(1400, 1000) as view:
+        page = view.page
         try:
             page.goto(f"{base}/lab/tree/06_attention_explorer.ipynb?token={token}")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
@@ -240,8 +220,7 @@ def test_notebook_06_in_jupyterlab_offline(jupyterlab, capsys):
             with capsys.disabled():
                 print(f"\nbrowser test failed; screenshots in {shots}, server log {tmp / 'jupyterlab.log'}")
             raise
-        finally:
-            browser.close()
+    blocked, errors = view.blocked, view.errors
 
     with capsys.disabled():
         print(f"\nnotebook 06 in JupyterLab: all cells ran in {run_s:.1f}s; bertviz SVG elements per view "
