@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -61,6 +62,15 @@ def with_weights(infos: list[RunInfo]) -> list[RunInfo]:
     if missing:
         st.caption(f"No weights yet, not shown: {', '.join(missing)}.")
     return [i for i in infos if i.path.name not in missing]
+
+
+def language_models(keep: Callable[[RunInfo], bool] = lambda info: True) -> tuple[list[RunInfo], list[RunInfo]]:
+    """The language-model runs that `keep` accepts and that have weights, and every run read. The
+    page is told (in captions) of the runs left out: no weights yet, or unreadable."""
+    all_infos = runs()
+    infos = with_weights([i for i in lm_runs(all_infos) if keep(i)])
+    note_unreadable(all_infos)
+    return infos, all_infos
 
 
 def note_unreadable(infos: list[RunInfo]) -> None:

@@ -13,9 +13,7 @@ from labkit.inspect.runs import is_transformer
 import common
 
 st.title("Attention")
-all_infos = common.runs()
-infos = common.with_weights([i for i in common.lm_runs(all_infos) if is_transformer(i)])
-common.note_unreadable(all_infos)
+infos, _ = common.language_models(is_transformer)
 if not infos:
     st.info(f"Attention views need a Transformer run, and `{common.root()}` has none: run `labkit pretrain "
             "--preset tiny --model transformer`, or **Train demo models** on the Runs page.")

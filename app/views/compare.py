@@ -74,9 +74,7 @@ def top_inputs(row: np.ndarray, tokens: list[str], k: int = 3) -> str:
 
 # --- the runs -------------------------------------------------------------------------------
 st.title("Compare")
-all_infos = common.runs()
-infos = common.with_weights(common.lm_runs(all_infos))
-common.note_unreadable(all_infos)
+infos, all_infos = common.language_models()
 classifiers = sorted(i.path.name for i in all_infos if not i.error and run_kind(i) == "classifier")
 if classifiers:
     st.caption(f"Not language models, not shown: {', '.join(classifiers)} (fine-tuned classifiers predict a "

@@ -14,9 +14,7 @@ import common
 
 NONE = "(none)"
 st.title("Generate")
-all_infos = common.runs()
-infos = common.with_weights(common.lm_runs(all_infos))
-common.note_unreadable(all_infos)
+infos, _ = common.language_models()
 if not infos:
     st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny`) "
             "or use **Train demo models** on the Runs page.")
