@@ -48,7 +48,7 @@ from labkit.device import cpu_has_bf16, pick_device, resolve_precision, tune_for
 from labkit.errors import LabkitError
 from labkit.models import build_model, config_from_dict, count_parameters
 from labkit.presets import resolve_preset
-from labkit.train.schedule import lr_at, steps_in_budget
+from labkit.train.schedule import PlateauDivider, scheduled_lr
 from labkit.train.trainer import TrainConfig, Trainer
 
 PROMPT = "the history of the city begins in the"
@@ -245,22 +245,16 @@ class Variant:
     def parameters(self) -> int:
         return count_parameters(self.model)
 
-    def lr(self) -> float:
-        c = self.train_cfg
-        total = steps_in_budget(self.steps, self.elapsed, c.time_budget_s, c.max_steps, c.warmup_steps)
-        return lr_at(self.steps, c.lr, warmup=c.warmup_steps, total=total, min_ratio=c.min_lr_ratio,
-                     kind="constant" if c.schedule == "plateau" else c.schedule)
-
     def step(self) -> float:
         """One timed optimizer step; returns its seconds."""
         sync(self.device)
         start = time.perf_counter()
-        if isinstance(self.trainer, ReferenceTrainer):
-            self.trainer.step(self.lr())
+        if isinstance(self.trainer, ReferenceTrainer):  # the trainer's schedule, on this clock
+            c = self.train_cfg
+            plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None  # never divides: no evals
+            self.trainer.step(scheduled_lr(c, self.steps, self.elapsed, plateau))
         else:
             self.trainer.elapsed = self.elapsed  # the trainer's schedule reads its clock
-            if self.trainer.plateau is not None:
-                self.trainer.plateau.lr = self.lr()
             self.trainer.train_step()
         sync(self.device)
         seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ depends on validation history instead, so it is a tiny object with a state_dict.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def lr_at(step: int, base_lr: float, *, warmup: int, total: int, min_ratio: float = 0.1,
@@ -31,6 +32,16 @@ def steps_in_budget(step: int, elapsed: float, budget_s: float | None, max_steps
     if budget_s and elapsed > 0 and step > warmup:
         return min(max_steps, max(step + 1, round(step * budget_s / elapsed)))
     return max_steps
+
+
+def scheduled_lr(config: Any, step: int, elapsed: float, plateau: PlateauDivider | None = None) -> float:
+    """The learning rate of a `TrainConfig`'s schedule at `step`, after `elapsed` seconds of training
+    (a time budget ends the decay with it); the plateau schedule's rate is its divider's."""
+    if plateau is not None:
+        return plateau.lr
+    c = config
+    total = steps_in_budget(step, elapsed, c.time_budget_s, c.max_steps, c.warmup_steps)
+    return lr_at(step, c.lr, warmup=c.warmup_steps, total=total, min_ratio=c.min_lr_ratio, kind=c.schedule)
 
 
 class PlateauDivider:

@@ -35,7 +35,7 @@ from labkit.rundir import RunDir, load_state, load_weights
 from labkit.train import distributed
 from labkit.train.callbacks import Callback
 from labkit.train.metrics import MetricsWriter, read_metrics
-from labkit.train.schedule import PlateauDivider, lr_at, steps_in_budget
+from labkit.train.schedule import PlateauDivider, scheduled_lr
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "plateau")
@@ -165,12 +165,7 @@ class Trainer:
         torch.manual_seed(seed if rank == 0 else seed + 1_000_003 * rank + step)
 
     def lr(self) -> float:
-        c = self.config
-        if self.plateau is not None:
-            return self.plateau.lr
-        total = steps_in_budget(self.step, self.elapsed, c.time_budget_s, c.max_steps, c.warmup_steps)
-        return lr_at(self.step, c.lr, warmup=c.warmup_steps, total=total,
-                     min_ratio=c.min_lr_ratio, kind=c.schedule)
+        return scheduled_lr(self.config, self.step, self.elapsed, self.plateau)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.family != "rnn":
