@@ -9,8 +9,7 @@
 - `LiveCurves`: a plotly loss curve that grows while the Trainer runs (one figure, many runs).
 - `probe_pair`: an LSTM and a Transformer of the same size trained on the same tokens of one of
   labkit's synthetic probes (agreement, copy), at the profile's size.
-- a stand-in classification task, and (re-exported from labkit.inspect, where they live) the
-  measurements the notebooks plot: `loss_by_position`, `matched_rnn`, `attention_change`.
+- a stand-in classification task. The measurements the notebooks plot live in labkit.inspect.
 """
 
 from __future__ import annotations
@@ -36,9 +35,7 @@ from labkit.errors import LabkitError
 from labkit.finetune import FinetuneConfig, TaskData, TextEncoder, load_task
 
 # Measurements the notebooks call as nbk.<name>; they live in labkit.inspect.
-from labkit.inspect.attention import attention_change  # noqa: F401
 from labkit.inspect.budget import BudgetRun, compare_budget, matched_rnn, parameter_count, steps_for
-from labkit.inspect.context import loss_by_position  # noqa: F401
 from labkit.models import config_from_dict
 from labkit.presets import resolve_preset
 from labkit.train.callbacks import Callback, ProgressBar

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from labkit import inspect
 from labkit import notebook as nbk
 from labkit.data import synthetic
 from labkit.errors import LabkitError
@@ -125,7 +126,7 @@ def test_loss_by_position_reads_each_window_from_scratch(config):
     torch.manual_seed(0)
     model = build_model(config)
     stream = torch.randint(30, (8 * 5 + 3,))
-    curve = nbk.loss_by_position(model, stream, 8, batch_size=2)
+    curve = inspect.loss_by_position(model, stream, 8, batch_size=2)
     assert curve.shape == (8,) and np.isfinite(curve).all()
     x = stream[:40].view(5, 8)
     y = stream[1:41].view(5, 8)
@@ -134,7 +135,7 @@ def test_loss_by_position_reads_each_window_from_scratch(config):
     expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
     np.testing.assert_allclose(curve, expected.double().numpy(), rtol=1e-5)
     with pytest.raises(LabkitError):
-        nbk.loss_by_position(model, stream[:5], 8)
+        inspect.loss_by_position(model, stream[:5], 8)
 
 
 def test_matched_rnn_comes_close_to_the_target():
@@ -142,7 +143,7 @@ def test_matched_rnn_comes_close_to_the_target():
                                                             d_ff=64, context_length=16)))
     for tied in (True, False):
         base = RNNConfig(vocab_size=500, d_embed=16, d_hidden=16, tie_weights=tied, n_layers=1)
-        matched = nbk.matched_rnn(base, target, 500)
+        matched = inspect.matched_rnn(base, target, 500)
         assert abs(count_parameters(build_model(matched)) - target) / target < 0.02
         assert (matched.d_embed == matched.d_hidden) if tied else matched.d_embed == 16
 
@@ -152,10 +153,10 @@ def test_attention_change():
     a[..., 0] = 1.0
     b = np.zeros_like(a)
     b[..., 1] = 1.0
-    assert nbk.attention_change(a, a).tolist() == [[0.0]]
-    assert nbk.attention_change(a, b).tolist() == [[1.0]]
+    assert inspect.attention_change(a, a).tolist() == [[0.0]]
+    assert inspect.attention_change(a, b).tolist() == [[1.0]]
     with pytest.raises(LabkitError):
-        nbk.attention_change(a, np.zeros((1, 2, 2, 2)))
+        inspect.attention_change(a, np.zeros((1, 2, 2, 2)))
 
 
 def test_number_task_labels_follow_the_head_noun():
