@@ -11,9 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect.runs import run_kind, run_status
-from labkit.pretrain import LoadedRun, load_run
-from labkit.rundir import RunInfo, list_runs
+from labkit.runs import LoadedRun, RunInfo, has_weights, list_runs, load_run, run_kind, run_status, weights_stamp
 
 REFRESH_S = 2.0  # how often a page showing a live run re-reads it
 ROOT_KEY = "runs_root"
@@ -58,7 +56,7 @@ def lm_runs(infos: list[RunInfo]) -> list[RunInfo]:
 
 def with_weights(infos: list[RunInfo]) -> list[RunInfo]:
     """Runs that have saved weights (a run writes them at its first evaluation)."""
-    missing = [i.path.name for i in infos if not (i.path / "model.safetensors").is_file()]
+    missing = [i.path.name for i in infos if not has_weights(i)]
     if missing:
         st.caption(f"No weights yet, not shown: {', '.join(missing)}.")
     return [i for i in infos if i.path.name not in missing]
@@ -88,11 +86,7 @@ def _load(path: str, stamp: tuple[int, int]) -> LoadedRun:
     return load_run(path, which="best", device="cpu")
 
 
-def stamp(info: RunInfo) -> tuple[int, int]:
-    """(mtime, size) of the run's weights: what cached results of a run are keyed on, so that they
-    are recomputed when the weights change. Raises FileNotFoundError when there are none."""
-    weights = (info.path / "model.safetensors").stat()
-    return weights.st_mtime_ns, weights.st_size
+stamp = weights_stamp  # (mtime, size) of a run's weights: what cached results are keyed on
 
 
 def load(info: RunInfo) -> LoadedRun | None:

@@ -10,7 +10,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from labkit.rundir import list_runs
+from labkit.runs import list_runs
 
 
 def main(root: str) -> int:

@@ -17,7 +17,7 @@ import torch
 
 from labkit.errors import LabkitError
 from labkit.generate import SamplingConfig, generate
-from labkit.pretrain import load_run
+from labkit.runs import load_run
 
 
 def main(argv: list[str] | None = None) -> int:

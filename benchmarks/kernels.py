@@ -26,10 +26,9 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from labkit.bench.run import matmul_peak
-from labkit.models.dropout import dropout
+from labkit.bench.machine import matmul_peak
+from labkit.models.fast import dropout, transposed_weight
 from labkit.models.loss import linear_cross_entropy
-from labkit.models.output import transposed_weight
 
 
 def cpu_ms(fn: Callable[[], object], repeats: int = 9) -> float:

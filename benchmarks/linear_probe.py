@@ -16,9 +16,10 @@ import torch
 from torch.nn import functional as F
 
 from labkit.data.batching import pad_batch
-from labkit.finetune import FinetuneConfig, TextEncoder, load_task
+from labkit.data.tasks import TextEncoder, load_task
 from labkit.models import build_model
-from labkit.pretrain import load_run
+from labkit.runs import load_run
+from labkit.train.finetune import FinetuneConfig
 
 
 @torch.no_grad()
@@ -26,7 +27,7 @@ def last_states(model, examples, pad_id: int) -> tuple[torch.Tensor, torch.Tenso
     feats = []
     for i in range(0, len(examples), 64):
         ids, lengths, _ = pad_batch([e[0] for e in examples[i:i + 64]], pad_id)
-        hidden, _ = model.encode(ids[:, :getattr(model.config, "context_length", None)])
+        hidden = model(ids[:, :model.context_length], compute_logits=False).hidden  # (B, T, D)
         last = (lengths - 1).clamp(min=0, max=hidden.size(1) - 1)
         feats.append(hidden[torch.arange(len(lengths)), last])  # (B, D)
     return torch.cat(feats), torch.tensor([e[1] for e in examples])

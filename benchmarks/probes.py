@@ -4,7 +4,7 @@
 
 For each task, a Transformer and an LSTM sized to the same parameter count
 (`labkit.inspect.matched_rnn`) train on the same number of tokens of the same corpus through
-labkit's own pretrain and Trainer (`labkit.inspect.compare_budget`), with the same settings:
+labkit's own pretrain and Trainer (`labkit.experiments.compare_budget`), with the same settings:
 
 - agreement (corpus "synthetic-agreement"): subject-verb agreement across gaps of 0 to 12 words;
   scored on held-out sentences in which every noun in the gap has the other number (the hard
@@ -33,18 +33,11 @@ import torch
 
 from labkit.data import DataConfig, load_lm_data
 from labkit.data import synthetic as syn
-from labkit.inspect import (
-    agreement_accuracy,
-    compare_budget,
-    copy_accuracy,
-    induction_score,
-    matched_rnn,
-    overall,
-    parameter_count,
-)
+from labkit.experiments import compare_budget, matched_rnn, parameter_count
+from labkit.inspect import agreement_accuracy, copy_accuracy, induction_score, overall
 from labkit.models import config_from_dict
 from labkit.presets import PRESETS
-from labkit.pretrain import load_run
+from labkit.runs import load_run
 from labkit.train.trainer import TrainConfig
 
 # labkit's tiny presets: a 2-layer, 4-head, 64-wide Transformer with a context of 64, and a 1-layer

@@ -6,14 +6,14 @@ They train on WikiText-2 when its files are already on disk (nothing is download
 labkit's own synthetic corpus (`labkit.data.synthetic`). Each run stops at `DEMO_STEPS` steps
 or `DEMO_BUDGET_S` seconds of training, whichever comes first, which bounds the total time.
 
-The app starts them in a separate process (`start_demo`, i.e. `python -m labkit.demo ROOT`): the
-process id goes into each run's card, so a demo killed half-way shows as interrupted, and
-`demo_progress` reports how far it is from the runs' own metrics files.
+The app starts them in a separate process (`start_demo`, i.e. `labkit demo ROOT`, which trains them
+with `labkit.experiments.train_demo_models`): the process id goes into each run's card, so a demo
+killed half-way shows as interrupted, and `demo_progress` reports how far it is from the runs' own
+metrics files. This module trains nothing itself, so the app that imports it never loads the trainer.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,21 +21,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from labkit.atomic import write_atomic
 from labkit.data.corpora import locate
-from labkit.data.lm import DataConfig, load_lm_data
 from labkit.errors import LabkitError
 from labkit.inspect.curves import last_step
-from labkit.inspect.runs import pid_alive
-from labkit.models import config_from_dict
-from labkit.presets import PRESETS
-from labkit.rundir import RunDir
-from labkit.train.callbacks import Callback
-from labkit.train.trainer import TrainConfig
+from labkit.runs import pid_alive, read_info
 
 DEMO_RUNS = {"demo-lstm": "tiny-lstm", "demo-transformer": "tiny-transformer"}
 DEMO_STEPS = 1000
@@ -65,28 +56,6 @@ def demo_names(root: str | Path) -> dict[str, str]:
     raise LabkitError(f"{root} already holds a thousand demo runs; delete some")
 
 
-def train_demo_models(root: str | Path, *, steps: int = DEMO_STEPS, budget_s: float = DEMO_BUDGET_S,
-                      corpus: str | None = None, names: dict[str, str] | None = None,
-                      callbacks: list[Callback] | tuple = ()) -> dict[str, dict[str, Any]]:
-    """Train both demo models into `root`, one after the other; returns their cards."""
-    from labkit.pretrain import pretrain
-
-    corpus = corpus or ("wikitext-2" if wikitext2_on_disk() else "synthetic")
-    names = names or demo_names(root)
-    # The tiny presets' data settings, with all the training text: the demo takes more steps.
-    data_config = DataConfig(corpus=corpus, **(PRESETS["tiny-lstm"]["data"] | {"train_tokens": None}))
-    data = load_lm_data(data_config)  # both presets share the data settings: load once
-    cards = {}
-    for name, preset_name in names.items():
-        preset = PRESETS[preset_name]
-        train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget_s,
-                                       "eval_every": max(1, steps // 4), "device": "cpu"})
-        model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
-        cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data,
-                               callbacks=callbacks)
-    return cards
-
-
 # --- as a background job ----------------------------------------------------------------
 @dataclass
 class DemoProgress:
@@ -101,14 +70,14 @@ class DemoProgress:
 
 
 def start_demo(root: str | Path, *, steps: int | None = None) -> int:
-    """Start `python -m labkit.demo ROOT` in the background; returns its process id."""
+    """Start `labkit demo ROOT` in the background; returns its process id."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     steps = steps or DEMO_STEPS
     corpus = "wikitext-2" if wikitext2_on_disk() else "synthetic"
     names = demo_names(root)
     log = open(root / LOG_FILE, "wb")  # noqa: SIM115 (the child owns it)
-    proc = subprocess.Popen([sys.executable, "-m", "labkit.demo", str(root), "--steps", str(steps),
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "demo", str(root), "--steps", str(steps),
                              "--corpus", corpus, "--names", *names],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
@@ -130,10 +99,7 @@ def demo_progress(root: str | Path) -> DemoProgress | None:
     steps, finished, done = {}, True, 0
     for name in runs:
         steps[name] = (min(last_step(root / name), planned), planned)
-        try:
-            run_done = RunDir(root / name).read_card().get("status") == "finished"
-        except LabkitError:
-            run_done = False
+        run_done = (read_info(root / name).card or {}).get("status") == "finished"
         finished &= run_done
         done += planned if run_done else steps[name][0]  # a run may end early, at its time budget
     total = max(1, sum(p for _, p in steps.values()))
@@ -144,35 +110,3 @@ def demo_progress(root: str | Path) -> DemoProgress | None:
     return DemoProgress(active=pid_alive(job.get("pid")), fraction=1.0 if finished else done / total,
                         steps=steps, finished=finished, corpus=str(job.get("corpus", "?")),
                         started_at=float(job.get("started_at", 0)), log_tail=tail, runs=runs)
-
-
-class _PrintEvals(Callback):
-    def on_eval(self, trainer, record):
-        print(f"{trainer.run.name}: step {record['step']}, val ppl {record['val_ppl']:.1f}", flush=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m labkit.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="the runs folder")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS)
-    parser.add_argument("--budget", type=float, default=DEMO_BUDGET_S, help="seconds per model")
-    parser.add_argument("--corpus", default=None, help="wikitext-2 or synthetic (default: what is on disk)")
-    parser.add_argument("--names", nargs=2, default=None, help="the LSTM's and the Transformer's run names")
-    args = parser.parse_args(argv)
-    # One thread: these models are too small to gain from more, and on a busy 2-core machine
-    # (the app's server, other jobs) a second thread that waits for a core made training 100x
-    # slower in our measurements.
-    torch.set_num_threads(1)
-    names = dict(zip(args.names, DEMO_RUNS.values())) if args.names else None
-    try:
-        cards = train_demo_models(args.root, steps=args.steps, budget_s=args.budget, corpus=args.corpus,
-                                  names=names, callbacks=[_PrintEvals()])
-    except LabkitError as e:
-        sys.exit(f"error: {e}")
-    for name, card in cards.items():
-        print(f"{name}: {card['steps']} steps, val ppl {card['best_val_ppl']:.1f}, "
-              f"test ppl {card['test_ppl']:.1f}, {card['wall_time_s']:.0f}s", flush=True)
-
-
-if __name__ == "__main__":
-    main()

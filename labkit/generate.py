@@ -167,13 +167,15 @@ class Stream:
                      state: Any) -> tuple[torch.Tensor, Any]:
         """Logits (V,) for the token after `seq`; `fresh`: the tail of `seq` not yet in `state`."""
         window = seq if self.context is None else seq[-self.context:]
+        # an RNN's state is its memory and always comes back; a Transformer keeps a cache when asked
+        kw = {} if getattr(self.model, "carries_state", False) else {"use_cache": True}
         if not self.use_cache:
             feed, state, kw = window, None, {}
         elif state is None or (self.context is not None
                                and state.length + len(fresh) > self.context):
-            feed, state, kw = window, None, {"use_cache": True}  # first step, or the cache is full
+            feed, state = window, None  # first step, or the cache is full
         else:
-            feed, kw = fresh, {"use_cache": True}
+            feed = fresh
         idx = torch.tensor([feed], dtype=torch.long, device=self.device)  # (1, T)
         out = self.model(idx, state, compute_logits=False, **kw)
         # Only the last position's logits are needed: the output layer is most of the cost.
@@ -239,3 +241,19 @@ def generate(model: nn.Module, tokenizer: Any, prompt: str, config: SamplingConf
     return Generation(prompt_ids=s.prompt_ids, tokens=tokens,
                       text=tokenizer.decode([t.id for t in tokens]), notices=s.notices,
                       tokens_per_second=s.tokens_per_second, stop_reason=s.stop_reason)
+
+
+def text_pieces(tokenizer: Any, tokens: Any):
+    """The generated text piece by piece, reading as `tokenizer.decode` of all of it."""
+    sep = "" if tokenizer.kind == "bpe" else " "  # word tokenizers join words with spaces
+    pending: list[int] = []
+    first = True
+    for token in tokens:
+        pending.append(token.id)
+        text = tokenizer.decode(pending)
+        if text.endswith("\ufffd") and len(pending) < 4:  # part of a multi-byte character
+            continue
+        yield ("" if first else sep) + text
+        pending, first = [], False
+    if pending:
+        yield ("" if first else sep) + tokenizer.decode(pending)

@@ -16,12 +16,14 @@ import torch
 from labkit.data import DataConfig
 from labkit.data.lm import load_lm_data
 from labkit.models import RNNConfig, TransformerConfig
-from labkit.pretrain import pretrain
-from labkit.rundir import RunDir
+from labkit.runs import RunDir
 from labkit.train import TrainConfig
+from labkit.train.finetune import FinetuneConfig, finetune
+from labkit.train.pretrain import pretrain
 
 LSTM, TRANSFORMER = "tiny-lstm", "tiny-transformer"
 LIVE, STALE = "live-transformer", "stale-lstm"
+CLASSIFIER = "number-lstm"  # the tiny LSTM fine-tuned on the synthetic number task
 CONTEXT = 64
 
 _built: dict[str, Path] = {}
@@ -56,6 +58,9 @@ def _build(root: Path) -> Path:
     pretrain(TransformerConfig(vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64,
                                context_length=CONTEXT, dropout=0.0),
              train.replace(lr=5e-3), data_config, root / TRANSFORMER, data=data)
+
+    finetune(root / LSTM, FinetuneConfig(task="number", max_steps=6, eval_every=3, val_size=50, batch_size=16,
+                                         device="cpu"), root / CLASSIFIER)
 
     # A run still training (its card says running and its process, this one, is alive) ...
     shutil.copytree(root / TRANSFORMER, root / LIVE)

@@ -14,10 +14,10 @@ from torch.nn import functional as F
 
 from labkit.data import DataConfig, WordTokenizer
 from labkit.errors import LabkitError
+from labkit.experiments import compare_budget, matched_rnn, parameter_count
 from labkit.inspect import (
     attention_change,
     capture_attention,
-    compare_budget,
     compare_surprisal,
     frequency_buckets,
     gradient_x_input,
@@ -25,9 +25,7 @@ from labkit.inspect import (
     induction_score,
     induction_scores,
     loss_by_position,
-    matched_rnn,
     occlusion,
-    parameter_count,
     perplexity_by_frequency,
     repeated_sequences,
     saliency,
@@ -43,6 +41,7 @@ from labkit.models import (
     SequenceClassifier,
     TransformerConfig,
     build_model,
+    run_with_cache,
 )
 from labkit.train.trainer import TrainConfig
 
@@ -127,7 +126,8 @@ def test_induction_score_of_a_transformer_whose_attention_is_set_by_hand():
     assert scores.shape == (1, 1)
     assert scores[0, 0] == pytest.approx(np.mean([math.exp(z) / (math.exp(z) + q) for q in queries]), rel=1e-4)
     with torch.no_grad():  # the same head's full pattern, row by row
-        att = model(torch.arange(11)[None] % 10, return_attention=True).attentions[0][0, 0].numpy()
+        _, cache = run_with_cache(model, torch.arange(11)[None] % 10, names="blocks.0.attn.pattern")
+    att = cache["blocks.0.attn.pattern"][0, 0].numpy()
     assert att[3, :4] == pytest.approx(np.full(4, 1 / 4)) and not att[3, 4:].any()  # no position 3 - 4 yet
     assert att[8, 4] == pytest.approx(math.exp(z) / (math.exp(z) + 8), rel=1e-4)
     assert att[8, :4] == pytest.approx(np.full(4, 1 / (math.exp(z) + 8)), rel=1e-4)

@@ -16,9 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from labkit.generate import SamplingConfig, generate
-from labkit.pretrain import load_run
-from labkit.rundir import RunDir
-from labkit.train.metrics import read_metrics
+from labkit.runs import RunDir, load_run, read_metrics
 
 import appruns
 
@@ -263,8 +261,8 @@ def copy_run(tmp_path_factory) -> Path:
     from labkit.data import DataConfig
     from labkit.data.lm import load_lm_data
     from labkit.models import TransformerConfig
-    from labkit.pretrain import pretrain
     from labkit.train import TrainConfig
+    from labkit.train.pretrain import pretrain
 
     data_config = DataConfig(corpus="synthetic-copy", train_tokens=4_000, eval_tokens=500)
     data = load_lm_data(data_config)
@@ -297,7 +295,7 @@ def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
     at = compare_app(root)
     seconds = time.perf_counter() - start
     assert at.title[0].value == "Compare"
-    assert "Not language models, not shown: sst2-large, sst2-small" in texts(at.caption)
+    assert f"Not language models, not shown: {appruns.CLASSIFIER}, sst2-large, sst2-small" in texts(at.caption)
     assert not at.warning and not at.error
     lstm, tf = load_run(root / appruns.LSTM), load_run(root / appruns.TRANSFORMER)
     runs = {appruns.LSTM: lstm, appruns.TRANSFORMER: tf}
@@ -451,11 +449,14 @@ def test_finetune_page_says_when_there_are_no_runs(tmp_path):
 
 def test_finetune_page_reads_cards_generically(root):
     at = app(root, "finetune")
+    at.selectbox(key="ft_run").set_value("sst2-large").run()
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["sst2-large", "accuracy"] == 0.81 and table.loc["sst2-small", "train_size"] == 100
     curve, matrix, val = charts(at)
     assert val["data"][0]["x"] == [10, 20, 30, 40] and val["data"][0]["name"] == "validation accuracy"
-    assert curve["data"][0]["x"] == [100, 6000] and curve["data"][0]["y"] == [0.62, 0.81]
+    real = RunDir(root / appruns.CLASSIFIER).read_card()  # the fine-tuned tiny LSTM is on the curve too
+    assert curve["data"][0]["x"] == [100, 6000, real["train_size"]]
+    assert curve["data"][0]["y"] == [0.62, 0.81, real["accuracy"]]
     assert array(matrix["data"][0]["z"]).tolist() == [[340, 88], [78, 366]]
     assert matrix["data"][0]["y"] == ["true negative", "true positive"]
     per_class = at.dataframe[1].value.set_index("label")
@@ -465,19 +466,15 @@ def test_finetune_page_reads_cards_generically(root):
     assert "sst2-large** cannot be loaded for predictions" in texts(at.error)
 
 
-def test_finetune_page_tries_a_sentence_through_the_predictor(root, tmp_path, monkeypatch):
-    import labkit.inspect.classifier as clf
+def test_finetune_page_tries_a_sentence_with_a_real_classifier(root):
+    from labkit.inspect.classifier import Classifier
 
-    own = tmp_path / "runs"
-    shutil.copytree(root / "sst2-small", own / "sst2-small")
-    seen = []
-    monkeypatch.setattr(clf, "load_predictor",
-                        lambda path: lambda s: (seen.append(s), ("positive", 0.93))[1])
-    at = app(own, "finetune")
-    at.text_input(key="ft_sentence").set_value("what a film").run()
+    at = app(root, "finetune")
+    at.selectbox(key="ft_run").set_value(appruns.CLASSIFIER).run()
+    at.text_input(key="ft_sentence").set_value("the dogs near the cat").run()
     assert not at.exception
-    assert "Prediction: **positive** with probability **0.930**" in texts(at.markdown)
-    assert seen[-1] == "what a film"
+    expected = Classifier(root / appruns.CLASSIFIER).predict("the dogs near the cat")
+    assert f"Prediction: **{expected.label}** with probability **{expected.prob:.3f}**" in texts(at.markdown)
 
 
 def test_every_page_survives_a_run_deleted_while_selected(root, tmp_path):

@@ -200,7 +200,7 @@ def visit_every_page(page, base: str, started: float, root: Path, shots: Path, t
     page.get_by_role("heading", name="Fine-tuning").wait_for()
     page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(1).wait_for(timeout=30_000)
     wait_idle(page)
-    page.get_by_text("cannot be loaded for predictions").filter(visible=True).first.wait_for()
+    page.get_by_text("Prediction:").filter(visible=True).first.wait_for()  # the real classifier run
     assert page.get_by_role("link", name="Loss curves").is_visible()  # our navigation, not pages/
     page.screenshot(path=shots / "8-finetune.png")
 

@@ -28,7 +28,7 @@ import pytest
 
 from labkit.errors import RunError
 from labkit.models import build_model, config_from_dict
-from labkit.rundir import RunDir, load_state, load_weights
+from labkit.runs import RunDir, load_state, load_weights
 
 STEPS = 600
 EVAL_EVERY = 4
@@ -318,8 +318,8 @@ def test_in_process_write_errors_are_run_errors(small_disk: Path) -> None:
     temporary folder, and the previous checkpoint loads."""
     from labkit.data import DataConfig
     from labkit.models import RNNConfig
-    from labkit.pretrain import pretrain
     from labkit.train import Callback, TrainConfig
+    from labkit.train.pretrain import pretrain
 
     class FillAtSecondEval(Callback):
         def on_eval(self, trainer, record):
@@ -341,8 +341,8 @@ def test_in_process_write_errors_are_run_errors(small_disk: Path) -> None:
 def tiny_run(root: Path) -> RunDir:
     from labkit.data import DataConfig
     from labkit.models import RNNConfig
-    from labkit.pretrain import pretrain
     from labkit.train import TrainConfig
+    from labkit.train.pretrain import pretrain
 
     pretrain(RNNConfig(d_embed=16, d_hidden=16, n_layers=1, dropout=0.0),
              TrainConfig(max_steps=4, eval_every=2, log_every=1, batch_size=4, seq_len=8,
@@ -353,7 +353,7 @@ def tiny_run(root: Path) -> RunDir:
 
 @pytest.mark.parametrize("killed", ["before the card", "before the test record"])
 def test_a_kill_after_the_last_checkpoint_logs_nothing_twice(tmp_path: Path, killed: str) -> None:
-    from labkit.pretrain import resume
+    from labkit.train.pretrain import resume
 
     run = tiny_run(tmp_path / "run")
     card = run.read_card()
@@ -378,8 +378,55 @@ def test_what_a_killed_writer_leaves_is_ignored_then_removed(tmp_path: Path) -> 
     (run.checkpoints_dir / ".tmp-old-step-00000002").mkdir()
     (run.root / ".card.json.x1y2.tmp").write_text("{")
     assert run.latest_checkpoint().name == "step-00000004"
-    from labkit.pretrain import resume
+    from labkit.train.pretrain import resume
 
     resume(run.root, overrides={"max_steps": 6})
     assert not temporary_folders(run) and not list(run.root.glob(".*.tmp"))
     assert run.latest_checkpoint().name == "step-00000006"
+
+
+@pytest.mark.slow
+def test_sigkill_during_fine_tuning_checkpoints_never_loses_the_run(tmp_path: Path) -> None:
+    """`labkit finetune` (the same Trainer) killed again and again while it writes checkpoints:
+    each time the latest checkpoint loads, and the finished run logs the uninterrupted losses."""
+    done = labkit(tmp_path, "pretrain", *COMMON, "--name", "lm", "--steps", "8")
+    assert done.returncode == 0, done.stderr
+    steps = 150
+    args = ["--task", "number", "--max-steps", str(steps), "--eval-every", "3", "--val-size", "64",
+            "--batch-size", "16", "--patience", "1000", "--no-progress"]
+
+    def finetune(*more: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "labkit", "finetune", *more], cwd=tmp_path,
+                                env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    reference = finetune("lm", *args, "--name", "straight")
+    run = RunDir(tmp_path / "runs" / "ft")
+    kill_when(finetune("lm", *args, "--name", "ft"), run.card_path.exists)
+    kills, in_checkpoint, last = 1, 0, 0
+    while kills < 8:
+        step = checkpoint_step(run)
+        assert step >= last
+        last = step
+        in_checkpoint += bool(temporary_folders(run))
+        before = mtime(run.card_path)
+        proc = finetune("--name", "ft", "--resume", "--no-progress")
+        kill_when(proc, NthCheckpoint(run, lambda before=before: mtime(run.card_path) != before, 1 + kills % 3))
+        kills += 1
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err
+        assert "Traceback" not in err, err
+    in_checkpoint += bool(temporary_folders(run))
+    final = labkit(tmp_path, "finetune", "--name", "ft", "--resume", "--no-progress")
+    assert final.returncode == 0, final.stderr
+    _, err = reference.communicate(timeout=180)
+    assert reference.returncode == 0, err
+    records, torn = whole_records(run.metrics_path)
+    assert not torn
+    assert [r["step"] for r in records if "loss" in r] == [1, *range(10, steps + 1, 10)]
+    straight, _ = whole_records(tmp_path / "runs" / "straight" / "metrics.jsonl")
+    a = [r["loss"] for r in straight if "loss" in r]
+    b = [r["loss"] for r in records if "loss" in r]
+    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-6
+    assert json.loads(run.card_path.read_text())["accuracy"] == \
+        json.loads((tmp_path / "runs" / "straight" / "card.json").read_text())["accuracy"]
+    assert in_checkpoint >= 2, f"only {in_checkpoint} kills landed in a checkpoint write"

@@ -49,14 +49,14 @@ def environment() -> dict[str, str]:
     return env
 
 
-def start(cwd: Path, *args: str, processes: int = 1) -> subprocess.Popen:
-    """`labkit pretrain ARGS` alone, or under torchrun with `processes` processes."""
+def start(cwd: Path, *args: str, processes: int = 1, command: str = "pretrain") -> subprocess.Popen:
+    """`labkit COMMAND ARGS` alone, or under torchrun with `processes` processes."""
     if processes == 1:
         head = [sys.executable, "-m", "labkit"]
     else:
         head = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "labkit"]
-    return subprocess.Popen([*head, "pretrain", *args], cwd=cwd, env=environment(),
+    return subprocess.Popen([*head, command, *args], cwd=cwd, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -185,3 +185,24 @@ def test_a_diverging_loss_stops_every_rank(tmp_path: Path) -> None:
     assert code != 0
     assert err.count("labkit: error: the loss became nan") == 1, err
     assert card(tmp_path / "runs" / "nan")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tune_like_one(tmp_path: Path) -> None:
+    """The classifier's rows of each batch are shared out (r, r + 2, ...) and weighted, so that two
+    processes average the gradients of the whole batch's mean loss, even for an odd last batch."""
+    runs = tmp_path / "runs"
+    ok(finish(start(tmp_path, *COMMON, "--model", "lstm", "--steps", "4", "--name", "lm"))[0])
+    args = ["lm", "--task", "number", "--train-size", "90", "--batch-size", "8", "--epochs", "2",
+            "--eval-every", "6", "--log-every", "1", "--val-size", "64", "--precision", "fp32", "--no-progress",
+            "--mode", "gradual", "--dropout", "0"]  # (each process draws its own dropout masks)
+    single, ddp = finish(start(tmp_path, *args, "--name", "single", command="finetune"),
+                         start(tmp_path, *args, "--name", "ddp", processes=2, command="finetune"))
+    ok(single)
+    assert ok(ddp).count("run directory:") == 1
+    assert card(runs / "ddp")["processes"] == 2
+    assert card(runs / "ddp")["steps"] == card(runs / "single")["steps"] == 24  # 12 batches an epoch, the last of 2
+    train = max_diff(curve(runs / "single"), curve(runs / "ddp"))
+    assert train < TOLERANCE, train
+    assert curve(runs / "single", "val_accuracy") == curve(runs / "ddp", "val_accuracy")
+    assert card(runs / "ddp")["tokens_seen"] == card(runs / "single")["tokens_seen"]

@@ -11,9 +11,10 @@ import torch
 from labkit.data import DataConfig
 from labkit.data.lm import corpus_lines, load_lm_data
 from labkit.data.synthetic import INTRANSITIVE, NOUNS, synthetic_lines, synthetic_splits
-from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_progress, train_demo_models, wikitext2_on_disk
+from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_progress, wikitext2_on_disk
+from labkit.experiments import train_demo_models
 from labkit.inspect.curves import last_step
-from labkit.pretrain import load_run
+from labkit.runs import load_run
 
 
 def test_synthetic_corpus_is_deterministic_and_structured():
@@ -56,7 +57,7 @@ def test_wikitext2_on_disk_never_downloads(tmp_path, monkeypatch):
 
 @pytest.fixture
 def one_thread():
-    """As `python -m labkit.demo` runs: tiny models train far faster with one thread on a busy machine."""
+    """As `labkit demo` runs: tiny models train far faster with one thread on a busy machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

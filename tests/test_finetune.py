@@ -5,9 +5,11 @@ import torch
 
 from labkit.data import Vocab
 from labkit.data.normalize import CaseMapper, sst_to_wikitext
+from labkit.data.tasks import TaskData
 from labkit.errors import LabkitError, RunError
-from labkit.finetune import Classifier, FinetuneConfig, FineTuner, TaskData, build_classifier, finetune
+from labkit.inspect.classifier import Classifier
 from labkit.models import RNNConfig, TransformerConfig
+from labkit.train.finetune import FinetuneConfig, build_classifier, finetune, finetuner
 
 V = 40
 
@@ -69,7 +71,7 @@ def test_learns_a_separable_task_well_above_chance(family):
     config = FinetuneConfig(epochs=8, batch_size=32, eval_every=20, lr_body=3e-3, lr_head=1e-2,
                             device="cpu", patience=20)
     model = build_classifier(body_config(family), config)
-    card = FineTuner(model, toy_task(), config).fit()
+    card = finetuner(model, toy_task(), config).fit()
     assert card["accuracy"] > 0.9
     assert sum(map(sum, card["confusion_matrix"])) == 200
     assert set(card["precision"]) == {"neg", "pos"}
@@ -81,7 +83,7 @@ def test_frozen_mode_leaves_the_body_untouched_and_trains_the_head():
     model = build_classifier(body_config("rnn"), config)
     body_before = {k: v.clone() for k, v in model.body.state_dict().items()}
     head_before = model.head.weight.clone()
-    FineTuner(model, toy_task(), config).fit()
+    finetuner(model, toy_task(), config).fit()
     for k, v in model.body.state_dict().items():
         assert torch.equal(v, body_before[k]), k
     assert not torch.equal(model.head.weight, head_before)
@@ -91,11 +93,11 @@ def test_gradual_unfreezing_opens_one_group_per_epoch():
     torch.manual_seed(0)
     config = FinetuneConfig(mode="gradual", device="cpu")
     model = build_classifier(body_config("transformer"), config)
-    tuner = FineTuner(model, toy_task(), config)
+    tuner = finetuner(model, toy_task(), config)
     groups = model.layer_groups()
     assert len(groups) == 3  # top block with the final norm, the block below, the embeddings
     for epoch in range(len(groups) + 1):
-        tuner._set_trainable(epoch)
+        tuner.objective._set_trainable(model, epoch)
         opened = [all(p.requires_grad for p in g) for g in groups]
         assert opened == [k < epoch for k in range(len(groups))]
 
@@ -105,8 +107,8 @@ def test_gradual_unfreezing_opens_one_group_per_epoch():
 def test_finetune_a_tiny_pretrained_lstm_on_an_sst2_slice(labkit_data, tmp_path):
     from labkit.data import DataConfig
     from labkit.models import RNNConfig as R
-    from labkit.pretrain import pretrain
     from labkit.train import TrainConfig
+    from labkit.train.pretrain import pretrain
 
     pretrain(R(d_embed=32, d_hidden=32, n_layers=1, dropout=0.0, tie_weights=True),
              TrainConfig(max_steps=20, batch_size=8, seq_len=32, eval_every=20, device="cpu"),
@@ -163,7 +165,7 @@ def test_finetune_and_predict_through_the_cli(labkit_data, tmp_path):
 
 def test_text_encoder_handles_word_and_bpe_tokenizers():
     from labkit.data import BPETokenizer, WordTokenizer
-    from labkit.finetune import TextEncoder
+    from labkit.data.tasks import TextEncoder
 
     lines = ["The film doesn 't work , but Paris is \" lovely \" ."] * 20
     word = TextEncoder(WordTokenizer.train(lines, split="whitespace", specials=("<unk>", "<eos>")))

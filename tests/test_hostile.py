@@ -38,9 +38,8 @@ from labkit.data.tokenizers import tokenizer_from_dict
 from labkit.errors import LabkitError, RunError
 from labkit.generate import SamplingConfig, generate
 from labkit.models import RNNConfig, TransformerConfig, build_model
-from labkit.rundir import RunDir, list_runs, load_state, load_weights, safe_run_path
+from labkit.runs import MetricsWriter, RunDir, list_runs, load_state, load_weights, read_metrics, safe_run_path
 from labkit.train import TrainConfig, Trainer
-from labkit.train.metrics import MetricsWriter, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES: Counter[str] = Counter()
@@ -88,7 +87,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """runs/lm (a tiny LSTM) and runs/tf (a tiny Transformer) on the generated corpus."""
     from labkit.data import DataConfig
-    from labkit.pretrain import pretrain
+    from labkit.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("runs")
     data = DataConfig(corpus="synthetic", train_tokens=4000, eval_tokens=300)
@@ -607,7 +606,7 @@ def resumer(runs: Path):
 def test_damaged_run_files(runs: Path, tmp_path: Path, resumer, target: str, capsys) -> None:
     """Whatever happened to the file, reading the run works or raises LabkitError: listing
     runs, loading the best and the last weights, `labkit runs`, resuming from the checkpoint."""
-    from labkit.pretrain import load_run
+    from labkit.runs import load_run
 
     source = runs / "lm"
     checkpoint = RunDir(source).latest_checkpoint().name

@@ -6,7 +6,18 @@ import pytest
 import torch
 
 from labkit.errors import LabkitError
-from labkit.models import CELLS, RNNConfig, TransformerConfig, build_model, config_from_dict, count_parameters
+from labkit.models import (
+    CELLS,
+    ClassifierConfig,
+    RNNConfig,
+    SequenceClassifier,
+    TransformerConfig,
+    build_model,
+    config_from_dict,
+    count_parameters,
+    run_with_cache,
+)
+from labkit.models.classifier import POOLINGS
 from labkit.models.transformer import causal_mask
 
 V = 37
@@ -64,16 +75,16 @@ def test_weight_tying_shares_one_matrix():
         RNNConfig(d_embed=10, d_hidden=20, tie_weights=True)
 
 
-def test_explicit_attention_matches_fused_path():
+def test_attention_read_through_hooks_matches_the_fused_path():
     model = build_model(tiny_transformer()).eval()
     x = torch.randint(0, V, (2, 24))
-    fast = model(x)
-    slow = model(x, return_attention=True)
-    assert fast.attentions is None
-    torch.testing.assert_close(slow.logits, fast.logits, atol=1e-5, rtol=0)
-    assert len(slow.attentions) == 2
-    for att in slow.attentions:
-        assert att.shape == (2, 4, 24, 24)
+    fused = model(x)  # no hook: the fused kernel, no pattern computed
+    explicit, cache = run_with_cache(model, x, names="blocks.*.attn.pattern")
+    torch.testing.assert_close(explicit.logits, fused.logits, atol=1e-5, rtol=0)
+    patterns = cache.stack("attn.pattern")
+    assert list(cache) == ["blocks.0.attn.pattern", "blocks.1.attn.pattern"]
+    assert patterns.shape == (2, 2, 4, 24, 24)  # (layers, B, heads, T, S)
+    for att in patterns:
         torch.testing.assert_close(att.sum(-1), torch.ones(2, 4, 24))
         # Causal: no weight on later positions.
         assert att.masked_select(~causal_mask(24, 24)).abs().max() == 0
@@ -96,11 +107,11 @@ def test_kv_cache_matches_full_recomputation():
     pieces += [model(x[:, t:t + 1], cache).logits for t in range(12, 20)]  # one token at a time
     assert cache.length == 20
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=0)
-    # The explicit path with a cache agrees too.
+    # The explicit path (a hook wants the pattern) with a cache agrees too.
     cache2 = model.new_cache()
-    model(x[:, :12], cache2, return_attention=True)
-    step = model(x[:, 12:13], cache2, return_attention=True)
-    assert step.attentions[0].shape == (2, 4, 1, 13)
+    run_with_cache(model, x[:, :12], state=cache2, names="blocks.*.attn.pattern")
+    step, seen = run_with_cache(model, x[:, 12:13], state=cache2, names="blocks.*.attn.pattern")
+    assert seen["blocks.0.attn.pattern"].shape == (2, 4, 1, 13)
     torch.testing.assert_close(step.logits, full[:, 12:13], atol=1e-5, rtol=0)
 
 
@@ -155,3 +166,67 @@ def test_compute_logits_false_returns_hidden_only():
     for config in (tiny_rnn(), tiny_transformer()):
         out = build_model(config)(torch.randint(0, V, (2, 5)), compute_logits=False)
         assert out.logits is None and out.hidden.shape[:2] == (2, 5)
+
+
+def test_rnn_forward_refuses_unknown_arguments():
+    model = build_model(tiny_rnn())
+    with pytest.raises(TypeError):
+        model(torch.zeros(1, 3, dtype=torch.long), use_cache=True)  # a Transformer's argument
+
+
+def test_state_dict_keys_are_those_of_saved_runs():
+    """Hook points and fast-path swaps hold no parameters: old run directories still load."""
+    rnn = build_model(tiny_rnn("lstm", n_layers=1))
+    assert list(rnn.state_dict()) == ["embed.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0",
+                                      "rnn.bias_hh_l0", "head.weight", "head.bias"]
+    t = build_model(tiny_transformer(n_layers=1))
+    block = ["ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+             "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"]
+    assert list(t.state_dict()) == ["tok_embed.weight", "pos_embed.weight", *(f"blocks.0.{k}" for k in block),
+                                    "ln_f.weight", "ln_f.bias", "head.weight"]
+    assert list(build_model(tiny_transformer(n_layers=1), fast=False).state_dict()) == list(t.state_dict())
+
+
+def test_each_family_describes_itself():
+    rnn, t = build_model(tiny_rnn()), build_model(tiny_transformer())
+    assert (rnn.carries_state, rnn.width, rnn.context_length, rnn.default_pooling) == (True, 16, None, "last")
+    assert (t.carries_state, t.width, t.context_length, t.default_pooling) == (False, 32, 24, "mean")
+    # the parameter count from the config alone: the matrices, not the biases and norms
+    for model in (rnn, t):
+        matrices = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+        assert model.config.approximate_parameters() == matrices
+
+
+@pytest.mark.parametrize("make", [tiny_rnn, tiny_transformer])
+def test_layer_groups_run_from_the_top_down_to_the_embeddings(make):
+    model = build_model(make())
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [sorted(names[id(p)] for p in g) for g in model.layer_groups()]
+    if model.carries_state:
+        expected = [[f"rnn.{w}_{x}_l{k}" for w in ("bias", "weight") for x in ("hh", "ih")] for k in (1, 0)]
+        expected.append(["embed.weight"])
+    else:
+        expected = [sorted(n for n in names.values() if n.startswith(("ln_f.", "blocks.1."))),
+                    sorted(n for n in names.values() if n.startswith("blocks.0.")),
+                    ["pos_embed.weight", "tok_embed.weight"]]
+    assert groups == expected  # everything but the output layer, which a classifier does not use
+    classifier = SequenceClassifier(ClassifierConfig(body=model.config.to_dict()))
+    assert [len(g) for g in classifier.layer_groups()] == [len(g) for g in expected]
+
+
+@pytest.mark.parametrize("make", [tiny_rnn, tiny_transformer])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_classifier_pooling_ignores_padding(make, pooling):
+    classifier = SequenceClassifier(ClassifierConfig(body=make().to_dict(), pooling=pooling, dropout=0.0)).eval()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    padded = torch.cat([ids, torch.full((2, 3), 3)], 1)  # padding with a real token id: it must not count
+    padded_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        scores = classifier(ids, mask)
+        torch.testing.assert_close(classifier(padded, padded_mask), scores)
+        # the pooled vector by hand, from the body's states at the real tokens of sentence 1
+        h = classifier.body(ids[1:, :2], compute_logits=False).hidden[0]  # (2, D)
+        by_hand = {"last": h[-1], "mean": h.mean(0), "max": h.amax(0), "concat": torch.cat([h[-1], h.amax(0), h.mean(0)])}
+        torch.testing.assert_close(scores[1], classifier.head(by_hand[pooling]), atol=1e-6, rtol=1e-5)
+    assert classifier.head.in_features == classifier.body.width * (3 if pooling == "concat" else 1)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import inspect
+from labkit import experiments, inspect
 from labkit import notebook as nbk
-from labkit.data import synthetic
+from labkit.data import synthetic, tasks
 from labkit.errors import LabkitError
 from labkit.models import RNNConfig, TransformerConfig, build_model, count_parameters
 
@@ -143,7 +143,7 @@ def test_matched_rnn_comes_close_to_the_target():
                                                             d_ff=64, context_length=16)))
     for tied in (True, False):
         base = RNNConfig(vocab_size=500, d_embed=16, d_hidden=16, tie_weights=tied, n_layers=1)
-        matched = inspect.matched_rnn(base, target, 500)
+        matched = experiments.matched_rnn(base, target, 500)
         assert abs(count_parameters(build_model(matched)) - target) / target < 0.02
         assert (matched.d_embed == matched.d_hidden) if tied else matched.d_embed == 16
 
@@ -160,8 +160,8 @@ def test_attention_change():
 
 
 def test_number_task_labels_follow_the_head_noun():
-    rows = nbk.number_task_rows(300, seed=3)
-    assert rows == nbk.number_task_rows(300, seed=3)
+    rows = tasks.number_task_rows(300, seed=3)
+    assert rows == tasks.number_task_rows(300, seed=3)
     plurals = set(synthetic.NOUNS.values())
     nouns = set(synthetic.NOUNS) | plurals
     for text, label in rows:
@@ -172,12 +172,12 @@ def test_number_task_labels_follow_the_head_noun():
 
 
 def test_subset_is_seeded():
-    task = nbk.TaskData(train=[([i], i % 2) for i in range(50)], val=[([1], 0)], test=[([2], 1)],
-                        labels=("a", "b"), oov_rate=0.0)
-    assert nbk.subset(task, None) is task and nbk.subset(task, 80) is task
-    a, b = nbk.subset(task, 10, seed=1), nbk.subset(task, 10, seed=1)
+    task = tasks.TaskData(train=[([i], i % 2) for i in range(50)], val=[([1], 0)], test=[([2], 1)],
+                          labels=("a", "b"), oov_rate=0.0)
+    assert task.subset(None) is task and task.subset(80) is task
+    a, b = task.subset(10, seed=1), task.subset(10, seed=1)
     assert len(a.train) == 10 and a.train == b.train and a.val == task.val
-    assert nbk.subset(task, 10, seed=2).train != a.train
+    assert task.subset(10, seed=2).train != a.train
 
 
 def test_html_frame_escapes_the_document():
@@ -195,7 +195,8 @@ def test_say_and_fmt():
 def test_finetune_run_on_the_synthetic_task(no_data):
     """A tiny base on the synthetic corpus, fine-tuned on the stand-in task: a whole run."""
     from labkit.data import load_lm_data
-    from labkit.pretrain import load_run, pretrain
+    from labkit.runs import load_run
+    from labkit.train.pretrain import pretrain
 
     lab = nbk.start("05", sst2=True, quiet=True)
     recipe = nbk.lm_recipe(lab, "transformer", max_steps=4, eval_every=2, log_every=2)

@@ -8,7 +8,7 @@ from labkit.errors import LabkitError
 from labkit.inspect.attention import MAX_TOKENS, EmptyInput, capture_attention, head_stats, sink_heads
 from labkit.inspect.bertviz_offline import head_view_height, head_view_html, model_view_html
 from labkit.inspect.plots import attention_grid_figure, head_stats_figure
-from labkit.inspect.runs import is_transformer
+from labkit.runs import is_transformer
 
 import common
 

@@ -28,7 +28,7 @@ from labkit.inspect import (
     surprisal_html,
 )
 from labkit.inspect.compare_plots import position_loss_figure, position_maps_figure, probe_figure, surprisal_figure
-from labkit.inspect.runs import model_label, run_kind
+from labkit.runs import model_label, run_kind
 
 import common
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from labkit.inspect.curves import METRICS, X_AXES, load_curves
 from labkit.inspect.plots import loss_figure
-from labkit.inspect.runs import run_status
+from labkit.runs import run_status
 
 import common
 

@@ -8,7 +8,8 @@ from labkit.errors import LabkitError
 from labkit.inspect import classifier as clf
 from labkit.inspect.attention import clean_text
 from labkit.inspect.plots import confusion_matrix_figure, learning_curve_figure, metric_curve_figure
-from labkit.inspect.runs import drop_empty_columns, run_kind
+from labkit.inspect.runs import drop_empty_columns
+from labkit.runs import run_kind
 
 import common
 
@@ -60,14 +61,13 @@ sentence = st.text_input("Sentence", value="a gripping , beautifully acted film 
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the classifier...")
-def predictor(path: str, stamp: float):
-    return clf.load_predictor(path)
+def classifier(path: str, stamp: tuple[int, int]) -> clf.Classifier:
+    return clf.Classifier(path)
 
 
-predict, problem = None, None
+model, problem = None, None
 try:
-    stamp = (info.path / "model.safetensors").stat().st_mtime
-    predict = predictor(str(info.path), stamp)
+    model = classifier(str(info.path), common.stamp(info))
 except FileNotFoundError:
     problem = "it has no saved weights"
 except LabkitError as e:
@@ -76,15 +76,11 @@ except Exception as e:  # a run from another version: say it, keep the page
     problem = f"{type(e).__name__}: {str(e)[:300]}"
 if problem:
     st.error(f"**{name}** cannot be loaded for predictions: {problem}")
-elif predict is None:
-    st.caption("Predictions need `labkit.finetune`, which is not available in this installation.")
 elif sentence.strip():
     try:
-        label, prob = predict(clean_text(sentence))
-        st.markdown(f"Prediction: **{common.md_escape(label)}** with probability **{prob:.3f}**")
+        prediction = model.predict(clean_text(sentence))
+        st.markdown(f"Prediction: **{common.md_escape(prediction.label)}** with probability **{prediction.prob:.3f}**")
     except LabkitError as e:
         st.error(str(e))
-    except Exception as e:  # a run from another version: say it, keep the page
-        st.error(f"Prediction failed ({type(e).__name__}: {str(e)[:300]})")
 else:
     st.caption("Type a sentence to classify.")

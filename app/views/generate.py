@@ -8,7 +8,7 @@ from labkit.errors import LabkitError
 from labkit.generate import SamplingConfig, stream
 from labkit.inspect.attention import clean_text
 from labkit.inspect.plots import token_probability_figure
-from labkit.inspect.runs import model_label
+from labkit.runs import model_label
 
 import common
 

@@ -10,7 +10,8 @@ import streamlit as st
 from labkit.demo import DEMO_BUDGET_S, DEMO_STEPS, demo_progress, start_demo
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import loss_figure
-from labkit.inspect.runs import STALE, config_diff, drop_empty_columns, run_kind, run_status, summary_row
+from labkit.inspect.runs import config_diff, drop_empty_columns, summary_row
+from labkit.runs import STALE, run_kind, run_status
 
 import common
 
@@ -126,10 +127,10 @@ if readable:
         st.markdown(f"Status: **{run_status(info)}**")
         left, right = st.columns(2)
         with left:
-            st.caption("card.json")
+            st.caption("results card")
             st.json(info.card or {}, expanded=True)
         with right:
-            st.caption("config.json")
+            st.caption("config")
             st.json(info.config or {}, expanded=1)
 
 if not demo_first:

@@ -2,6 +2,8 @@
 
 Importing this package loads torch; `labkit.bench.names` does not."""
 
-from labkit.bench.run import BenchConfig, run, table, write_result
+from labkit.bench.report import table, write_result
+from labkit.bench.run import run
+from labkit.bench.variants import BenchConfig
 
 __all__ = ["BenchConfig", "run", "table", "write_result"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from labkit.bench.run import BenchConfig, probe_memory
+from labkit.bench.measure import probe_memory
+from labkit.bench.variants import BenchConfig
 
 
 def main(argv: list[str]) -> None:

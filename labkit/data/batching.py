@@ -7,7 +7,9 @@ Three ways to cut a token stream:
   tokens, so window k+1 continues window k in every row. The trainer carries the RNN's
   hidden state from one window to the next (detached, truncated backprop through time).
 - `RandomWindows`: nanoGPT-style random-offset blocks, for Transformers (no carried state).
-- `eval_windows`: non-overlapping blocks that cover a stream once, in order, for evaluation.
+- `eval_windows`: non-overlapping blocks that cover a stream once, in order.
+- `strided_windows`: overlapping windows that score every token once with at least a given
+  amount of context (the fair evaluation of a fixed-context model).
 
 Data-parallel training (several processes, one batch) takes rows of the same global batch:
 `shard_rows(batch_size, rank, world_size)` says which; an RNN's rows are `batchify(...)[rows]`,
@@ -190,6 +192,39 @@ def eval_windows(stream: torch.Tensor, block_size: int, batch_size: int) -> Iter
     tail = n_full * block_size
     if tail < n_targets:
         yield stream[None, tail:n_targets], stream[None, tail + 1 :]
+
+
+def strided_windows(stream: torch.Tensor, context: int, stride: int,
+                    batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Sliding windows for scoring a model of fixed context (strided perplexity).
+
+    Window k reads up to `context` tokens and scores only the targets no earlier window scored:
+    its last `stride` (all of them in the first window). So every target of `stream[1:]` is
+    scored exactly once, and every target scored after the first window has at least
+    `context - stride` tokens of context before it. `stride = context` gives `eval_windows`'
+    non-overlapping windows, whose first targets see almost no context; `stride = 1` is the
+    exact figure, one window per target. Yields `(x, y, scored)`: equal-length windows batched
+    (B, T), and how many of each row's last targets count.
+    """
+    if not 1 <= stride <= context or batch_size < 1:
+        raise LabkitError(f"the stride must be in [1, context = {context}] and batch_size >= 1, "
+                          f"got {stride} and {batch_size}")
+    _check_stream(stream, 2)
+    n = stream.numel() - 1  # targets
+    windows, scored_up_to = [], 0
+    for begin in range(0, n, stride):
+        end = min(begin + context, n)
+        windows.append((begin, end - begin, end - scored_up_to))
+        scored_up_to = end
+        if end == n:
+            break
+    offsets = torch.arange(context)
+    for i in range(0, len(windows), batch_size):
+        group = windows[i:i + batch_size]
+        for length, scored in dict.fromkeys((w[1], w[2]) for w in group):  # equal shapes batch together
+            starts = torch.tensor([b for b, t, s in group if (t, s) == (length, scored)])
+            idx = starts[:, None] + offsets[:length]  # (B, T)
+            yield stream[idx], stream[idx + 1], scored
 
 
 def pad_batch(

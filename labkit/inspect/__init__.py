@@ -1,7 +1,7 @@
 """Looking inside runs: attention capture and per-head statistics (induction scores too), offline
 bertviz rendering, saliency for both families, per-token surprisal, loss by context position and
-by word frequency, probe scores on the synthetic tasks, matched-budget comparisons, training
-curves, run status and config differences, plotly figures (`plots`, `compare_plots`).
+by word frequency, probe scores on the synthetic tasks, training curves,
+run tables and config differences, plotly figures (`plots`, `compare_plots`).
 
 The app, the notebooks and tests all call these; none of them holds this logic itself.
 """
@@ -16,7 +16,6 @@ from labkit.inspect.attention import (
     head_stats,
     sink_heads,
 )
-from labkit.inspect.budget import BudgetRun, compare_budget, matched_rnn, parameter_count, read_budget_run
 from labkit.inspect.context import (
     frequency_buckets,
     loss_by_position,
@@ -28,15 +27,15 @@ from labkit.inspect.curves import X_AXES, RunCurves, ema, load_curves, run_curve
 from labkit.inspect.heads import induction_score, induction_scores, repeated_sequences
 from labkit.inspect.predictions import language_model
 from labkit.inspect.probes import agreement_accuracy, agreement_margins, copy_accuracy, overall
-from labkit.inspect.runs import config_diff, flatten, pid_alive, run_kind, run_status, summary_row
+from labkit.inspect.runs import config_diff, flatten, summary_row
 from labkit.inspect.saliency import SaliencyMap, gradient_x_input, occlusion, saliency
 from labkit.inspect.surprisal import Surprisal, compare_surprisal, surprisal_html, token_surprisal
 
-__all__ = ["MAX_TOKENS", "X_AXES", "AttentionCapture", "BudgetRun", "EmptyInput", "RunCurves", "SaliencyMap",
+__all__ = ["MAX_TOKENS", "X_AXES", "AttentionCapture", "EmptyInput", "RunCurves", "SaliencyMap",
            "Surprisal", "agreement_accuracy", "agreement_margins", "attention_change", "capture_attention",
-           "clean_text", "compare_budget", "compare_surprisal", "config_diff", "copy_accuracy", "ema", "flatten",
+           "clean_text", "compare_surprisal", "config_diff", "copy_accuracy", "ema", "flatten",
            "frequency_buckets", "gradient_x_input", "head_stats", "induction_score", "induction_scores",
-           "language_model", "load_curves", "loss_by_position", "matched_rnn", "occlusion", "overall",
-           "parameter_count", "perplexity_by_frequency", "pid_alive", "read_budget_run", "repeated_sequences",
-           "run_curves", "run_kind", "run_status", "saliency", "sink_heads", "summary_row", "surprisal_html",
+           "language_model", "load_curves", "loss_by_position", "occlusion", "overall",
+           "perplexity_by_frequency", "repeated_sequences",
+           "run_curves", "saliency", "sink_heads", "summary_row", "surprisal_html",
            "token_counts", "token_surprisal", "window_losses"]

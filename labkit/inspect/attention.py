@@ -1,9 +1,10 @@
 """Attention patterns of a Transformer run, and what each head does with them.
 
 `capture_attention` runs a sentence through the model once and keeps every layer's and head's
-attention pattern, a (layers, heads, T, T) array in which row t is how query position t spreads
-its attention over positions 0..t (the causal mask zeroes the rest). bertviz, the plotly heatmaps
-and `head_stats` all read this one array.
+attention pattern, read at the `blocks.{i}.attn.pattern` hook points (labkit.models.hooks): a
+(layers, heads, T, T) array in which row t is how query position t spreads its attention over
+positions 0..t (the causal mask zeroes the rest). bertviz, the plotly heatmaps and `head_stats`
+all read this one array.
 
 Per head, averaged over the query positions t >= 1 (position 0 can only look at itself):
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from labkit.errors import LabkitError
 from labkit.inspect.predictions import EmptyInput, clean_text, device_of, encode_text, eval_mode, language_model
+from labkit.models.hooks import run_with_cache
 
 __all__ = ["MAX_TOKENS", "SINK_SHARE", "AttentionCapture", "EmptyInput", "attention_change", "capture_attention",
            "clean_text", "head_stats", "sink_heads", "uniform_entropy"]
@@ -72,8 +74,9 @@ def capture_attention(model: nn.Module, tokenizer: Any, text: str,
                           f"{getattr(config, 'cell', None) or getattr(config, 'family', 'different model')}")
     ids, total, notices = encode_text(model, tokenizer, text, max_tokens, "bertviz slows to a crawl on long inputs")
     with eval_mode(model), torch.inference_mode():
-        out = model(torch.tensor([ids], device=device_of(model)), return_attention=True, compute_logits=False)
-    attention = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()  # (L, H, T, T)
+        _, cache = run_with_cache(model, torch.tensor([ids], device=device_of(model)),
+                                  names="blocks.*.attn.pattern", compute_logits=False)
+    attention = cache.stack("attn.pattern")[:, 0].float().cpu().numpy()  # (L, H, T, T)
     tokens = [str(t) for t in tokenizer.id_to_token(ids)]
     return AttentionCapture(tokens, ids, attention, total, notices)
 

@@ -103,3 +103,12 @@ def model_view_html(capture: AttentionCapture) -> str:
     html = model_view(attention=_rounded(capture), tokens=list(capture.tokens), display_mode="light",
                       html_action="return")
     return make_offline(html.data)
+
+
+def model_view_height(capture: AttentionCapture) -> int:
+    """Pixels bertviz's model view needs (its own layout rule in bertviz 1.4's model_view.js):
+    one row of thumbnails per layer, each token 7 * 12 / heads px tall, or the detail panel."""
+    tokens, layers, heads = len(capture.tokens), capture.n_layers, capture.n_heads
+    rows = layers * (tokens * 7 * 12 / heads + 10) + 38
+    detail = tokens * 18 + 55
+    return int(max(rows, detail) + 40)

@@ -1,4 +1,4 @@
-"""Reading fine-tuning (classifier) runs for viewers, from their cards alone.
+"""Fine-tuning (classifier) runs for viewers: their cards, and predictions.
 
 A classifier run's card holds `accuracy`, a `confusion_matrix` (rows: true label, columns:
 predicted), per-class `precision` / `recall` (a dict by label, or a list), `train_size` and
@@ -9,13 +9,17 @@ what it has.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit.inspect.runs import model_label
-from labkit.rundir import RunInfo
-from labkit.train.metrics import read_metrics
+import torch
+from torch.nn import functional as F
+
+from labkit.data.batching import pad_batch
+from labkit.data.tasks import TextEncoder
+from labkit.errors import LabkitError, RunError
+from labkit.runs import RunInfo, load_run, model_label, run_metrics
 
 PER_CLASS = ("precision", "recall", "f1")
 
@@ -72,9 +76,9 @@ def summary(info: RunInfo) -> dict[str, Any]:
 
 
 def accuracy_curve(run_path: str | Path, key: str = "val_accuracy") -> tuple[list[float], list[float]]:
-    """(steps, values) of `key` in the run's metrics.jsonl, if it logs it."""
+    """(steps, values) of `key` in the run's metrics, if it logs it."""
     xs, ys = [], []
-    for r in read_metrics(Path(run_path) / "metrics.jsonl"):
+    for r in run_metrics(run_path):
         x, y = _number(r.get("step")), _number(r.get(key))
         if x is not None and y is not None:
             xs.append(x)
@@ -82,23 +86,32 @@ def accuracy_curve(run_path: str | Path, key: str = "val_accuracy") -> tuple[lis
     return xs, ys
 
 
-def load_predictor(run_path: str | Path) -> Callable[[str], tuple[str, float]] | None:
-    """sentence -> (label, probability) for a classifier run, through labkit.finetune when it
-    offers a way (`predict(path, sentence)` or `Classifier(path).predict`); None otherwise."""
-    try:
-        from labkit import finetune
-    except Exception:  # not there yet, or broken: the page says prediction is unavailable
-        return None
-    if callable(getattr(finetune, "predict", None)):
-        return lambda sentence: as_label_prob(finetune.predict(run_path, sentence))
-    if callable(getattr(finetune, "Classifier", None)):
-        classifier = finetune.Classifier(run_path)
-        return lambda sentence: as_label_prob(classifier.predict(sentence))
-    return None
+@dataclass
+class Prediction:
+    label: str
+    prob: float
+    probs: dict[str, float]
 
 
-def as_label_prob(result: Any) -> tuple[str, float]:
-    """(label, prob) from a tuple or from an object with `.label` and `.prob`."""
-    if isinstance(result, tuple) and len(result) >= 2:
-        return str(result[0]), float(result[1])
-    return str(result.label), float(result.prob)
+class Classifier:
+    """A fine-tuned run, loaded for predictions."""
+
+    def __init__(self, path: str | Path):
+        loaded = load_run(path)
+        if loaded.config.get("kind") != "classifier":
+            raise RunError(f"{path} is not a fine-tuned classifier run; make one with `labkit finetune`")
+        self.model = loaded.model
+        self.labels = tuple(loaded.config["labels"])
+        self.tokenizer = loaded.tokenizer
+        self.encode = TextEncoder(self.tokenizer)
+        self.max_len = loaded.config["finetune"]["max_len"]
+
+    @torch.inference_mode()
+    def predict(self, sentence: str) -> Prediction:
+        if not sentence.strip():
+            raise LabkitError("the sentence is empty; give some text to classify")
+        ids = self.encode(sentence.lower())[: self.max_len]
+        batch, _, mask = pad_batch([ids], self.tokenizer.pad_id)
+        probs = F.softmax(self.model(batch, mask).float(), -1)[0]
+        k = int(probs.argmax())
+        return Prediction(self.labels[k], float(probs[k]), dict(zip(self.labels, probs.tolist())))

@@ -1,6 +1,6 @@
-"""Training curves from metrics.jsonl: the series to plot, and TensorBoard's smoothing.
+"""Training curves from a run's metrics: the series to plot, and TensorBoard's smoothing.
 
-metrics.jsonl holds training records (`loss`, `ppl` every `log_every` steps), validation
+The metrics file holds training records (`loss`, `ppl` every `log_every` steps), validation
 records (`val_loss`, `val_ppl`) and one test record; each carries `step`, `tokens` and
 `elapsed_s` (training wall time), any of which can be the x axis.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit.train.metrics import read_metrics
+from labkit.runs import run_metrics
 
 X_AXES = {"step": "step", "tokens seen": "tokens", "wall time (s)": "elapsed_s"}
 METRICS = {"loss": ("loss", "val_loss"), "perplexity": ("ppl", "val_ppl")}
@@ -81,10 +81,10 @@ def run_curves(records: list[dict[str, Any]], x_axis: str = "step", metric: str 
 
 def load_curves(run_path: str | Path, x_axis: str = "step", metric: str = "loss") -> RunCurves:
     """`run_curves` of a run directory (a missing or half-written metrics file is fine)."""
-    return run_curves(read_metrics(Path(run_path) / "metrics.jsonl"), x_axis, metric)
+    return run_curves(run_metrics(run_path), x_axis, metric)
 
 
 def last_step(run_path: str | Path) -> int:
     """The last logged step of a run (0 before its first record)."""
-    steps = [r["step"] for r in read_metrics(Path(run_path) / "metrics.jsonl") if _finite(r.get("step"))]
+    steps = [r["step"] for r in run_metrics(run_path) if _finite(r.get("step"))]
     return int(max(steps, default=0))

@@ -22,6 +22,7 @@ from torch import nn
 
 from labkit.errors import LabkitError
 from labkit.inspect.predictions import check_fits, context_length, device_of, eval_mode, language_model
+from labkit.models.hooks import run_with_cache
 
 
 def repeated_sequences(pool: Sequence[int], length: int, batch: int = 8, seed: int = 0,
@@ -70,6 +71,7 @@ def induction_score(model: nn.Module, pool: Sequence[int] | None = None, length:
     ids = repeated_sequences(pool, length, batch, seed, prefix, middle)
     check_fits(model, ids.size(1))
     with eval_mode(model), torch.no_grad():
-        out = model(ids.to(device_of(model)), return_attention=True, compute_logits=False)
-    attention = torch.stack(out.attentions, dim=1).float().cpu().numpy()  # (B, L, H, T, T)
+        _, cache = run_with_cache(model, ids.to(device_of(model)), names="blocks.*.attn.pattern",
+                                  compute_logits=False)
+    attention = cache.stack("attn.pattern").transpose(0, 1).float().cpu().numpy()  # (B, L, H, T, T)
     return induction_scores(attention, length, len(prefix), len(middle))

@@ -1,74 +1,11 @@
-"""Reading run directories for viewers: status, kind, a summary row, and config differences.
-
-A run's card says "running" from its first step until it ends; if the process that wrote it was
-killed (no chance to write "interrupted"), the card keeps saying "running". So a run counts as
-running only while the card says so *and* its process is alive; otherwise it is shown as
-"interrupted (stale)".
-"""
+"""Runs as tables for viewers: a summary row per run, and the config fields that differ.
+(Status, kind and loading are labkit.runs'.)"""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from labkit.rundir import RunInfo
-
-STALE = "interrupted (stale)"
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether a process with this id exists (and, on Linux, is not a zombie)."""
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    except OSError:
-        return False
-    if sys.platform.startswith("linux"):
-        try:  # a finished child not yet reaped still answers kill(pid, 0)
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            return state not in ("Z", "X")
-        except (OSError, IndexError):
-            return False
-    return True
-
-
-def run_status(info: RunInfo) -> str:
-    """finished, running, interrupted, failed, interrupted (stale), incomplete or unreadable."""
-    if info.error:
-        return "unreadable"
-    if not info.card:
-        return "incomplete"  # config written, training not started (or the card was lost)
-    status = str(info.card.get("status", "?"))
-    if status == "running" and not pid_alive(info.card.get("pid")):
-        return STALE
-    return status
-
-
-def run_kind(info: RunInfo) -> str:
-    """"lm" (pretraining) or "classifier" (fine-tuning); older runs without a kind are LMs."""
-    return str((info.config or {}).get("kind", "lm"))
-
-
-def model_label(config: dict[str, Any] | None) -> str:
-    """A short name for the model: lstm, gru, rnn_tanh, transformer, ..."""
-    model = (config or {}).get("model") or {}
-    if not isinstance(model, dict):
-        return "?"
-    if isinstance(model.get("body"), dict):  # a classifier: the language model it is built on
-        return f"{model_label({'model': model['body']})} {model.get('family', 'classifier')}"
-    return str(model.get("cell") or model.get("family") or "?")
-
-
-def is_transformer(info: RunInfo) -> bool:
-    model = (info.config or {}).get("model")
-    return run_kind(info) == "lm" and isinstance(model, dict) and model.get("family") == "transformer"
+from labkit.runs import RunInfo, model_label, run_kind, run_status
 
 
 def summary_row(info: RunInfo) -> dict[str, Any]:

@@ -16,8 +16,9 @@ explains the prediction made after reading tokens 0..t (of the text's next token
 of the model's top guess, or of a target you choose). Its `shares()` (|score| / sum of |score| per
 row) draw in the same heatmap style as attention (labkit.inspect.plots.position_maps_figure).
 
-The embeddings are read with a forward hook on the model's embedding layer, so the models need no
-change. Saliency is a local, first-order view: a small score does not prove a token is unused.
+The token embeddings are read, and differentiated at, through the models' `embed` hook point
+(labkit.models.hooks.gradient_at). Saliency is a local, first-order view: a small score does not
+prove a token is unused.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from labkit.inspect.predictions import (
     require_lm,
     target_log_probs,
 )
+from labkit.models.hooks import gradient_at
 
 METHODS = ("gradient", "occlusion")
 
@@ -63,15 +65,6 @@ class SaliencyMap:
         return np.divide(size, sums, out=np.zeros_like(size), where=sums > 0)
 
 
-def embedding_layer(model: nn.Module) -> nn.Embedding:
-    """The token embedding of either family (TransformerLM.tok_embed, RNNLM.embed)."""
-    for name in ("tok_embed", "embed"):
-        layer = getattr(model, name, None)
-        if isinstance(layer, nn.Embedding):
-            return layer
-    raise LabkitError(f"{type(model).__name__} has no token embedding (tok_embed or embed) to take gradients at")
-
-
 def gradient_x_input(model: nn.Module, ids: Sequence[int], targets: Sequence[int]) -> np.ndarray:
     """(T, T) gradient x input: row t, column s <= t is e_s . d log P(targets[t] | ids[:t+1]) / d e_s.
 
@@ -80,25 +73,14 @@ def gradient_x_input(model: nn.Module, ids: Sequence[int], targets: Sequence[int
     model = require_lm(model, "saliency")
     T = len(ids)
     x = torch.tensor([list(ids)] * T, device=device_of(model))  # (T, T): batch row t explains position t
-    embedded: list[torch.Tensor] = []
-
-    def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_(True)  # (T, T, E): the embeddings, as a leaf to differentiate at
-        embedded.append(leaf)
-        return leaf
-
-    handle = embedding_layer(model).register_forward_hook(keep)
     # cuDNN's RNN has no backward pass in eval mode; the plain kernels do.
-    with eval_mode(model), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-        try:
-            hidden = model(x, compute_logits=False).hidden  # (T, T, D)
-        finally:
-            handle.remove()
+    with eval_mode(model), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False), \
+            gradient_at(model, "embed") as embedded:
+        hidden = model(x, compute_logits=False).hidden  # (T, T, D)
         rows = torch.arange(T, device=x.device)
         log_probs = F.log_softmax(model.logits(hidden[rows, rows]).float(), dim=-1)  # (T, V)
-        wanted = log_probs[rows, torch.as_tensor(list(targets), device=x.device)].sum()
-        (grad,) = torch.autograd.grad(wanted, embedded[0])  # (T, T, E)
-    scores = (grad * embedded[0].detach()).sum(-1).float()  # (T, T)
+        grad = embedded.grad(log_probs[rows, torch.as_tensor(list(targets), device=x.device)].sum())  # (T, T, E)
+    scores = (grad * embedded.value).sum(-1).float()  # (T, T)
     return torch.tril(scores).cpu().numpy()
 
 

@@ -1,10 +1,15 @@
 """A sequence classifier on top of a language model's body.
 
 The pretrained network reads the sentence exactly as it did during pretraining; a small head
-maps one pooled vector to class scores:
+maps one pooled vector to class scores. Pooling h_1..h_T = body(x) over the real tokens:
 
-    RNN:         h_1..h_T = body(x)   pooled = h_T (last real token) or the masked mean
-    Transformer: h_1..h_T = body(x)   pooled = the masked mean, or h_T (it has seen every token)
+    last:   h_T, the last real token's state (an RNN's default: it has read the whole sentence)
+    mean:   the mean of h_1..h_T (a Transformer's default: each h_t has seen only its prefix)
+    max:    the element-wise max of h_1..h_T
+    concat: [last, max, mean] side by side, ULMFiT's pooling (Howard & Ruder 2018), 3x wider
+
+Padding after the real tokens never changes the result: a causal body's states at real tokens do
+not read it, and the pooling reads real tokens only.
 
 Fine-tuning minimises L_fine = -sum log P(y | x) over labelled sentences; pretraining first
 minimised L_pre = -sum_t log P(x_t | x_<t) on raw text. The body's weights carry over; the head
@@ -21,7 +26,7 @@ from torch import nn
 
 from labkit.config import JSONConfig
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "max", "concat")
 
 
 @dataclass
@@ -40,46 +45,40 @@ class ClassifierConfig(JSONConfig):
 
 
 class SequenceClassifier(nn.Module):
-    def __init__(self, config: ClassifierConfig):
+    def __init__(self, config: ClassifierConfig, *, fast: bool = True):
         super().__init__()
         from labkit.models import build_model  # the package imports this module
 
         self.config = config
-        self.body = build_model(config.body)
-        width = self.body.config.d_hidden if self.body.config.family == "rnn" else self.body.config.d_model
+        self.body = build_model(config.body, fast=fast)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(width, config.n_classes)
-
-    @property
-    def max_len(self) -> int | None:
-        return getattr(self.body.config, "context_length", None)
+        self.head = nn.Linear(self.body.width * (3 if config.pooling == "concat" else 1), config.n_classes)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: (B, T), right-padded (mask True on real tokens) -> class logits (B, C)."""
-        if self.body.config.family == "rnn":
-            hidden, _ = self.body.encode(ids)  # (B, T, H)
-        else:
-            hidden, _ = self.body.encode(ids[:, : self.max_len])  # (B, T, C)
-            mask = mask[:, : self.max_len]
-        lengths = mask.sum(1).clamp(min=1)  # (B,); an empty sentence reads its first position
-        if self.config.pooling == "last":
-            pooled = hidden[torch.arange(ids.size(0), device=ids.device), lengths - 1]  # (B, D)
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * weights).sum(1) / lengths.unsqueeze(-1).to(hidden.dtype)  # (B, D)
-        return self.head(self.drop(pooled))
+        limit = self.body.context_length  # None: an RNN reads any length
+        if limit is not None:
+            ids, mask = ids[:, :limit], mask[:, :limit]
+        hidden = self.body(ids, compute_logits=False).hidden  # (B, T, D)
+        return self.head(self.drop(pool(hidden, mask.bool(), self.config.pooling)))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Body parameters from the top layer down to the embeddings, for gradual unfreezing."""
-        body = self.body
-        if body.config.family == "transformer":
-            groups = [list(body.ln_f.parameters())]
-            groups[0] += list(body.blocks[-1].parameters())
-            groups += [list(b.parameters()) for b in reversed(body.blocks[:-1])]
-            groups.append([body.tok_embed.weight, body.pos_embed.weight])
-            return groups
-        n = body.config.n_layers
-        groups = [[p for name, p in body.rnn.named_parameters() if name.endswith(f"_l{k}")]
-                  for k in reversed(range(n))]
-        groups.append([body.embed.weight])
-        return groups
+        return self.body.layer_groups()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Hidden states (B, T, D) and mask (B, T) -> (B, D), or (B, 3D) for "concat", from the real
+    tokens only. An empty sentence reads its first position ("mean" gives zeros for it)."""
+    lengths = mask.sum(1).clamp(min=1)  # (B,)
+    last = hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1]  # (B, D)
+    if how == "last":
+        return last
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    mean = (hidden * weights).sum(1) / lengths.unsqueeze(-1).to(hidden.dtype)  # (B, D)
+    if how == "mean":
+        return mean
+    real = mask.clone()
+    real[:, 0] |= ~mask.any(1)  # an empty sentence: its first position, as for "last"
+    top = hidden.masked_fill(~real.unsqueeze(-1), float("-inf")).amax(1)  # (B, D)
+    return top if how == "max" else torch.cat([last, top, mean], dim=-1)  # concat: (B, 3D)

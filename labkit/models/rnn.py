@@ -10,6 +10,10 @@ recurrent layers -> dropout -> linear output layer over the vocabulary.
 
 The state is carried between calls: the trainer feeds consecutive bptt windows of the same
 streams and passes the returned state back in (detached), so the model sees an unbroken text.
+
+torch's fused kernels (nn.LSTM, nn.GRU, nn.RNN) run the recurrence; `RNNLM.recurrence` spells the
+same equations out step by step with the same weights, and runs instead while a hook sits on one
+of the per-step points (h_t, c_t, the gates: see labkit.models.hooks).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from labkit.config import JSONConfig
-from labkit.models.dropout import Dropout
+from labkit.models.hooks import HookedEmbedding, HookPoint, has_hooks, hook_points
 from labkit.models.output import LMOutput, check_output, head_flops, head_logits, make_head
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
@@ -54,14 +59,51 @@ class RNNConfig(JSONConfig):
         self.adaptive_cutoffs = tuple(self.adaptive_cutoffs)
         check_output(self.output, self.adaptive_cutoffs, self.vocab_size, self.tie_weights)
 
+    def approximate_parameters(self) -> int:
+        """The parameter count from the config alone (the big matrices; biases aside)."""
+        gates = {"lstm": 4, "gru": 3}.get(self.cell, 1)
+        n = self.vocab_size * self.d_embed + (0 if self.tie_weights else self.d_hidden * self.vocab_size)
+        return n + sum(gates * self.d_hidden * ((self.d_embed if i == 0 else self.d_hidden) + self.d_hidden)
+                       for i in range(self.n_layers))
+
+
+GATES = {"lstm": ("input", "forget", "candidate", "output"), "gru": ("reset", "update", "candidate")}
+
+
+class Gates(nn.Module):
+    """A point per gate (not an nn.ModuleDict: its `update` method would hide the GRU's gate)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        for name in names:
+            setattr(self, name, HookPoint())
+
+
+class LayerPoints(nn.Module):
+    """The hook points of one recurrent layer, each called once per time step with a (B, H) value."""
+
+    def __init__(self, cell: str):
+        super().__init__()
+        self.hidden = HookPoint()  # h_t
+        if cell == "lstm":
+            self.cell = HookPoint()  # c_t
+        if cell in GATES:
+            self.gates = Gates(GATES[cell])
+
 
 class RNNLM(nn.Module):
+    carries_state = True  # the state returned by one call continues the text in the next
+    default_pooling = "last"  # for a classifier on top: the last state has read the whole sentence
+    context_length = None  # reads any length
+
     def __init__(self, config: RNNConfig):
         super().__init__()
         self.config = config
         c = config
-        self.embed = nn.Embedding(c.vocab_size, c.d_embed)
-        self.drop = Dropout(c.dropout)
+        # The layer is itself the `embed` point, (B, T, E): the name belongs to the layer that holds
+        # `embed.weight` in saved runs.
+        self.embed = HookedEmbedding(c.vocab_size, c.d_embed)
+        self.drop = nn.Dropout(c.dropout)
         between = c.dropout if c.n_layers > 1 else 0.0  # torch warns on dropout with 1 layer
         if c.cell == "lstm":
             self.rnn = nn.LSTM(c.d_embed, c.d_hidden, c.n_layers, dropout=between, batch_first=True)
@@ -75,6 +117,11 @@ class RNNLM(nn.Module):
             # Press & Wolf (2017): one matrix both reads and writes words; fewer parameters,
             # usually lower perplexity.
             self.head.weight = self.embed.weight
+        self.layers = nn.ModuleList(LayerPoints(c.cell) for _ in range(c.n_layers))
+        self.final = HookPoint()  # (B, T, H)
+        # `self.logits` is the output-layer method below, so this point is registered by hand
+        self._modules["logits"] = HookPoint()  # (B, T, V)
+        hook_points(self)  # tell every point its name
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -84,6 +131,11 @@ class RNNLM(nn.Module):
             if not self.config.tie_weights:
                 nn.init.uniform_(self.head.weight, -0.1, 0.1)
             nn.init.zeros_(self.head.bias)
+
+    @property
+    def width(self) -> int:
+        """The width of the hidden states the output layer (or a classifier) reads."""
+        return self.config.d_hidden
 
     def init_hidden(self, batch_size: int, device: torch.device | str | None = None) -> RNNState:
         c = self.config
@@ -105,18 +157,81 @@ class RNNLM(nn.Module):
         if state is None:
             state = self.init_hidden(idx.size(0), idx.device)
         x = self.drop(self.embed(idx))  # (B, T, E)
-        h, state = self.rnn(x, state)  # (B, T, H)
-        return self.drop(h), state
+        if has_hooks(self.layers):
+            h, state = self.recurrence(x, state)  # spelled out, so that every step meets the points
+        else:
+            h, state = self.rnn(x, state)  # (B, T, H): torch's fused kernel
+        return self.final(self.drop(h)), state
+
+    def recurrence(self, x: torch.Tensor, state: RNNState) -> tuple[torch.Tensor, RNNState]:
+        """What `self.rnn(x, state)` computes, one step and one layer at a time, with its weights;
+        the points of `self.layers` see every step and may replace h_t, c_t or a gate, which the
+        next step and the layer above then read. x (B, T, E) -> top-layer h (B, T, H), new state."""
+        lstm = self.config.cell == "lstm"
+        h0, c0 = state if lstm else (state, state)  # a GRU or vanilla RNN has no cell: c is unused
+        h, c = list(h0.unbind(0)), list(c0.unbind(0))  # per layer (B, H)
+        between = self.rnn.dropout if self.training else 0.0  # torch's dropout between layers
+        points = [p for p in self.layers.modules() if isinstance(p, HookPoint)]
+        top = []
+        try:
+            for t in range(x.size(1)):
+                for point in points:
+                    point.step = t
+                inp = x[:, t]  # (B, E)
+                for k in range(len(h)):
+                    h[k], c[k] = self.step(k, inp, h[k], c[k])
+                    inp = F.dropout(h[k], between, True) if between and k < len(h) - 1 else h[k]
+                top.append(h[-1])
+        finally:
+            for point in points:
+                point.step = None
+        h_n = torch.stack(h)  # (L, B, H)
+        return torch.stack(top, 1), ((h_n, torch.stack(c)) if lstm else h_n)
+
+    def step(self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step of layer k: input x (B, in), previous h and c (B, H) -> new h and c.
+        PyTorch stacks the gates' weights in the order i, f, g, o (LSTM) and r, z, n (GRU)."""
+        rnn, points = self.rnn, self.layers[k]
+        gi = F.linear(x, getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"bias_ih_l{k}"))  # (B, G*H) from x_t
+        gh = F.linear(h, getattr(rnn, f"weight_hh_l{k}"), getattr(rnn, f"bias_hh_l{k}"))  # (B, G*H) from h_{t-1}
+        cell = self.config.cell
+        if cell == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, dim=1)  # each (B, H)
+            gates = points.gates
+            i = gates.input(torch.sigmoid(i))  # how much of the candidate to write
+            f = gates.forget(torch.sigmoid(f))  # how much of the old cell to keep
+            g = gates.candidate(torch.tanh(g))  # what to write
+            o = gates.output(torch.sigmoid(o))  # how much of the cell to show
+            c = points.cell(f * c + i * g)  # c_t = f * c_{t-1} + i * g
+            h = o * torch.tanh(c)  # h_t = o * tanh(c_t)
+        elif cell == "gru":
+            r_x, z_x, n_x = gi.chunk(3, dim=1)
+            r_h, z_h, n_h = gh.chunk(3, dim=1)
+            r = points.gates.reset(torch.sigmoid(r_x + r_h))  # how much of h_{t-1} the candidate reads
+            z = points.gates.update(torch.sigmoid(z_x + z_h))  # how much of h_{t-1} to keep
+            n = points.gates.candidate(torch.tanh(n_x + r * n_h))
+            h = (1 - z) * n + z * h  # h_t
+        else:
+            h = (torch.tanh if cell == "rnn_tanh" else torch.relu)(gi + gh)  # h_t = f(W_xh x_t + W_hh h_{t-1} + b)
+        return points.hidden(h), c
 
     def forward(self, idx: torch.Tensor, state: RNNState | None = None, *,
-                compute_logits: bool = True, **_: object) -> LMOutput:
+                compute_logits: bool = True) -> LMOutput:
         hidden, state = self.encode(idx, state)
-        logits = self.logits(hidden) if compute_logits else None  # (B, T, V)
+        logits = self._modules["logits"](self.logits(hidden)) if compute_logits else None  # (B, T, V)
         return LMOutput(logits=logits, hidden=hidden, state=state)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output layer: hidden states (..., H) -> logits (..., V)."""
         return head_logits(self.head, hidden)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters from the top layer down to the embeddings, for gradual unfreezing (the
+        output layer is left out: a classifier does not use it)."""
+        groups = [[p for name, p in self.rnn.named_parameters() if name.endswith(f"_l{k}")]
+                  for k in reversed(range(self.config.n_layers))]
+        groups.append([self.embed.weight])
+        return groups
 
     def flops_per_token(self, context: int | None = None) -> int:
         """Forward FLOPs per token: 2 per multiply-add of every matrix product."""

@@ -10,14 +10,14 @@ d_model / n_heads-wide slices and concatenates them:
 
     MultiHead(X) = Concat(head_1, ..., head_h) W_O,   head_i = Attention(X W_Q^i, X W_K^i, X W_V^i)
 
-Two attention paths compute the same thing: the fast one calls
-`torch.nn.functional.scaled_dot_product_attention` (fused kernels); the explicit one writes the
-softmax out and can return the attention pattern of every layer and head for the viewers.
+The attention is written out as these equations read; its weights pass through the hook point
+`blocks.{i}.attn.pattern` and each head's output through `blocks.{i}.attn.z` (labkit.models.hooks
+lists every point). The fused kernels that make it fast live in labkit.models.fast, behind
+`build_model(config, fast=True)`, tested against this plain version.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from labkit.config import JSONConfig
-from labkit.models.dropout import Dropout, dropout
-from labkit.models.output import LMOutput, check_output, head_flops, head_logits, linear, make_head
+from labkit.models.hooks import HookPoint, hook_points
+from labkit.models.output import LMOutput, check_output, head_flops, head_logits, make_head
 
 
 @dataclass
@@ -56,6 +56,12 @@ class TransformerConfig(JSONConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.adaptive_cutoffs = tuple(self.adaptive_cutoffs)
         check_output(self.output, self.adaptive_cutoffs, self.vocab_size, self.tie_weights)
+
+    def approximate_parameters(self) -> int:
+        """The parameter count from the config alone (the big matrices; biases and norms aside)."""
+        n = (self.vocab_size + self.context_length) * self.d_model  # token and position embeddings
+        n += 0 if self.tie_weights else self.d_model * self.vocab_size
+        return n + self.n_layers * (4 * self.d_model * self.d_model + 2 * self.d_model * self.d_ff)
 
 
 class KVCache:
@@ -105,47 +111,35 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_heads = config.n_heads
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
-        self.dropout = config.dropout
-        self.resid_drop = Dropout(config.dropout)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)  # queries, keys and values of all heads
+        self.proj = nn.Linear(config.d_model, config.d_model)  # W_O
+        self.attn_drop = nn.Dropout(config.dropout)
+        self.resid_drop = nn.Dropout(config.dropout)
+        self.pattern = HookPoint()  # (B, nh, T, S)
+        self.z = HookPoint()  # (B, nh, T, hs)
+        self.out = HookPoint()  # (B, T, C)
 
-    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
-                explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
         hs = C // self.n_heads
-        q, k, v = linear(self.qkv, x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
-        past = 0
         if cache is not None:
-            past = cache.length
-            k, v = cache.append(layer, k, v)  # (B, nh, S, hs), S = past + T
-        S = k.size(2)
-        p_drop = self.dropout if self.training else 0.0
+            k, v = cache.append(layer, k, v)  # (B, nh, S, hs): the cached prefix, then these T
+        z = self.z(self.attend(q, k, v))  # (B, nh, T, hs)
+        y = z.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.out(self.resid_drop(self.proj(y)))
 
-        att = None
-        if explicit or (self.training and x.device.type == "cpu"):
-            # Spelled out when the weights are asked for, and for training on a CPU: there torch's
-            # fused kernel has no dropout (it falls back to these same steps, with a slower mask)
-            # and its backward pass is slower than these products (docs/benchmarks.md).
-            bias = additive_mask(T, S, x.device, q.dtype if q.dtype == k.dtype else torch.float32)
-            # mask + q k^T / sqrt(hs) in one product: -inf where a query must not look
-            scores = torch.baddbmm(bias.expand(B * self.n_heads, T, S), q.reshape(-1, T, hs),
-                                   k.reshape(-1, S, hs).transpose(1, 2), alpha=1 / math.sqrt(hs))
-            att = F.softmax(scores.view(B, self.n_heads, T, S), dim=-1)  # (B, nh, T, S)
-            y = dropout(att, p_drop, self.training) @ v  # (B, nh, T, hs)
-        elif past == 0 or T == 1:
-            # No cache, or one new query that may see every cached key: the fused kernel's own
-            # causal flag (aligned top-left) is right in both cases.
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop, is_causal=past == 0 and T > 1)
-        else:
-            # Several new queries after a cached prefix: the mask is aligned bottom-right.
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device),
-                                               dropout_p=p_drop)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_drop(linear(self.proj, y)), att
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(hs) + M) v for queries (B, nh, T, hs), the last T of the S
+        positions whose keys and values (B, nh, S, hs) are given."""
+        T, S = q.size(2), k.size(2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, S)
+        scores = scores.masked_fill(~causal_mask(T, S, q.device), float("-inf"))
+        att = self.pattern(F.softmax(scores, dim=-1))  # (B, nh, T, S): each row sums to 1
+        return self.attn_drop(att) @ v  # (B, nh, T, hs)
 
 
 def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -155,23 +149,16 @@ def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> tor
     return k_pos <= q_pos
 
 
-@functools.lru_cache(maxsize=8)
-def additive_mask(T: int, S: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(T, S): 0 where query t may look at key s, -inf elsewhere (made once per shape)."""
-    with torch.inference_mode(False):  # a normal tensor, usable in training whoever made it first
-        mask = torch.zeros(T, S, device=device, dtype=dtype)
-        return mask.masked_fill_(~causal_mask(T, S, device), float("-inf"))
-
-
 class MLP(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.fc = nn.Linear(config.d_model, config.d_ff)
         self.proj = nn.Linear(config.d_ff, config.d_model)
-        self.drop = Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.out = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(linear(self.proj, F.gelu(linear(self.fc, x))))
+        return self.out(self.drop(self.proj(F.gelu(self.fc(x)))))
 
 
 class Block(nn.Module):
@@ -184,28 +171,35 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
+        self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, T, C)
 
-    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
-                explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, att = self.attn(self.ln1(x), layer, cache, explicit)
-        x = x + a
-        x = x + self.mlp(self.ln2(x))
-        return x, att
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+        x = self.resid_pre(x)
+        x = self.resid_mid(x + self.attn(self.ln1(x), layer, cache))
+        return self.resid_post(x + self.mlp(self.ln2(x)))
 
 
 class TransformerLM(nn.Module):
+    carries_state = False  # each call reads its whole context (a KV cache only saves recomputing it)
+    default_pooling = "mean"  # for a classifier on top: every position has seen only its prefix
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = config
         c = config
         self.tok_embed = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_embed = nn.Embedding(c.context_length, c.d_model)  # learned positions
-        self.drop = Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = make_head(c.d_model, c.vocab_size, c.output, c.adaptive_cutoffs, bias=False)
         if c.tie_weights:
             self.head.weight = self.tok_embed.weight
+        self.embed = HookPoint()  # (B, T, C): token embeddings, before the positions are added
+        self.final = HookPoint()  # (B, T, C)
+        # `self.logits` is the output-layer method below, so this point is registered by hand
+        self._modules["logits"] = HookPoint()  # (B, T, V)
+        hook_points(self)  # tell every point its name
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layers) so the residual
         # stream's variance does not grow with depth.
@@ -220,39 +214,52 @@ class TransformerLM(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @property
+    def width(self) -> int:
+        """The width of the hidden states the output layer (or a classifier) reads."""
+        return self.config.d_model
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layers)
 
-    def encode(self, idx: torch.Tensor, cache: KVCache | None = None, *,
-               return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """Token ids (B, T) -> final hidden states (B, T, C) and, when asked, attention maps."""
+    def encode(self, idx: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
+        """Token ids (B, T) -> final hidden states (B, T, C), and the cache (now holding them too)."""
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.context_length:
             raise ValueError(f"sequence of {past + T} tokens exceeds the context length "
                              f"{self.config.context_length}")
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.drop(self.tok_embed(idx) + self.pos_embed(pos))  # (B, T, C)
-        attentions: list[torch.Tensor] = []
+        x = self.drop(self.embed(self.tok_embed(idx)) + self.pos_embed(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x, att = block(x, i, cache, explicit=return_attention)
-            if att is not None:
-                attentions.append(att)
-        return self.ln_f(x), (attentions if return_attention else None)
+            x = block(x, i, cache)
+        return self.final(self.ln_f(x)), cache
 
     def forward(self, idx: torch.Tensor, state: KVCache | None = None, *,
-                use_cache: bool = False, return_attention: bool = False,
-                compute_logits: bool = True) -> LMOutput:
+                use_cache: bool = False, compute_logits: bool = True) -> LMOutput:
         """With `use_cache` (or a cache passed as `state`) keys and values are kept in the
         returned state, so the next call only needs the new tokens."""
         cache = state if state is not None else (self.new_cache() if use_cache else None)
-        hidden, attentions = self.encode(idx, cache, return_attention=return_attention)
-        logits = self.logits(hidden) if compute_logits else None  # (B, T, V)
-        return LMOutput(logits=logits, hidden=hidden, state=cache, attentions=attentions)
+        hidden, cache = self.encode(idx, cache)
+        logits = self._modules["logits"](self.logits(hidden)) if compute_logits else None  # (B, T, V)
+        return LMOutput(logits=logits, hidden=hidden, state=cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output layer: hidden states (..., C) -> logits (..., V)."""
         return head_logits(self.head, hidden)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters from the top down to the embeddings, for gradual unfreezing: the top block
+        with the final norm, each block below, then both embeddings (the output layer is left out:
+        a classifier does not use it)."""
+        groups = [[*self.ln_f.parameters(), *self.blocks[-1].parameters()]]
+        groups += [list(b.parameters()) for b in reversed(self.blocks[:-1])]
+        groups.append([self.tok_embed.weight, self.pos_embed.weight])
+        return groups
 
     def flops_per_token(self, context: int | None = None) -> int:
         """Forward FLOPs per token (2 per multiply-add), attention over `context` positions."""

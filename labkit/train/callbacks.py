@@ -6,7 +6,6 @@ hook receives the trainer and one plain dict (the same record that goes to metri
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -33,14 +32,24 @@ class ProgressBar(Callback):
 
     def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.bar.n = record["step"]
-        loss = record["loss"]
-        self.bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
-                             tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        shown = {"loss": f"{record['loss']:.3f}"}
+        if "ppl" in record:
+            shown["ppl"] = f"{record['ppl']:.1f}"
+        self.bar.set_postfix(**shown, tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
         self.bar.refresh()
 
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self.bar.write(f"step {record['step']}: val loss {record['val_loss']:.4f}, "
-                       f"val ppl {record['val_ppl']:.2f}")
+        self.bar.write(self.describe(record))
+
+    @staticmethod
+    def describe(record: dict[str, Any]) -> str:
+        """"step 200: val loss 5.1234, val ppl 168.01" (or val accuracy for a classifier)."""
+        parts = [f"val loss {record['val_loss']:.4f}"]
+        if record.get("val_ppl") is not None:
+            parts.append(f"val ppl {record['val_ppl']:.2f}")
+        if record.get("val_accuracy") is not None:
+            parts.append(f"val accuracy {record['val_accuracy']:.4f}")
+        return f"step {record['step']}: " + ", ".join(parts)
 
     def on_end(self, trainer: Trainer, card: dict[str, Any]) -> None:
         self.bar.close()

@@ -68,8 +68,7 @@ class Dist:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                       else None)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # --- collectives on a few numbers (CPU tensors: gloo carries them) ------------------
     def _reduce(self, values: Sequence[float], op: dist.ReduceOp) -> list[float]:
@@ -81,6 +80,9 @@ class Dist:
 
     def mean(self, value: float) -> float:
         return self._reduce([value], dist.ReduceOp.SUM)[0] / self.world_size
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        return self._reduce(values, dist.ReduceOp.SUM)
 
     def max(self, values: Sequence[float]) -> list[float]:
         return self._reduce(values, dist.ReduceOp.MAX)

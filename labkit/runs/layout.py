@@ -23,9 +23,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +32,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from labkit.atomic import atomic_path, write_atomic
+from labkit.atomic import atomic_path, make_temporary_dir, write_atomic
 from labkit.errors import RunError
 
 FORMAT_VERSION = 1
 KEEP_CHECKPOINTS = 2
+# The file names of a run: only this package spells them out.
+CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD = "config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl", "card.json"
+CHECKPOINTS, STATE = "checkpoints", "state.pt"
 WHY = {errno.ENOSPC: "the disk is full (no space left on device)",
        errno.EDQUOT: "the disk quota is exceeded",
        errno.EROFS: "the file system is read-only",
@@ -49,7 +50,7 @@ def write_error(path: str | os.PathLike, error: OSError) -> RunError:
     """A failed write in a run directory as a one-line RunError: why, and what is still safe."""
     why = WHY.get(error.errno or 0, error.strerror or str(error))
     path = Path(path)
-    root = next((p.parent for p in path.parents if p.name == "checkpoints"), path.parent)
+    root = next((p.parent for p in path.parents if p.name == CHECKPOINTS), path.parent)
     latest = RunDir(root).latest_checkpoint()
     then = (f"the last checkpoint, {latest.name}, is intact: fix that, then continue with "
             "--resume" if latest else "fix that and try again")
@@ -69,12 +70,20 @@ class RunDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    config_path = property(lambda self: self.root / "config.json")
-    tokenizer_path = property(lambda self: self.root / "tokenizer.json")
-    weights_path = property(lambda self: self.root / "model.safetensors")
-    checkpoints_dir = property(lambda self: self.root / "checkpoints")
-    metrics_path = property(lambda self: self.root / "metrics.jsonl")
-    card_path = property(lambda self: self.root / "card.json")
+    config_path = property(lambda self: self.root / CONFIG)
+    tokenizer_path = property(lambda self: self.root / TOKENIZER)
+    weights_path = property(lambda self: self.root / WEIGHTS)
+    checkpoints_dir = property(lambda self: self.root / CHECKPOINTS)
+    metrics_path = property(lambda self: self.root / METRICS)
+    card_path = property(lambda self: self.root / CARD)
+
+    @staticmethod
+    def checkpoint_weights(checkpoint: Path) -> Path:
+        return checkpoint / WEIGHTS
+
+    @staticmethod
+    def checkpoint_state(checkpoint: Path) -> Path:
+        return checkpoint / STATE
 
     @property
     def name(self) -> str:
@@ -101,6 +110,19 @@ class RunDir:
 
     def save_config(self, config: dict[str, Any]) -> None:
         self.write_json(self.config_path, {"format_version": FORMAT_VERSION, **config})
+
+    def create(self, tokenizer: Any, config: dict[str, Any]) -> None:
+        """Make the run: its folder, the tokenizer (an object with `save(path)`) and the config.
+        A failure (disk full, no permission) is a RunError, and what this call made is removed."""
+        created = not self.root.exists()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(self.tokenizer_path)
+            self.save_config(config)
+        except (OSError, RunError) as e:
+            if created:
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise e if isinstance(e, RunError) else write_error(self.root, e) from None
 
     def load_config(self) -> dict[str, Any]:
         config = self.read_json(self.config_path)
@@ -133,11 +155,11 @@ class RunDir:
         try:
             self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
             self.remove_stale_files()
-            tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_dir, prefix=".tmp-"))
-            save_weights(model, tmp / "model.safetensors", {"step": str(step)})
+            tmp = make_temporary_dir(self.checkpoints_dir, ".tmp-")
+            save_weights(model, tmp / WEIGHTS, {"step": str(step)})
             buffer = io.BytesIO()  # torch.save reports a full disk as a RuntimeError: write it here
             torch.save(state, buffer)
-            with open(tmp / "state.pt", "wb") as f:
+            with open(tmp / STATE, "wb") as f:
                 f.write(buffer.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
@@ -171,7 +193,7 @@ class RunDir:
         if not self.checkpoints_dir.is_dir():
             return []
         return sorted(p for p in self.checkpoints_dir.glob("step-*")
-                      if (p / "state.pt").is_file() and (p / "model.safetensors").is_file())
+                      if (p / STATE).is_file() and (p / WEIGHTS).is_file())
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
@@ -194,8 +216,10 @@ def _remove_dir(path: Path, ignore_errors: bool = False) -> None:
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors, atomically (save_model also handles tied weights)."""
     with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode & 0o777  # 0666 less the umask; safetensors makes its files 0600
         try:
             save_model(model, str(tmp), metadata=metadata)
+            tmp.chmod(mode)
         except SafetensorError as e:  # "... I/O error: No space left on device (os error 28)"
             code = re.search(r"os error (\d+)", str(e))
             if code is None:
@@ -230,36 +254,6 @@ def load_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise RunError(f"refusing to load {path}: not a labkit training state")
     return state
-
-
-@dataclass
-class RunInfo:
-    path: Path
-    config: dict[str, Any] | None
-    card: dict[str, Any] | None
-    error: str | None  # why the run cannot be read, when it cannot
-
-
-def list_runs(root: str | Path) -> list[RunInfo]:
-    """Every folder under `root` that looks like a run; unreadable ones carry an error."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    infos = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        run = RunDir(path)
-        try:
-            config = run.load_config()
-        except RunError as e:
-            infos.append(RunInfo(path, None, None, str(e)))
-            continue
-        try:
-            card = run.read_card() if run.card_path.exists() else None
-        except RunError as e:
-            infos.append(RunInfo(path, config, None, str(e)))
-            continue
-        infos.append(RunInfo(path, config, card, None))
-    return infos
 
 
 def safe_run_path(root: str | Path, name: str) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +10,10 @@ from torch import nn
 
 from labkit import __version__
 from labkit.data.lm import DataConfig, LMData, load_lm_data
-from labkit.data.tokenizers import Tokenizer, load_tokenizer
-from labkit.device import pick_device
+from labkit.data.tokenizers import load_tokenizer
 from labkit.errors import LabkitError, RunError
 from labkit.models import ModelConfig, build_model, config_from_dict
-from labkit.rundir import RunDir, load_weights, write_error
+from labkit.runs import RunDir, load_run
 from labkit.train import distributed
 from labkit.train.callbacks import Callback
 from labkit.train.trainer import TrainConfig, Trainer
@@ -24,14 +21,6 @@ from labkit.train.trainer import TrainConfig, Trainer
 # Settings that may change when a run is resumed (how long, how often), unlike the model or
 # the data, which must match the checkpoint.
 RESUMABLE_OVERRIDES = ("max_steps", "time_budget_s", "eval_every", "log_every", "device")
-
-
-@dataclass
-class LoadedRun:
-    run: RunDir
-    model: nn.Module
-    tokenizer: Tokenizer
-    config: dict[str, Any]
 
 
 def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: DataConfig,
@@ -62,18 +51,13 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
     trainer = Trainer(model, data, train_config, run, callbacks)
     error = None
     if dist.is_main:
-        created = not run.root.exists()
         try:
-            run.root.mkdir(parents=True, exist_ok=True)
-            data.tokenizer.save(run.tokenizer_path)
-            run.save_config({"kind": "lm", "labkit_version": __version__,
-                             "model": model_config.to_dict(), "train": train_config.to_dict(),
-                             "data": data_config.to_dict(),
-                             "init_from": str(init_from) if init_from else None})
-        except (OSError, RunError) as e:
-            if created:
-                shutil.rmtree(run.root, ignore_errors=True)
-            error = e if isinstance(e, RunError) else write_error(run.root, e)
+            run.create(data.tokenizer, {"kind": "lm", "labkit_version": __version__,
+                                        "model": model_config.to_dict(), "train": train_config.to_dict(),
+                                        "data": data_config.to_dict(),
+                                        "init_from": str(init_from) if init_from else None})
+        except RunError as e:
+            error = e
     dist.check(error)
     return trainer.fit()
 
@@ -130,36 +114,3 @@ def resume(out: str | Path, *, callbacks: list[Callback] | tuple = (),
             error = e
     trainer.dist.check(error)
     return trainer.fit()
-
-
-def load_run(path: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """Model (eval mode) and tokenizer of a run, a language model or a classifier.
-
-    `which` is "best" (lowest validation loss) or "last" (the latest checkpoint)."""
-    run = RunDir(path)
-    if not run.root.is_dir():
-        raise RunError(f"{run.root} does not exist")
-    config = run.load_config()
-    if "model" not in config:
-        raise RunError(f"{run.root}/config.json has no model section: not a labkit run")
-    model_config = config_from_dict(config["model"])
-    tokenizer = load_tokenizer(run.tokenizer_path)
-    vocab_size = getattr(model_config, "vocab_size", None) or model_config.body.get("vocab_size")
-    if tokenizer.vocab_size != vocab_size:
-        raise RunError(f"{run.root}: tokenizer has {tokenizer.vocab_size} tokens but the model "
-                       f"expects {vocab_size}; the run is inconsistent")
-    try:
-        model = build_model(model_config)
-    except (RuntimeError, MemoryError) as e:
-        raise RunError(f"{run.root}/config.json asks for a model this machine cannot hold "
-                       f"({str(e).strip()[:120]})") from None
-    model = model.to(pick_device(str(device)) if isinstance(device, str) else device)
-    if which == "best":
-        weights = run.weights_path
-    elif which == "last":
-        checkpoint = run.latest_checkpoint()
-        weights = checkpoint / "model.safetensors" if checkpoint else run.weights_path
-    else:
-        raise LabkitError(f"which must be 'best' or 'last', got {which!r}")
-    load_weights(model, weights)
-    return LoadedRun(run, model.eval(), tokenizer, config)

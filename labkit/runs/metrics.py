@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labkit.rundir import write_error, writing
+from labkit.atomic import write_atomic
+from labkit.runs.layout import RunDir, write_error, writing
 
 
 def _clean(value: Any) -> Any:
@@ -49,7 +50,7 @@ class MetricsWriter:
         line = (json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n").encode()
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 size = os.fstat(fd).st_size
                 try:
@@ -64,8 +65,6 @@ class MetricsWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (used on resume, so replayed steps are not logged twice)."""
-        from labkit.atomic import write_atomic
-
         if not self.path.exists():
             return
         kept = [json.dumps(r) + "\n" for r in read_metrics(self.path) if r.get("step", 0) <= step]
@@ -90,3 +89,8 @@ def iter_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def run_metrics(run_path: str | Path) -> list[dict[str, Any]]:
+    """The records of the run directory at `run_path` (none yet: an empty list)."""
+    return read_metrics(RunDir(run_path).metrics_path)

@@ -1,0 +1,146 @@
+"""`labkit finetune` and `labkit predict`: a classifier on a pretrained network."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from labkit.cli.common import add_command, given, run_path, run_training
+from labkit.errors import LabkitError
+
+NOT_SETTINGS = {"command", "func", "name", "runs_dir", "resume", "no_progress", "run"}
+
+
+# What --resume may change, as flag -> FinetuneConfig field (train.finetune.RESUMABLE_OVERRIDES).
+RESUME_FLAGS = {"epochs": "epochs", "max_steps": "max_steps", "eval_every": "eval_every", "log_every": "log_every",
+                "patience": "patience", "device": "device"}
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune (or with --resume continue) a run; under torchrun, as one of several processes."""
+    from labkit.train import distributed
+
+    dist = distributed.setup()
+    try:
+        with dist.quiet_unless_main():  # one copy of the output, from rank 0
+            code = resume_run(args) if args.resume else new_run(args)
+        dist.barrier()
+        return code
+    finally:
+        distributed.teardown()
+
+
+def new_run(args: argparse.Namespace) -> int:
+    from labkit.runs import safe_run_path
+    from labkit.train.finetune import FinetuneConfig, finetune
+
+    if args.run is None:
+        raise LabkitError("give the pretrained RUN to fine-tune (or --resume --name NAME to continue a fine-tuning run)")
+    base = run_path(args.run, args.runs_dir)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    settings["data_dir"] = args.data
+    config = FinetuneConfig.from_dict(settings)
+    scratch = "scratch" if config.from_scratch else config.mode
+    size = f"-n{config.train_size}" if config.train_size else ""
+    args.name = args.name or f"{base.name}-{config.task}-{scratch}{size}-s{config.seed}"
+    out = safe_run_path(args.runs_dir, args.name)
+    print(f"run directory: {out}", flush=True)
+    return run_training(args, "finetune", lambda callbacks: report(finetune(base, config, out, callbacks=callbacks)))
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    from labkit.runs import RunDir, safe_run_path
+    from labkit.train.finetune import resume_finetune
+
+    if not args.name:
+        raise LabkitError("--resume needs --name: the fine-tuning run to continue (see: labkit runs)")
+    others = [n for n, v in vars(args).items() if n not in NOT_SETTINGS | set(RESUME_FLAGS)]
+    if given(args, others):
+        raise LabkitError(f"cannot change {', '.join(given(args, others))} when resuming; only "
+                          f"{', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)} may change")
+    out = safe_run_path(args.runs_dir, args.name)
+    run = RunDir(out)
+    if not run.exists() or run.load_config().get("kind") != "classifier":
+        raise LabkitError(f"no fine-tuning run {args.name!r} in {args.runs_dir}/ to resume (see: labkit runs)")
+    checkpoint = run.latest_checkpoint()
+    where = f"from step {int(checkpoint.name.removeprefix('step-'))}" if checkpoint else \
+        "from step 0: it was stopped before its first checkpoint"
+    print(f"resuming run: {out} {where}", flush=True)
+    changes = {field: getattr(args, flag) for flag, field in RESUME_FLAGS.items()}
+    return run_training(args, "finetune", lambda callbacks: report(resume_finetune(out, callbacks=callbacks,
+                                                                                    overrides=changes)))
+
+
+def report(card: dict[str, Any]) -> None:
+    print(f"finished: {card['steps']:,} steps on {card['train_size']:,} sentences in "
+          f"{card['wall_time_s']:.1f} s; OOV rate {card['oov_rate']:.1%}")
+    split = "dev" if card['task'] == "sst2" else "test"
+    print(f"{card['task']} {split} accuracy {card['accuracy']:.4f} (best val {card['val_accuracy']:.4f}); "
+          f"confusion {card.get('confusion_matrix')}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from labkit.inspect.classifier import Classifier
+
+    clf = Classifier(run_path(args.run, args.runs_dir))
+    for sentence in args.sentences:
+        pred = clf.predict(sentence)
+        print(f"{pred.label}\t{pred.prob:.3f}\t{sentence}")
+    return 0
+
+
+def add_finetune(sub: Any) -> None:
+    p = add_command(sub, "finetune", "fine-tune a pretrained run on a classification task",
+                    "Put a classification head on RUN's network and train it on SST-2 sentiment. "
+                    "With --from-scratch\nthe same network starts from random weights: the "
+                    "comparison that shows what pretraining gave.\nModel selection uses a "
+                    "validation split held out from SST-2 train; SST-2 dev is the reported test "
+                    "set.", "examples:\n  labkit finetune classic-lstm-1 --mode frozen\n"
+                    "  labkit finetune classic-lstm-1 --from-scratch --train-size 6700 --seed 1\n"
+                    "  labkit predict classic-lstm-1-sst2-full-s0 'a moving , funny film'",
+                    which=False, optional_run=True)
+    p.add_argument("--task", choices=("sst2", "number"), help="the downstream task: SST-2 sentiment, or number, "
+                   "a stand-in that needs no download (is a phrase's head noun singular or plural?) "
+                   "(default: sst2)")
+    p.add_argument("--mode", choices=("full", "frozen", "gradual"), help="full: every weight "
+                   "trains; frozen: only the head; gradual: unfreeze from the top, one layer "
+                   "group per epoch (default: full)")
+    p.add_argument("--from-scratch", action="store_true", default=None,
+                   help="random weights instead of RUN's (the baseline)")
+    p.add_argument("--pooling", choices=("mean", "last", "max", "concat"), help="sentence vector: the masked "
+                   "mean of the hidden states, the last token's, their maximum, or all three side by side "
+                   "(default: last for an RNN, mean for a Transformer)")
+    p.add_argument("--train-size", type=int, metavar="N", help="use N labelled sentences "
+                   "(a learning curve; default: all)")
+    p.add_argument("--val-size", type=int, metavar="N", help="sentences held out from the training ones for "
+                   "model selection (default: 2000)")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the labelled sentences (default: 3)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (equal budgets)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="(default: 32)")
+    p.add_argument("--lr-body", type=float, metavar="LR", help="(default: 5e-4)")
+    p.add_argument("--lr-head", type=float, metavar="LR", help="(default: 2e-3)")
+    p.add_argument("--eval-every", type=int, metavar="N", help="validate every N steps (default: 200)")
+    p.add_argument("--log-every", type=int, metavar="N", help="write a metrics record every N steps (default: 10)")
+    p.add_argument("--patience", type=int, metavar="N", help="stop after N validations without "
+                   "improvement (default: 4)")
+    p.add_argument("--dropout", type=float, metavar="P", help="dropout before the classification head (default: 0.1)")
+    p.add_argument("--seed", type=int, metavar="N", help="(default: 0)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on CUDA and on CPUs with "
+                   "bf16 instructions, fp32 elsewhere (default: auto)")
+    p.add_argument("--data", metavar="DIR", help="where the corpora are (default: $LABKIT_DATA, "
+                   "the cache, then a download)")
+    p.add_argument("--name", help="the run's folder name (default: <RUN>-<task>-<mode>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the fine-tuning run --name from its latest "
+                   "checkpoint; only --epochs, --max-steps, --eval-every, --patience and --device may be given "
+                   "with it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per evaluation instead")
+    p.set_defaults(func=cmd_finetune)
+
+    p = add_command(sub, "predict", "classify sentences with a fine-tuned run",
+                    "Print the label, its probability and the sentence, one line each.",
+                    "example:\n  labkit predict runs/lstm-sst2 'a gorgeous film' 'a dull mess'",
+                    which=False)
+    p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="the text to classify")
+    p.set_defaults(func=cmd_predict)

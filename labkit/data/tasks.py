@@ -1,0 +1,105 @@
+"""Labelled sentence tasks for fine-tuning, encoded for a pretrained tokenizer.
+
+- `sst2`: SST-2 sentiment (GLUE). Model selection uses a validation split held out from SST-2
+  train; SST-2 dev, whose labels GLUE publishes (its test labels are private), is the reported
+  test set.
+- `number`: a stand-in that needs no download: noun phrases of labkit's synthetic grammar,
+  labelled by the number of their head noun. Some carry a distractor of the other number ("the
+  dog near the cats" is singular), so the label needs the head noun, not the nearest one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labkit.data import synthetic
+from labkit.data.corpora import sst2
+from labkit.data.normalize import CaseMapper, sst_to_wikitext
+from labkit.data.tokenizers import Tokenizer, WordTokenizer
+from labkit.errors import LabkitError
+
+TASKS = {"sst2": ("negative", "positive"), "number": ("singular", "plural")}
+SPLIT_SEED = 1234  # one fixed validation split for every run
+
+
+@dataclass
+class TaskData:
+    train: list[tuple[list[int], int]]
+    val: list[tuple[list[int], int]]
+    test: list[tuple[list[int], int]]
+    labels: tuple[str, ...]
+    oov_rate: float  # share of tokens that map to <unk> after normalisation
+
+    def subset(self, n: int | None, seed: int = 0) -> TaskData:
+        """The first `n` training examples of a seeded shuffle (all with None); the same val and test."""
+        if n is None or n >= len(self.train):
+            return self
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+        return TaskData([self.train[i] for i in order], self.val, self.test, self.labels, self.oov_rate)
+
+
+class TextEncoder:
+    """Sentence -> ids under a pretrained tokenizer, with SST -> WikiText normalisation."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        word = isinstance(tokenizer, WordTokenizer) and tokenizer.kind == "whitespace"
+        self.case = CaseMapper(tokenizer.vocab) if word else None
+
+    def __call__(self, sentence: str) -> list[int]:
+        text = sst_to_wikitext(sentence)
+        if self.case is not None:
+            text = self.case.sentence(text)
+        return self.tokenizer.encode(text)
+
+
+def number_task_rows(n: int, seed: int) -> list[tuple[str, int]]:
+    """`n` noun phrases from the synthetic grammar labelled 0 (singular head) or 1 (plural head)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        plural = rng.random() < 0.5
+        subject = synthetic.subject_phrase(rng, plural, rng.choice(synthetic.DEMO_DISTANCES))
+        rows.append((" ".join(subject.words), int(plural)))
+    return rows
+
+
+def task_rows(task: str, data_dir: str | Path | None = None,
+              val_size: int = 2000) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """(train, val, test) rows of (sentence, label)."""
+    if task not in TASKS:
+        raise LabkitError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "number":
+        return number_task_rows(8000, 11), number_task_rows(val_size, 12), number_task_rows(872, 13)
+    rows = sst2("train", data_dir)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    return [rows[i] for i in order[val_size:]], [rows[i] for i in order[:val_size]], sst2("dev", data_dir)
+
+
+def load_task(task: str, encode: TextEncoder, *, data_dir: str | Path | None = None, val_size: int = 2000,
+              train_size: int | None = None, seed: int = 0) -> TaskData:
+    """The task's splits encoded with `encode`; `train_size` labelled sentences of a seeded draw."""
+    train_rows, val_rows, test_rows = task_rows(task, data_dir, val_size)
+    if train_size is not None and train_size > len(train_rows):
+        raise LabkitError(f"--train-size {train_size} exceeds the {len(train_rows)} training sentences "
+                          "left after the validation split")
+    unk, counts = encode.tokenizer.unk_id, [0, 0]  # [unknown, total]
+
+    def encode_all(part: list[tuple[str, int]]) -> list[tuple[list[int], int]]:
+        out = []
+        for sentence, label in part:
+            ids = encode(sentence)
+            counts[0] += sum(i == unk for i in ids)
+            counts[1] += len(ids)
+            out.append((ids, label))
+        return out
+
+    if train_size is not None:
+        sub = torch.Generator().manual_seed(seed)
+        train_rows = [train_rows[i] for i in torch.randperm(len(train_rows), generator=sub)[:train_size].tolist()]
+    train, val, test = encode_all(train_rows), encode_all(val_rows), encode_all(test_rows)
+    return TaskData(train, val, test, TASKS[task], counts[0] / max(counts[1], 1))

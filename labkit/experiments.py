@@ -1,0 +1,178 @@
+"""Experiments that train and then look: a fair race between an RNN and a Transformer (same
+parameters, same training tokens), and a probe pair (both families on one synthetic probe).
+
+"Which family is better?" has no answer until the budget is fixed. Here it is fixed twice:
+
+- the same parameter count: `matched_rnn` widens or narrows an RNN until its parameter count is
+  the closest to a target (a Transformer's, from `parameter_count`);
+- the same training tokens: `compare_budget` trains every configuration through labkit's own
+  `pretrain` on one data set (one tokenizer, one training stream) for as many steps as it takes to
+  read `tokens` tokens, then reads each run's card and validation curve.
+
+Per-token compute still differs: `flops_per_token` counts the forward pass of each model (2 FLOPs
+per multiply-add), and training costs about 3x that per token (the backward pass is about twice
+the forward one). So a comparison reports tokens, FLOPs and wall time; the same tokens can cost
+one family twice the FLOPs or the time of the other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labkit import demo
+from labkit.data.lm import DataConfig, LMData, load_lm_data
+from labkit.errors import LabkitError
+from labkit.inspect.curves import run_curves
+from labkit.models import ModelConfig, RNNConfig, build_model, config_from_dict, count_parameters
+from labkit.presets import PRESETS, resolve_preset
+from labkit.runs import LoadedRun, RunDir, load_run, run_metrics
+from labkit.train.callbacks import Callback, ProgressBar
+from labkit.train.pretrain import pretrain
+from labkit.train.trainer import TrainConfig
+
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward, per token
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The exact parameter count of `config`'s model, built on the meta device (shapes only: no
+    memory, no initialisation cost)."""
+    with torch.device("meta"):
+        return count_parameters(build_model(config))
+
+
+def matched_rnn(base: RNNConfig, target: int, vocab_size: int) -> RNNConfig:
+    """`base` with the width (d_embed = d_hidden when tied, else d_hidden) whose parameter count
+    is closest to `target`."""
+    def sized(width: int) -> RNNConfig:
+        return base.replace(d_hidden=width, vocab_size=vocab_size, **({"d_embed": width} if base.tie_weights else {}))
+
+    lo, hi = 4, 8192
+    while hi - lo > 1:  # the count grows with the width
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if parameter_count(sized(mid)) < target else (lo, mid)
+    return sized(min((lo, hi), key=lambda w: abs(parameter_count(sized(w)) - target)))
+
+
+def steps_for(train: TrainConfig, tokens: int) -> int:
+    """Optimizer steps that read at least `tokens` training tokens."""
+    return max(1, math.ceil(tokens / (train.batch_size * train.seq_len * train.grad_accum)))
+
+
+@dataclass
+class BudgetRun:
+    name: str
+    path: Path
+    card: dict[str, Any]  # the run's results card (parameters, tokens_seen, flops_per_token, ...)
+    val: list[dict[str, float]]  # per evaluation: tokens, train_flops, elapsed_s, val_loss
+
+    def row(self) -> dict[str, Any]:
+        """One row of a comparison table."""
+        c = self.card
+        return {"run": self.name, "family": c.get("family"), "parameters": c.get("parameters"),
+                "steps": c.get("steps"), "tokens": c.get("tokens_seen"), "flops_per_token": c.get("flops_per_token"),
+                "train_flops": TRAIN_FLOPS_PER_FORWARD * c.get("flops_per_token", 0) * c.get("tokens_seen", 0),
+                "wall_time_s": c.get("wall_time_s"), "best_val_loss": c.get("best_val_loss"),
+                "test_loss": c.get("test_loss")}
+
+
+def read_budget_run(path: str | Path) -> BudgetRun:
+    """A finished run's card and validation curve, with FLOPs spent at each evaluation."""
+    run = RunDir(path)
+    card = run.read_card()
+    records = run_metrics(run.root)
+    curve, wall = run_curves(records, "tokens seen").val, run_curves(records, "wall time (s)").val
+    per_token = TRAIN_FLOPS_PER_FORWARD * card.get("flops_per_token", 0)
+    val = [{"tokens": t, "train_flops": per_token * t, "elapsed_s": s, "val_loss": v}
+           for t, s, v in zip(curve.x, wall.x, curve.y)]
+    return BudgetRun(run.root.name, run.root, card, val)
+
+
+def compare_budget(runs: dict[str, tuple[ModelConfig, TrainConfig]], data_config: DataConfig,
+                   out: str | Path, tokens: int, *, data: LMData | None = None,
+                   callbacks: dict[str, list[Callback]] | None = None) -> dict[str, BudgetRun]:
+    """Train each configuration (name -> (model config, training config)) into `out/<name>` with
+    `labkit.train.pretrain.pretrain`, on the same data (`data`, else loaded once from `data_config`),
+    each for the steps that read `tokens` training tokens; return their results by name.
+    The vocabulary size of each model config is set from the data."""
+    if tokens < 1:
+        raise LabkitError("tokens must be at least 1")
+    data = data if data is not None else load_lm_data(data_config)
+    results = {}
+    for name, (model_config, train_config) in runs.items():
+        train = train_config.replace(max_steps=steps_for(train_config, tokens), time_budget_s=None)
+        path = Path(out) / name
+        pretrain(model_config.replace(vocab_size=data.tokenizer.vocab_size), train, data_config, path,
+                 data=data, callbacks=(callbacks or {}).get(name, ()))
+        results[name] = read_budget_run(path)
+    return results
+
+
+# --- both families on one synthetic probe ---------------------------------------------------
+# Training tokens per task and test items per distance or length, by notebook profile. smoke:
+# four steps, numbers that mean nothing; cpu: about five minutes for the four runs (the copy
+# task is learned only in part); gpu: the sizes of benchmarks/probes.py.
+PROBE_SIZES: dict[str, dict[str, int]] = {
+    "smoke": dict(agreement=32 * 64 * 4, copy=32 * 64 * 4, items=6),
+    # agreement is learnt by 4M tokens; the Transformer learns to copy late and suddenly (between 6M
+    # and 10M tokens of a 16M-token run, docs/results.md): cpu stops before that, gpu after it
+    "cpu": dict(agreement=4_000_000, copy=3_000_000, items=100),
+    "gpu": dict(agreement=4_000_000, copy=16_000_000, items=200),
+}
+PROBE_CORPORA = {"agreement": "synthetic-agreement", "copy": "synthetic-copy"}
+# The same settings for both families; 64-token windows hold a whole copy line (up to 41 tokens).
+PROBE_TRAIN = dict(lr=1e-3, batch_size=32, seq_len=64, warmup_steps=50, log_every=10, precision="fp32")
+
+
+@dataclass
+class ProbePair:
+    task: str  # "agreement" or "copy"
+    runs: dict[str, LoadedRun]  # "lstm", "transformer" -> model and tokenizer
+    budget: dict[str, BudgetRun]  # the same -> card and validation curve
+
+
+def probe_pair(task: str, tokens: int, runs_root: str | Path, names: dict[str, str], *, device: str = "cpu",
+               eval_tokens: int | None = None, progress: bool = True) -> ProbePair:
+    """Train the tiny Transformer and an LSTM of the same parameter count (`matched_rnn`) on the
+    same `tokens` tokens of the `task` probe ("agreement" or "copy") with `compare_budget`, into
+    `runs_root/<names[family]>` (family: "lstm", "transformer")."""
+    if task not in PROBE_CORPORA:
+        raise LabkitError(f"task must be one of {', '.join(PROBE_CORPORA)}, got {task!r}")
+    data_config = DataConfig(corpus=PROBE_CORPORA[task], eval_tokens=eval_tokens)
+    data = load_lm_data(data_config)
+    vocab = data.tokenizer.vocab_size
+    transformer = config_from_dict(resolve_preset("tiny", "transformer")["model"] | {"vocab_size": vocab})
+    lstm = matched_rnn(config_from_dict(resolve_preset("tiny", "lstm")["model"]), parameter_count(transformer), vocab)
+    train = TrainConfig.from_dict(PROBE_TRAIN | {"device": device})
+    steps = steps_for(train, tokens)
+    train = train.replace(eval_every=max(1, steps // 4), warmup_steps=min(train.warmup_steps, steps // 5))
+    callbacks = {name: [ProgressBar(steps, desc=f"{task}: {family}")] for family, name in names.items()
+                 if progress}
+    budget = compare_budget({names["lstm"]: (lstm, train), names["transformer"]: (transformer, train)}, data_config,
+                            runs_root, tokens, data=data, callbacks=callbacks)
+    return ProbePair(task, {family: load_run(budget[name].path, device=device) for family, name in names.items()},
+                     {family: budget[name] for family, name in names.items()})
+
+
+# --- the app's demo models ---------------------------------------------------------------------
+def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_s: float = demo.DEMO_BUDGET_S,
+                      corpus: str | None = None, names: dict[str, str] | None = None,
+                      callbacks: list[Callback] | tuple = ()) -> dict[str, dict[str, Any]]:
+    """Train both demo models (labkit.demo) into `root`, one after the other; returns their cards."""
+    corpus = corpus or ("wikitext-2" if demo.wikitext2_on_disk() else "synthetic")
+    names = names or demo.demo_names(root)
+    # The tiny presets' data settings, with all the training text: the demo takes more steps.
+    data_config = DataConfig(corpus=corpus, **(PRESETS["tiny-lstm"]["data"] | {"train_tokens": None}))
+    data = load_lm_data(data_config)  # both presets share the data settings: load once
+    cards = {}
+    for name, preset_name in names.items():
+        preset = PRESETS[preset_name]
+        train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget_s,
+                                       "eval_every": max(1, steps // 4), "device": "cpu"})
+        model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
+        cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data, callbacks=callbacks)
+    return cards

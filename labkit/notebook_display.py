@@ -1,0 +1,122 @@
+"""Display helpers for the notebooks: a live loss curve for the Trainer, HTML documents in an
+iframe, closing summaries and results cards as tables. Display only: nothing here trains."""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from labkit.errors import LabkitError
+
+# --- live curves --------------------------------------------------------------------------
+X_KEYS = {"step": "step", "tokens": "tokens", "wall time (s)": "elapsed_s"}
+
+
+class LiveCurves:
+    """A plotly figure of training loss (lines) and validation loss (markers) that grows while
+    runs train. `callback(name)` gives a Trainer callback for one run; several runs share the
+    figure. Redraws at most every `min_interval_s` seconds (and at each evaluation and the end)."""
+
+    def __init__(self, x: str = "tokens", title: str = "", min_interval_s: float = 1.0,
+                 display: bool = True):
+        if x not in X_KEYS:
+            raise LabkitError(f"x must be one of {', '.join(X_KEYS)}")
+        self.x, self.min_interval_s = x, min_interval_s
+        self.fig = go.Figure(layout=dict(title=title or None, xaxis_title=x, yaxis_title="loss (nats/token)",
+                                         height=380, margin=dict(l=10, r=10, t=40 if title else 20, b=10),
+                                         legend=dict(orientation="h", y=-0.2)))
+        self._last = 0.0
+        self._handle = None
+        if display:
+            from IPython.display import display as ipy_display
+
+            # The figure's own mime bundle, shown raw: plotly's `_ipython_display_` would drop the
+            # display id, and every update would then add a new figure instead of redrawing this one.
+            self._handle = ipy_display(self._bundle(), raw=True, display_id=True)
+
+    def callback(self, name: str) -> _LiveRun:
+        colors = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
+        color = colors[len(self.fig.data) // 2 % len(colors)]
+        self.fig.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(color=color))
+        self.fig.add_scatter(x=[], y=[], name=f"{name} val", mode="markers+lines",
+                             marker=dict(color=color, size=8, symbol="diamond"),
+                             line=dict(color=color, dash="dot", width=1))
+        return _LiveRun(self, len(self.fig.data) - 2)
+
+    def add_point(self, trace: int, x: float, y: float, force: bool = False) -> None:
+        t = self.fig.data[trace]
+        t.x, t.y = (*t.x, x), (*t.y, y)
+        now = time.monotonic()
+        if force or now - self._last >= self.min_interval_s:
+            self.refresh()
+
+    def _bundle(self) -> dict[str, Any]:
+        return self.fig._repr_mimebundle_()
+
+    def refresh(self) -> None:
+        self._last = time.monotonic()
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+
+
+class _LiveRun:
+    """The Trainer's callback for one run of a LiveCurves figure (its on_step, on_eval, on_end)."""
+
+    def __init__(self, live: LiveCurves, trace: int):
+        self.live, self.trace = live, trace
+
+    def _x(self, record: dict[str, Any]) -> float:
+        return record[X_KEYS[self.live.x]]
+
+    def on_step(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.live.add_point(self.trace, self._x(record), record["loss"])
+
+    def on_eval(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.live.add_point(self.trace + 1, self._x(record), record["val_loss"], force=True)
+
+    def on_end(self, trainer: Any, card: dict[str, Any]) -> None:
+        self.live.refresh()
+
+
+def html_frame(document: str, height: int = 500) -> Any:
+    """A whole HTML document (such as labkit's offline bertviz views) in an iframe: its scripts
+    and globals stay apart from the notebook page, and it draws with no network."""
+    from IPython.display import HTML
+
+    return HTML(f'<div class="labkit-frame"><iframe srcdoc="{html.escape(document, quote=True)}" '
+                f'style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe></div>')
+
+
+def say(lines: Sequence[str], title: str = "") -> Any:
+    """A markdown list, for a closing summary written from computed numbers."""
+    from IPython.display import Markdown
+
+    return Markdown((f"### {title}\n\n" if title else "") + "\n".join(f"- {line}" for line in lines))
+
+
+CARD_FIELDS = {"parameters": "parameters", "steps": "steps", "tokens_seen": "tokens seen",
+               "wall_time_s": "training time (s)", "tokens_per_s": "tokens/s (training)",
+               "best_val_ppl": "best val perplexity", "test_ppl": "test perplexity"}
+
+
+def card_table(cards: dict[str, dict[str, Any]], fields: dict[str, str] | None = None) -> Any:
+    """Results cards side by side (one column per run), numbers formatted for reading."""
+    import pandas as pd
+
+    def show(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    fields = fields or CARD_FIELDS
+    return pd.DataFrame({name: {label: show(card.get(key)) for key, label in fields.items()}
+                         for name, card in cards.items()})
+
+
+def fmt_ppl(loss: float) -> str:
+    return f"{math.exp(min(loss, 50)):,.1f}"

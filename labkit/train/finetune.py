@@ -1,0 +1,188 @@
+"""Fine-tuning a pretrained language model on a classification task (SST-2 sentiment), through
+the same Trainer as pretraining: resume with the same losses, signals, crash safety, metrics,
+callbacks and data-parallel training come with it.
+
+The comparison this module exists for is one flag apart: the same network, with the weights
+it learned as a language model (`from_scratch=False`) or with random ones (`from_scratch=True`),
+trained on the same labelled sentences for the same budget.
+
+Modes: `full` (every weight trains; the body at `lr_body`, the new head at `lr_head`),
+`frozen` (the body is a fixed feature extractor; only the head trains), `gradual` (ULMFiT:
+the head alone first, then one more layer group from the top each epoch).
+
+Model selection uses a validation split held out from the task's training sentences; the test
+set (SST-2 dev, whose labels GLUE publishes) is read once, at the end, with the best weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labkit import __version__
+from labkit.config import JSONConfig
+from labkit.data.tasks import TASKS, TaskData, TextEncoder, load_task
+from labkit.data.tokenizers import load_tokenizer
+from labkit.errors import LabkitError, RunError
+from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier
+from labkit.runs import RunDir, load_run
+from labkit.train import distributed
+from labkit.train.callbacks import Callback
+from labkit.train.objectives import Classification
+from labkit.train.settings import TrainConfig
+from labkit.train.trainer import Trainer
+
+MODES = Classification.MODES
+# What may change when a fine-tuning run is resumed (how long, how often, where).
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "eval_every", "log_every", "patience", "device")
+
+
+@dataclass
+class FinetuneConfig(JSONConfig):
+    task: str = "sst2"
+    mode: str = "full"
+    from_scratch: bool = False
+    pooling: str | None = None  # None: the body's default ("last" for an RNN, "mean" for a Transformer)
+    lr_body: float = 5e-4
+    lr_head: float = 2e-3
+    weight_decay: float = 0.01
+    epochs: int = 3
+    max_steps: int | None = None  # stop earlier than `epochs` (equal budgets across runs)
+    batch_size: int = 32
+    max_len: int = 64
+    train_size: int | None = None  # labelled training sentences to use (a learning curve)
+    val_size: int = 2000  # held out from the training sentences for model selection
+    eval_every: int = 200
+    log_every: int = 10
+    patience: int = 4  # evaluations without a better validation accuracy before stopping
+    dropout: float = 0.1
+    data_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError("train_size must be at least 1")
+        for name in ("epochs", "batch_size", "max_len", "eval_every", "log_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        for name in ("lr_body", "lr_head"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a positive number")
+
+
+def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> SequenceClassifier:
+    pooling = config.pooling or FAMILIES[base_config["family"]][1].default_pooling
+    return SequenceClassifier(ClassifierConfig(body=base_config, n_classes=len(TASKS[config.task]),
+                                               pooling=pooling, dropout=config.dropout))
+
+
+def train_config(config: FinetuneConfig, n_train: int) -> TrainConfig:
+    """The Trainer's settings for a fine-tuning run on `n_train` sentences: `epochs` (or fewer
+    steps), a warm-up over the first 5% of the steps, then a cosine decay to 0."""
+    per_epoch = math.ceil(n_train / config.batch_size)
+    steps = min(config.max_steps or math.inf, per_epoch * config.epochs)
+    return TrainConfig(optimizer="adamw", lr=config.lr_head, weight_decay=config.weight_decay, schedule="cosine",
+                       warmup_steps=max(1, int(steps) // 20), min_lr_ratio=0.0, max_steps=int(steps),
+                       batch_size=config.batch_size, seq_len=config.max_len, grad_clip=1.0, betas=(0.9, 0.999),
+                       patience=config.patience, eval_every=config.eval_every, eval_batch_size=config.batch_size,
+                       log_every=config.log_every, precision=config.precision, device=config.device, seed=config.seed)
+
+
+def finetuner(model: SequenceClassifier, task: TaskData, config: FinetuneConfig, run: RunDir | None = None,
+              callbacks: list[Callback] | tuple = (), pad_id: int = 0, base_run: str | None = None) -> Trainer:
+    """The Trainer for fine-tuning `model` on `task` (writing `run`, when given)."""
+    info = {"task": config.task, "mode": config.mode, "from_scratch": config.from_scratch, "base_run": base_run}
+    objective = Classification(task, mode=config.mode, pad_id=pad_id, max_len=config.max_len,
+                               body_lr_ratio=config.lr_body / config.lr_head, info=info)
+    return Trainer(model, objective, train_config(config, len(task.train)), run, callbacks)
+
+
+def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
+             callbacks: list[Callback] | tuple = (), data: TaskData | None = None) -> dict[str, Any]:
+    """Fine-tune (or, with `from_scratch`, train afresh) the network of `base_run` on the task.
+
+    `data`: the task already encoded with the base run's tokenizer (a notebook encodes SST-2 once
+    for many runs); it is used as given, `config.train_size` does not cut it."""
+    dist = distributed.setup()
+    base = load_run(base_run)
+    if base.config.get("kind") != "lm":
+        raise RunError(f"{base_run} is not a language-model run (kind {base.config.get('kind')!r}); "
+                       "fine-tune a run made by `labkit pretrain`")
+    run = RunDir(out)
+    if run.exists():
+        raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or choose another --name")
+    if data is None:
+        data = encoded_task(config, base.tokenizer)
+    model = initial_model(base.config["model"], config, None if config.from_scratch else base.model)
+    trainer = finetuner(model, data, config, run, callbacks, pad_id=base.tokenizer.pad_id, base_run=str(Path(base_run)))
+    error = None
+    if dist.is_main:
+        try:
+            run.create(base.tokenizer, {"kind": "classifier", "labkit_version": __version__,
+                                        "model": model.config.to_dict(), "finetune": config.to_dict(),
+                                        "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
+                                        "labels": list(data.labels)})
+        except RunError as e:
+            error = e
+    dist.check(error)
+    return trainer.fit()
+
+
+def encoded_task(config: FinetuneConfig, tokenizer: Any) -> TaskData:
+    return load_task(config.task, TextEncoder(tokenizer), data_dir=config.data_dir, val_size=config.val_size,
+                     train_size=config.train_size, seed=config.seed)
+
+
+def initial_model(body_config: dict[str, Any], config: FinetuneConfig, body: torch.nn.Module | None) -> SequenceClassifier:
+    """The classifier before training: the same weights for the same config and seed (the head,
+    and the body too from scratch), with `body`'s weights when given."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_classifier(body_config, config)
+    if body is not None:
+        model.body.load_state_dict(body.state_dict())
+    return model
+
+
+def resume_finetune(out: str | Path, *, callbacks: list[Callback] | tuple = (),
+                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue a fine-tuning run from its latest checkpoint (optionally longer: `max_steps=...`).
+    A run stopped before its first checkpoint starts again from step 0, from its base run."""
+    distributed.setup()
+    run = RunDir(out)
+    saved = run.load_config()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
+    if bad:
+        raise LabkitError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUMABLE_OVERRIDES)} may change")
+    try:
+        config = FinetuneConfig.from_dict({**saved["finetune"], **overrides})
+        body_config, base_run = saved["model"]["body"], saved["base_run"]
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{run.config_path} is incomplete or damaged ({e!r})") from None
+    checkpoint = run.latest_checkpoint()
+    tokenizer = load_tokenizer(run.tokenizer_path)
+    data = encoded_task(config, tokenizer)
+    body = None if config.from_scratch or checkpoint else load_run(base_run).model
+    model = initial_model(body_config, config, body)
+    trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id, base_run=base_run)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    elif trainer.metrics:  # stopped before its first checkpoint: start over, from step 0
+        trainer.metrics.truncate_after(0)
+    if overrides and trainer.writes:
+        run.save_config({k: v for k, v in saved.items() if k != "format_version"}
+                        | {"finetune": config.to_dict(), "train": trainer.config.to_dict()})
+    return trainer.fit()
