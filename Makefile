@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: app test lint setup clean
+.PHONY: app test test-fast lint setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Unit tests only (no data, no processes, no browser): under 2 minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check labkit app tests

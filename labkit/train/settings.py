@@ -30,6 +30,7 @@ class TrainConfig(JSONConfig):
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW's
     patience: int | None = None  # stop after this many evaluations without a better one
     eval_every: int = 200
+    eval_every_s: float | None = None  # also evaluate each time this much training time has passed
     eval_batch_size: int = 10
     eval_stride: int | None = None  # a model without carried state is scored in windows of seq_len
     # tokens that move by this many (None: seq_len // 2), so each token sees seq_len - stride before it
@@ -58,6 +59,8 @@ class TrainConfig(JSONConfig):
             raise ValueError("warmup_steps must be >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be in [0, 1]")
+        if self.eval_every_s is not None and not 0 < self.eval_every_s < math.inf:
+            raise ValueError("eval_every_s must be a positive number of seconds")
         if self.time_budget_s is not None and not 0 < self.time_budget_s < math.inf:
             raise ValueError("time_budget_s must be a positive number of seconds")
         self.betas = tuple(float(b) for b in self.betas)

@@ -98,8 +98,7 @@ class Trainer:
 
     def _seed_dropout(self, seed: int, step: int = 0) -> None:
         # Rank 0 draws what a single process would; other ranks draw their own dropout masks.
-        rank = self.dist.rank
-        torch.manual_seed(seed if rank == 0 else seed + 1_000_003 * rank + step)
+        torch.manual_seed(seed if self.dist.rank == 0 else seed + 1_000_003 * self.dist.rank + step)
 
     def lr(self) -> float:
         return scheduled_lr(self.config, self.step, self.elapsed, self.plateau)
@@ -160,10 +159,11 @@ class Trainer:
             while self.step < c.max_steps and (c.patience is None or self.bad_evals < c.patience):
                 if c.time_budget_s is not None and self.elapsed >= c.time_budget_s:
                     break
-                t0 = time.perf_counter()
+                t0, before = time.perf_counter(), self.elapsed
                 info = self.train_step()
                 self.elapsed += time.perf_counter() - t0
-                agreed_stop = self._agree()
+                agreed_stop = self._agree()  # (and the clock: every rank decides to evaluate alike)
+                timed = bool(c.eval_every_s) and self.elapsed // c.eval_every_s > before // c.eval_every_s
                 window_tokens += info["tokens"]
                 if self.step % c.log_every == 0 or self.step == 1:
                     now = time.perf_counter()
@@ -174,7 +174,7 @@ class Trainer:
                     window_start, window_tokens = now, 0
                     self._log(record)
                     self._emit("on_step", record)
-                if self.step % c.eval_every == 0 and self.step < c.max_steps:
+                if (self.step % c.eval_every == 0 or timed) and self.step < c.max_steps:
                     self._periodic_eval()
                 # Alone, a signal that came during this step's callbacks or evaluation stops
                 # here; in a distributed run only what every rank agreed on does.

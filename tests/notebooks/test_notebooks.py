@@ -21,9 +21,10 @@ from queue import Empty
 
 import nbformat
 import pytest
+
 from offline_browser import CHROMIUM, offline_page
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NAMES = ["01_data_and_tokenizers", "02_rnn_language_model", "03_transformer_language_model",
          "04_rnn_vs_transformer", "05_finetuning_sst2", "06_attention_explorer"]

@@ -24,7 +24,7 @@ from labkit.device import cpu_has_bf16, denormals_flushed, keep_freed_memory, re
 from labkit.errors import LabkitError
 from labkit.models import RNNConfig, TransformerConfig, build_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

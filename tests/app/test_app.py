@@ -20,7 +20,7 @@ from labkit.runs import RunDir, load_run, read_metrics
 
 import appruns
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")

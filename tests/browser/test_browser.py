@@ -19,11 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from offline_browser import CHROMIUM, offline_page
 
 import appruns
+from offline_browser import CHROMIUM, offline_page
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app" / "main.py"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(),

@@ -41,7 +41,7 @@ from labkit.models import RNNConfig, TransformerConfig, build_model
 from labkit.runs import MetricsWriter, RunDir, list_runs, load_state, load_weights, read_metrics, safe_run_path
 from labkit.train import TrainConfig, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CASES: Counter[str] = Counter()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl", "card.json", "state.pt")
 MAX_LINES = 350
 
