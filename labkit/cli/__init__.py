@@ -11,17 +11,19 @@ import os
 import sys
 
 from labkit import __version__
+from labkit.cli.app import add_app
 from labkit.cli.bench import add_bench
-from labkit.cli.common import HelpFormatter, add_command
+from labkit.cli.common import HelpFormatter, Parser, add_command
 from labkit.cli.demo import add_demo
 from labkit.cli.finetune import add_finetune
+from labkit.cli.interop import add_interop
 from labkit.cli.lm import cmd_eval, cmd_generate, cmd_runs
 from labkit.cli.pretrain import add_pretrain
 from labkit.errors import LabkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
+    parser = Parser(prog="labkit", description=__doc__,
                                      formatter_class=HelpFormatter, epilog="""\
 examples:
   labkit pretrain --preset tiny --model lstm --name first
@@ -57,8 +59,7 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
     text.add_argument("--prompt", default="", help="the text to continue; empty: start from "
                       "<eos>, a new paragraph")
     text.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE ('-': "
-                      "stdin), for prompts too long for a command line",
-                      type=argparse.FileType(encoding="utf-8", errors="replace"))
+                      "stdin), for prompts too long for a command line")
     # Defaults stay None here: labkit.generate.SamplingConfig owns them (and importing it to
     # read them would load torch for every --help).
     p.add_argument("--temperature", type=float, metavar="T", help="divide the logits by T; "
@@ -71,6 +72,9 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
                    "(default: 50)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="the same seed gives the same text (default: random)")
+    p.add_argument("--allow-unk", action="store_true", default=None, help="let <unk> (the vocabulary's "
+                   "stand-in for words it lacks) be generated; by default it is never chosen, greedy "
+                   "decoding included")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix at every "
                    "step instead of using the KV cache (the slow reference path)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
@@ -78,6 +82,7 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
     p.set_defaults(func=cmd_generate)
 
     add_finetune(sub)
+    add_interop(sub)
 
     p = add_command(sub, "runs", "list the runs in a runs directory", "A table of the runs under "
                     "--runs-dir, from their configs and results cards.",
@@ -85,6 +90,7 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
     p.set_defaults(func=cmd_runs)
     add_bench(sub)
     add_demo(sub)
+    add_app(sub)
     return parser
 
 
@@ -92,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is returned (argparse's own exits included)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if hasattr(args, "passed_on"):  # `labkit app` passes the options it does not know to Streamlit
+            args.passed_on = extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if not hasattr(args, "func"):
             parser.print_help()
             return 0

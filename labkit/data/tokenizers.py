@@ -193,6 +193,11 @@ class WordTokenizer(Tokenizer):
 
 
 BPE_SPECIALS = ("<unk>", "<pad>", "<eos>")
+# Which token plays which part, as saved in the tokenizer file: eos (required; also the start of a text),
+# unk and pad (None: none; pad falls back to eos) and newline, the text whose one token ends each line in
+# `encode_lines` (None: eos, labkit's convention; GPT-2's own tokenizer has "\n"). A file without the
+# field is one of labkit's own BPE tokenizers, with these:
+LABKIT_SPECIALS: dict[str, str | None] = {"eos": "<eos>", "unk": "<unk>", "pad": "<pad>", "newline": None}
 
 
 class BPETokenizer(Tokenizer):
@@ -200,20 +205,27 @@ class BPETokenizer(Tokenizer):
 
     Byte-level means every string is encodable without `<unk>` and `decode(encode(s)) == s`.
     The special tokens are matched as whole tokens when they appear literally in the text
-    (so WikiText's `<unk>` stays one token).
+    (so WikiText's `<unk>` stays one token). `specials` says which they are (LABKIT_SPECIALS above).
     """
 
     kind = "bpe"
 
-    def __init__(self, hf_tokenizer: Any) -> None:
+    def __init__(self, hf_tokenizer: Any, specials: dict[str, str | None] | None = None) -> None:
         self._hf = hf_tokenizer
-        ids = {tok: hf_tokenizer.token_to_id(tok) for tok in BPE_SPECIALS}
-        missing = [tok for tok, i in ids.items() if i is None]
+        self.specials = dict(LABKIT_SPECIALS if specials is None else specials)
+        if (set(self.specials) - set(LABKIT_SPECIALS) or not isinstance(self.specials.get("eos"), str)
+                or not all(v is None or isinstance(v, str) for v in self.specials.values())):
+            raise LabkitError(f"BPE tokenizer specials must name an eos token and may name "
+                              f"{', '.join(LABKIT_SPECIALS)}; got {specials!r:.120}")
+        roles = [r for r in ("eos", "unk", "pad") if self.specials.get(r) is not None]
+        ids = {r: hf_tokenizer.token_to_id(self.specials[r]) for r in roles}
+        missing = [self.specials[r] for r, i in ids.items() if i is None]
         if missing:
             raise LabkitError(f"BPE tokenizer lacks special tokens {missing}")
         self.vocab_size = hf_tokenizer.get_vocab_size()
-        self.unk_id, self.pad_id, self.eos_id = ids["<unk>"], ids["<pad>"], ids["<eos>"]
-        self._special_ids = set(ids.values())
+        self.eos_id, self.unk_id, self.pad_id = ids["eos"], ids.get("unk"), ids.get("pad", ids["eos"])
+        newline = self.specials.get("newline")
+        self._newline_id = self.eos_id if newline is None else _one_id(hf_tokenizer, newline)
 
     @classmethod
     def train(
@@ -246,13 +258,13 @@ class BPETokenizer(Tokenizer):
         return self._hf.encode(_valid_text(text)).ids
 
     def encode_lines(self, lines: Iterable[str], add_eos: bool = True) -> torch.Tensor:
-        # `<eos>` stands for the line break, so a trailing newline is dropped, not encoded.
+        # `<eos>` (or the newline token) stands for the line break, so a trailing newline is dropped, not encoded.
         texts = [_valid_text(line).rstrip("\r\n") for line in _as_lines(lines)]
         out: list[int] = []
         for enc in self._hf.encode_batch(texts):  # parallel, in Rust
             out.extend(enc.ids)
             if add_eos:
-                out.append(self.eos_id)
+                out.append(self._newline_id)
         return torch.tensor(out, dtype=torch.long)
 
     def decode(self, ids: Any, skip_special: bool = False) -> str:
@@ -265,7 +277,15 @@ class BPETokenizer(Tokenizer):
         return [self._hf.decode([i], skip_special_tokens=False) for i in ids]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "bpe", "format_version": FORMAT_VERSION, "hf_tokenizer": self._hf.to_str()}
+        return {"kind": "bpe", "format_version": FORMAT_VERSION, "hf_tokenizer": self._hf.to_str(),
+                "specials": self.specials}
+
+
+def _one_id(hf_tokenizer: Any, text: str) -> int:
+    ids = hf_tokenizer.encode(text).ids
+    if len(ids) != 1:
+        raise LabkitError(f"the newline text {text!r} is {len(ids)} tokens for this tokenizer; it must be one")
+    return ids[0]
 
 
 def _valid_text(text: str, utf8: bool = True) -> str:
@@ -306,7 +326,10 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
             hf = HFTokenizer.from_str(d["hf_tokenizer"])
         except Exception as e:  # the Rust side raises plain Exception on bad JSON
             raise LabkitError(f"corrupt BPE tokenizer: {str(e).splitlines()[0]}") from None
-        return BPETokenizer(hf)
+        specials = d.get("specials")
+        if specials is not None and not isinstance(specials, dict):
+            raise LabkitError("BPE tokenizer JSON has a 'specials' field that is not an object")
+        return BPETokenizer(hf, specials)
     raise LabkitError(f"unknown tokenizer kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
 

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labkit.atomic import write_atomic
+from labkit.atomic import MiB, parse_json, read_bounded, write_atomic
 from labkit.errors import LabkitError
 
 FORMAT_VERSION = 1
+JSON_LIMIT = 256 * MiB  # a tokenizer may be large (a word vocabulary, BPE merges); not larger than this
 DEFAULT_SPECIALS = ("<unk>", "<pad>", "<sos>", "<eos>")
 
 
@@ -193,15 +194,13 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_json(path: str | os.PathLike, what: str) -> Any:
-    """Read a JSON file; a missing or malformed file is a `LabkitError` with a one-line message."""
+    """Read a JSON file of at most JSON_LIMIT bytes; a missing, non-regular, oversized or damaged
+    file (of any shape: deep nesting too) is a `LabkitError` with a one-line message."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_bounded(path, JSON_LIMIT, f"{what} file")
     except FileNotFoundError:
         raise LabkitError(f"{what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LabkitError(f"cannot read {what} file {path}: {e}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        msg = f"{what} file {path} is not valid JSON: {e.msg} (line {e.lineno})"
-        raise LabkitError(msg) from None
+        return parse_json(data)
+    except ValueError as e:
+        raise LabkitError(f"{what} file {path} is corrupt: {e}") from None

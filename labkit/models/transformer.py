@@ -29,6 +29,9 @@ from labkit.config import JSONConfig
 from labkit.models.hooks import HookPoint, hook_points
 from labkit.models.output import LMOutput, check_output, head_flops, head_logits, make_head
 
+# activation -> F.gelu's `approximate`: the exact GELU, or the tanh form real GPT-2 checkpoints were trained with
+GELU_APPROXIMATION = {"gelu": "none", "gelu_tanh": "tanh"}
+
 
 @dataclass
 class TransformerConfig(JSONConfig):
@@ -42,6 +45,7 @@ class TransformerConfig(JSONConfig):
     tie_weights: bool = True
     output: str = "softmax"  # softmax (exact) | adaptive (Grave et al. 2017; see models/output.py)
     adaptive_cutoffs: tuple[int, ...] = ()  # cluster boundaries; () = about 6% and 30% of the vocabulary
+    activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh (its tanh approximation: GPT-2's "gelu_new")
     family: str = "transformer"
 
     def __post_init__(self) -> None:
@@ -54,6 +58,8 @@ class TransformerConfig(JSONConfig):
                              f"({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in GELU_APPROXIMATION:
+            raise ValueError(f"activation must be one of {', '.join(GELU_APPROXIMATION)}, got {self.activation!r}")
         self.adaptive_cutoffs = tuple(self.adaptive_cutoffs)
         check_output(self.output, self.adaptive_cutoffs, self.vocab_size, self.tie_weights)
 
@@ -155,10 +161,11 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.d_model, config.d_ff)
         self.proj = nn.Linear(config.d_ff, config.d_model)
         self.drop = nn.Dropout(config.dropout)
+        self.approximate = GELU_APPROXIMATION[config.activation]
         self.out = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.drop(self.proj(F.gelu(self.fc(x)))))
+        return self.out(self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate))))
 
 
 class Block(nn.Module):
