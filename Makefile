@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Local only (127.0.0.1) and no usage statistics, wherever it is started from: see labkit/cli/app.py.
 app: $(STAMP)
-	$(VENV)/bin/streamlit run app/main.py
+	$(VENV)/bin/labkit app
 
 test: $(STAMP)
 	$(PY) -m pytest

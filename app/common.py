@@ -1,17 +1,37 @@
 """What every page shares: the runs folder, the run list, cached model loading, small helpers.
-Pages call labkit for everything else; nothing here knows about models."""
+Pages call labkit for everything else; nothing here knows about models.
+
+One server holds a classroom: what is read from runs is shared by every session and kept while the
+files it came from stay the same (keyed by run and the files' modification stamps), in caches of a
+fixed size, so the server's memory does not grow with the number of sessions: the run list, the
+models (`load`), and analyses of a model (`analysis`). A shared model is used by one session at a
+time (`models_in_use`): hooks that one session puts on it to read its attention would otherwise
+also fire in another session's forward pass and mix their tensors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.runs import LoadedRun, RunInfo, has_weights, list_runs, load_run, run_kind, run_status, weights_stamp
+from labkit.runs import (
+    LoadedRun,
+    RunDir,
+    RunInfo,
+    has_weights,
+    list_runs,
+    load_run,
+    run_kind,
+    run_status,
+    weights_stamp,
+)
 
 REFRESH_S = 2.0  # how often a page showing a live run re-reads it
 ROOT_KEY = "runs_root"
@@ -42,12 +62,34 @@ def root() -> Path:
 
 
 def runs() -> list[RunInfo]:
-    """Every run under the runs folder, readable or not (an unreadable one carries its error)."""
+    """Every run under the runs folder, readable or not (an unreadable one carries its error); read
+    again only when a run's config or card changed."""
     try:
-        return list_runs(root())
+        return _runs(str(root()), listing_stamp(root()))
     except OSError as e:  # the folder vanished or is not readable
         st.error(f"Cannot read the runs folder `{root()}`: {e.strerror or e}")
         return []
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _runs(path: str, stamp: tuple) -> list[RunInfo]:
+    return list_runs(path)
+
+
+def listing_stamp(folder: Path) -> tuple:
+    """What the run list read from `folder` depends on: each run's config and card, by inode,
+    modification time and size (a missing file counts too)."""
+    if not folder.is_dir():
+        return ()
+    stamps = []
+    for entry in sorted(folder.iterdir()):
+        for path in (RunDir(entry).config_path, RunDir(entry).card_path):
+            try:
+                info = path.stat()
+                stamps.append((entry.name, path.name, info.st_ino, info.st_mtime_ns, info.st_size))
+            except OSError:  # missing, or not a folder at all
+                stamps.append((entry.name, path.name))
+    return tuple(stamps)
 
 
 def lm_runs(infos: list[RunInfo]) -> list[RunInfo]:
@@ -89,19 +131,69 @@ def _load(path: str, stamp: tuple[int, int]) -> LoadedRun:
 stamp = weights_stamp  # (mtime, size) of a run's weights: what cached results are keyed on
 
 
+@st.cache_data(max_entries=64, show_spinner="Computing...")
+def _analysis(name: str, path: str, weights: tuple[int, int], args: tuple, _fn: Callable[..., Any],
+              _run: LoadedRun) -> Any:
+    return _fn(_run, *args)
+
+
+def analysis(fn: Callable[..., Any], info: RunInfo, *args: Any) -> Any:
+    """`fn(loaded run, *args)` on the run's best model, computed once for every session and kept until
+    the weights change (keyed by the run, its weights' stamp, `fn` and `args`, which must be hashable
+    by Streamlit); None, with the message on the page, when the run cannot be loaded. What `fn`
+    raises (an empty sentence, say) is raised here and not kept."""
+    loaded = load(info)
+    if loaded is None:
+        return None
+    return _analysis(f"{fn.__module__}.{fn.__qualname__}", str(info.path), stamp(info), args, _fn=fn, _run=loaded)
+
+
 def load(info: RunInfo) -> LoadedRun | None:
     """The run's best model and tokenizer (cached until the weights file changes), or None with
     an error message on the page when it cannot be loaded."""
+    loaded, problem = try_load(info)
+    if problem:
+        st.error(problem)
+    return loaded
+
+
+MODELS = threading.RLock()  # held by the session whose script run uses a shared model
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def models_in_use() -> Iterator[None]:
+    """Around a page's script run: a model loaded in it (`load`, `try_load`) is the session's alone
+    until the run ends (a rerun or a stop included); a page that loads none never waits."""
+    _held.count = 0
     try:
-        return _load(str(info.path), stamp(info))
+        yield
+    finally:
+        for _ in range(getattr(_held, "count", 0)):
+            MODELS.release()
+        _held.count = 0
+
+
+def _use_models() -> None:
+    """Wait for the shared models, once per script run (one lock for all: no two sessions can hold
+    one model each and wait for the other's)."""
+    if hasattr(_held, "count") and not _held.count:
+        MODELS.acquire()
+        _held.count = 1
+
+
+def try_load(info: RunInfo) -> tuple[LoadedRun | None, str | None]:
+    """(the loaded run, None), or (None, why it cannot be loaded) for a page that keeps the message."""
+    _use_models()
+    try:
+        return _load(str(info.path), stamp(info)), None
     except FileNotFoundError:
-        st.error(f"**{info.path.name}** has no saved weights (yet): it may still be starting, or "
-                 "it was deleted. Pick another run.")
+        return None, (f"**{info.path.name}** has no saved weights (yet): it may still be starting, or "
+                      "it was deleted. Pick another run.")
     except LabkitError as e:
-        st.error(f"**{info.path.name}** cannot be loaded: {e}")
+        return None, f"**{info.path.name}** cannot be loaded: {e}"
     except Exception as e:  # a half-written or foreign file: say so, keep the page alive
-        st.error(f"**{info.path.name}** cannot be loaded ({type(e).__name__}: {str(e)[:300]})")
-    return None
+        return None, f"**{info.path.name}** cannot be loaded ({type(e).__name__}: {str(e)[:300]})"
 
 
 def corpus(info: RunInfo) -> str:

@@ -9,19 +9,25 @@ import streamlit as st
 from labkit import __version__
 
 import common
+from panels import ui
 
 st.set_page_config(page_title="labkit", layout="wide")
 
 PAGES = [
-    st.Page("views/runs.py", title="Runs", default=True),
+    st.Page("views/start.py", title="Start", default=True),
+    st.Page("views/runs.py", title="Runs"),
     st.Page("views/curves.py", title="Loss curves"),
+    st.Page("views/learn.py", title="Watch it learn"),
     st.Page("views/attention.py", title="Attention"),
     st.Page("views/compare.py", title="Compare"),
+    st.Page("views/lens.py", title="Logit lens"),
     st.Page("views/generate.py", title="Generate"),
     st.Page("views/finetune.py", title="Fine-tuning"),
 ]
 
 page = st.navigation(PAGES)
 common.sidebar()
+ui.export_choice()
 st.sidebar.caption(f"labkit {__version__}: pretrain and fine-tune RNN and Transformer language models")
-page.run()
+with common.models_in_use():  # a shared model serves one session at a time
+    page.run()

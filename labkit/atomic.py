@@ -1,20 +1,37 @@
-"""Atomic writes: readers see the old file or the new one, never half of one.
+"""Files on disk, the ground floor: atomic writes and bounded reads.
 
-Write to a temporary file in the same folder, fsync, then `os.replace` (atomic on POSIX and
-Windows). A crash or a kill at any moment leaves at most a stray `.*.tmp` file.
+Writes: to a temporary file in the same folder, fsync, then `os.replace` (atomic on POSIX and
+Windows), so readers see the old file or the new one, never half of one. A crash or a kill at
+any moment leaves at most a stray `.*.tmp` file.
 
 Temporary files and folders are created with mode 0666 / 0777 less the umask, as `open` and
 `mkdir` make them (`tempfile.mkstemp` and `mkdtemp` would make them 0600 / 0700, so that a run
 written by one user could not be read by the app run by another).
+
+Reads: `read_bounded` reads regular files only (a FIFO would hang the reader, a link to
+/dev/zero would fill its memory) and at most a size fixed per kind of file (a tokenizer may be
+large, a config is not); `parse_json` turns damaged JSON of any shape, nesting thousands of levels
+deep included, into a ValueError with a short reason. Both say which file and why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from labkit.errors import LabkitError
+
+MiB = 1 << 20
+MAX_JSON_DEPTH = 64  # labkit's own files nest a few levels; deeper is damage (and recursion elsewhere)
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def temporary_name(folder: Path, prefix: str, suffix: str = "") -> Path:
@@ -63,3 +80,77 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def read_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of the regular file at `path` (links followed), at most `limit` of them.
+
+    Anything else is a LabkitError that names the file and says why: a FIFO, a device, a folder, a
+    file larger than `limit`, or one that cannot be read. A missing file is FileNotFoundError."""
+    path = Path(path)
+    try:
+        # Refuse what is not a regular file before opening it (opening a device can act on it);
+        # O_NONBLOCK: should the path turn into a FIFO meanwhile, the open does not wait for a writer.
+        _check_regular(path, os.stat(path), limit, what)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(path, os.fstat(fd), limit, what)
+            data = f.read(limit + 1)
+    except (FileNotFoundError, LabkitError):
+        raise
+    except OSError as e:
+        raise LabkitError(f"cannot read the {what} {path}: {e.strerror or e}") from None
+    if len(data) > limit:  # it grew while being read
+        raise LabkitError(f"the {what} {path} is larger than a {what} may be ({_size(limit)}): it is "
+                          f"damaged or not a {what}")
+    return data
+
+
+def check_regular(path: str | os.PathLike, what: str) -> None:
+    """A LabkitError unless `path` is a regular file (links followed): for files that a library
+    reads itself (safetensors, torch.load), so that a FIFO cannot hang it nor a device feed it."""
+    _check_regular(Path(path), os.stat(path), sys.maxsize, what)
+
+
+def _check_regular(path: Path, info: os.stat_result, limit: int, what: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in KINDS if test(info.st_mode)), "not a regular file")
+        link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+        raise LabkitError(f"the {what} {path}{link} is {kind}, not a file: replace it with the file itself")
+    if info.st_size > limit:
+        raise LabkitError(f"the {what} {path} is {_size(info.st_size)}, more than a {what} may be "
+                          f"({_size(limit)}): it is damaged or not a {what}")
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:,.1f} MiB" if n >= MiB else f"{n:,} bytes"
+
+
+def parse_json(data: str | bytes) -> Any:
+    """JSON text as Python values. Damage of any shape (not JSON, not UTF-8, nested deeper than
+    MAX_JSON_DEPTH levels, which the parser itself would answer with a RecursionError) is a
+    ValueError with a short reason."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    if _too_deep(value):
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:  # a loop, not recursion: any depth the parser returned is measured safely
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

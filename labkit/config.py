@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import Any, TypeVar
 
+from labkit.atomic import parse_json
 from labkit.errors import LabkitError
 
 C = TypeVar("C", bound="JSONConfig")
@@ -59,9 +60,9 @@ class JSONConfig:
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LabkitError(f"{cls.__name__}: not valid JSON ({e})") from None
+            data = parse_json(text)
+        except ValueError as e:  # not JSON, or nested deeper than any config
+            raise LabkitError(f"{cls.__name__}: {e}") from None
         return cls.from_dict(data)
 
     def replace(self: C, **changes: Any) -> C:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from labkit.errors import LabkitError
 
@@ -18,6 +20,34 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use seconds (900) or a "
                                          "number with s, m or h (90s, 15m, 1h)")
     return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def bounded(kind: type, low: float = -math.inf, high: float = math.inf, *,
+           above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: an int, or a finite float, in [low, high] (above low, with `above`)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r:.40} is not {'a whole' if kind is int else 'a'} "
+                                             "number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r:.40} is not a finite number")
+        if value < low or (above and value == low) or value > high:
+            bounds = [f"{'above' if above else 'at least'} {_plain(low)}" if low > -math.inf else "",
+                      f"at most {_plain(high)}" if high < math.inf else ""]
+            raise argparse.ArgumentTypeError(f"{text:.40} is out of range: it must be "
+                                             f"{' and '.join(b for b in bounds if b)}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _plain(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+SEED = bounded(int, 0, 2**63 - 1)  # what every random number generator labkit seeds accepts
 
 
 def run_path(value: str, runs_dir: str) -> Path:
@@ -47,6 +77,14 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line, `labkit pretrain: error: argument --epochs: ...`, and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {text} (see: {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from labkit.atomic import MiB, read_bounded
 from labkit.cli.common import cell, note, run_path
 from labkit.cli.pretrain import overrides
 from labkit.errors import LabkitError
 
 RNN_PROMPT_WORDS = 2_000  # an RNN reads its prompt one token at a time: cut longer ones
+PROMPT_LIMIT = 16 * MiB  # far more than any model's context; a file past it is a mistake
 
 
 def load_lm_run(args: argparse.Namespace):
@@ -45,7 +47,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from labkit.generate import SamplingConfig, stream, text_pieces
 
     config = SamplingConfig(**overrides(args, SamplingConfig, {}))  # its defaults for the rest
-    prompt = args.prompt_file.read() if args.prompt_file else args.prompt
+    prompt = read_prompt(args.prompt_file) if args.prompt_file else args.prompt
     loaded = load_lm_run(args)
     words = prompt.split()
     if loaded.model.config.family == "rnn" and len(words) > RNN_PROMPT_WORDS:
@@ -63,6 +65,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"{len(tokens.tokens)} tokens, {tokens.tokens_per_second:.1f} tokens/s "
           f"(stopped by {tokens.stop_reason})", file=sys.stderr)
     return 0
+
+
+def read_prompt(name: str) -> str:
+    """The text of --prompt-file: a regular file of at most PROMPT_LIMIT bytes, or '-' (stdin)."""
+    if name == "-":
+        data = sys.stdin.buffer.read(PROMPT_LIMIT + 1)
+        if len(data) > PROMPT_LIMIT:
+            raise LabkitError(f"the prompt on stdin is longer than {PROMPT_LIMIT // MiB} MiB: give a shorter one")
+    else:
+        try:
+            data = read_bounded(name, PROMPT_LIMIT, "prompt file")
+        except FileNotFoundError:
+            raise LabkitError(f"--prompt-file {name}: no such file") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

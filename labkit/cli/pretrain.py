@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from labkit.cli.common import HelpFormatter, duration, given, note, number, run_path, run_training
+from labkit.cli.common import SEED, HelpFormatter, bounded, duration, given, note, number, run_path, run_training
+from labkit.cli.interop import TENSORBOARD_HELP, tensorboard_callbacks
 from labkit.errors import LabkitError
 
 MODEL_FLAGS = ("preset", "model", "layers", "d_model", "hidden", "heads", "context", "dropout",
@@ -18,7 +18,7 @@ MODEL_FLAGS = ("preset", "model", "layers", "d_model", "hidden", "heads", "conte
 # What --resume may change (pretrain.RESUMABLE_OVERRIDES), as flag -> TrainConfig field.
 RESUME_FLAGS = {"steps": "max_steps", "time_budget": "time_budget_s", "eval_every": "eval_every",
                 "log_every": "log_every", "device": "device"}
-NOT_SETTINGS = {"command", "func", "name", "runs_dir", "resume", "no_progress"}
+NOT_SETTINGS = {"command", "func", "name", "runs_dir", "resume", "no_progress", "tensorboard"}
 
 
 def model_config(args: argparse.Namespace, preset: dict[str, Any]):
@@ -114,14 +114,9 @@ def new_run(args: argparse.Namespace, dist: Any) -> int:
         train_cfg = c.from_dict(c.to_dict() | {"max_steps": max(1, round(args.epochs * per_epoch))})
         note(f"one epoch is {per_epoch:,} steps: training {train_cfg.max_steps:,} steps")
     print(f"run directory: {out}", flush=True)
-    fresh = not out.exists()
-    try:
-        return train(args, out, lambda callbacks: pretrain(
-            model, train_cfg, data_cfg, out, callbacks=callbacks, data=data, init_from=base))
-    finally:  # stopped before training began (a bad setting, Ctrl-C): leave nothing behind
-        if (dist.is_main and fresh and out.exists()
-                and not RunDir(out).card_path.exists()):
-            shutil.rmtree(out, ignore_errors=True)
+    # Stopped before training began (a bad setting, Ctrl-C)? pretrain's run lock removes the run it made.
+    return train(args, out, lambda callbacks: pretrain(
+        model, train_cfg, data_cfg, out, callbacks=callbacks, data=data, init_from=base))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -149,9 +144,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise LabkitError(f"run {args.name} is already at step {done}; pass a larger --steps "
                           "to train it longer")
     if checkpoint:
-        print(f"resuming run: {out} (from step {done})", flush=True)
+        print(f"resuming run: {Path(args.runs_dir) / args.name} (from step {done})", flush=True)
     else:
-        print(f"resuming run: {out} from step 0: it was stopped before its first checkpoint",
+        print(f"resuming run: {Path(args.runs_dir) / args.name} from step 0: it was stopped before its first checkpoint",
               flush=True)
     changes = {field: getattr(args, name) for name, field in RESUME_FLAGS.items()}
     return train(args, out, lambda callbacks: resume(out, callbacks=callbacks, overrides=changes))
@@ -170,7 +165,12 @@ def report(card: dict[str, Any], out: Path) -> None:
 
 
 def train(args: argparse.Namespace, out: Path, start) -> int:
-    return run_training(args, "pretrain", lambda callbacks: report(start(callbacks), out))
+    """Train a new or resumed run with the progress display, TensorBoard (when asked) and the
+    run's timeline (labkit.timeline) as callbacks."""
+    from labkit.timeline import TimelineRecorder
+
+    return run_training(args, "pretrain", lambda callbacks: report(
+        start(callbacks + tensorboard_callbacks(args) + [TimelineRecorder()]), out))
 
 
 P = "(default: from the preset)"
@@ -191,7 +191,7 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
     """(flag, argparse keywords, help) by group; defaults are None: "not given"."""
     from labkit.presets import MODELS, PRESETS
 
-    n, x = dict(type=int, metavar="N"), dict(type=float, metavar="X")
+    n, x = dict(type=int, metavar="N"), dict(type=bounded(float), metavar="X")
     return {
         "model": [
             ("--preset", dict(metavar="NAME"), "a size (tiny, classic, medium) or a preset "
@@ -221,14 +221,15 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--eval-tokens", n, f"evaluate on the first N valid/test tokens, 0 = all {P}")],
         "training": [
             ("--steps", n, f"optimizer steps {P}"),
-            ("--epochs", x, "passes over the training tokens, converted to steps"),
+            ("--epochs", dict(type=bounded(float, 0, 1e6, above=True), metavar="X"),
+             "passes over the training tokens, converted to steps"),
             ("--time-budget", dict(type=duration, metavar="TIME"), "stop after this much "
              "training time, even before --steps: seconds, or 90s, 15m, 1h"),
             ("--batch-size", n, P),
             ("--seq-len", n, f"bptt window (RNN) / block length (Transformer) {P}"),
             ("--lr", x, f"peak learning rate {P}"),
             ("--optimizer", dict(choices=("adamw", "sgd")), P),
-            ("--schedule", dict(choices=("cosine", "constant", "plateau")), P),
+            ("--schedule", dict(choices=("cosine", "linear", "constant", "plateau")), P),
             ("--grad-clip", x, f"max gradient norm, 0 = off {P}"),
             ("--grad-accum", n, "micro-batches per optimizer step (default: 1)"),
             ("--eval-every", n, f"validate and save a checkpoint every N steps {P}"),
@@ -238,7 +239,7 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--compile", dict(action="store_true", default=None), "torch.compile the model "
              "(pays off on GPUs, not on CPUs)"),
             ("--device", dict(metavar="DEV"), "auto, cpu, cuda, cuda:N or mps (default: auto)"),
-            ("--seed", n, "(default: 1234)")],
+            ("--seed", dict(type=SEED, metavar="N"), "(default: 1234)")],
     }
 
 
@@ -261,6 +262,7 @@ def add_pretrain(sub: Any) -> None:
                    "and --device may be given with it")
     g.add_argument("--init-from", metavar="RUN", help="start from RUN's weights and tokenizer: "
                    "continued pretraining on --corpus (domain adaptation)")
+    g.add_argument("--tensorboard", metavar="DIR", help=TENSORBOARD_HELP)
     g.add_argument("--no-progress", action="store_true", help="no progress bar, one line per "
                    "evaluation instead")
     p.set_defaults(func=cmd_pretrain)

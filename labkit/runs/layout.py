@@ -9,9 +9,14 @@
                          RNG and data position); each folder appears whole or not at all
       metrics.jsonl      one JSON record per logged step or evaluation
       card.json          the results card (and status: running, finished, interrupted, failed)
+      timeline.jsonl     a small snapshot of the model at each evaluation (labkit.runs.timeline)
 
 Weights are safetensors; the training state is plain tensors and numbers, loaded with
 `torch.load(..., weights_only=True)`: nothing in a run directory can run code when loaded.
+
+Every path labkit reads, writes or deletes in a run must stay inside it: a link that leads out
+(metrics.jsonl to a file elsewhere, checkpoints/ to another folder) is refused, never followed.
+Files are read only when they are regular files of a plausible size for their kind.
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from labkit.atomic import atomic_path, make_temporary_dir, write_atomic
-from labkit.errors import RunError
+from labkit.atomic import MiB, atomic_path, check_regular, make_temporary_dir, parse_json, read_bounded, write_atomic
+from labkit.errors import LabkitError, RunError
 
 FORMAT_VERSION = 1
 KEEP_CHECKPOINTS = 2
 # The file names of a run: only this package spells them out.
 CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD = "config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl", "card.json"
 CHECKPOINTS, STATE = "checkpoints", "state.pt"
+TIMELINE = "timeline.jsonl"  # snapshots at each evaluation: labkit.runs.timeline
+# The most a run's JSON files may hold: a config or card is a few KB; metrics grow with the run.
+LIMITS = {CONFIG: MiB, CARD: MiB, METRICS: 512 * MiB}
+NAME_MAX = 255  # bytes in a file name, on the common file systems
 WHY = {errno.ENOSPC: "the disk is full (no space left on device)",
        errno.EDQUOT: "the disk quota is exceeded",
        errno.EROFS: "the file system is read-only",
@@ -51,7 +60,7 @@ def write_error(path: str | os.PathLike, error: OSError) -> RunError:
     why = WHY.get(error.errno or 0, error.strerror or str(error))
     path = Path(path)
     root = next((p.parent for p in path.parents if p.name == CHECKPOINTS), path.parent)
-    latest = RunDir(root).latest_checkpoint()
+    latest = (RunDir(root).checkpoints() or [None])[-1]
     then = (f"the last checkpoint, {latest.name}, is intact: fix that, then continue with "
             "--resume" if latest else "fix that and try again")
     return RunError(f"cannot write {path}: {why}; {then}")
@@ -92,37 +101,60 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def confined(self, path: Path) -> Path:
+        """`path` with its links resolved; a RunError when that leads outside the run."""
+        try:
+            root, real = self.root.resolve(), path.resolve()
+        except (OSError, RuntimeError) as e:  # a link that loops
+            raise RunError(f"{path} cannot be resolved ({e}): remove the link") from None
+        if real != root and root not in real.parents:
+            raise RunError(f"{path} leads outside the run (to {real}): a run's files must be inside it; "
+                           "replace the link with the file itself")
+        return real
+
+    def check_confined(self) -> None:
+        """Refuse a run with a link that leads out of it, before anything writes to it."""
+        entries = [self.root / name for name in (CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD, TIMELINE, CHECKPOINTS)]
+        if self.checkpoints_dir.is_dir() and not self.checkpoints_dir.is_symlink():
+            for folder in self.checkpoints_dir.iterdir():
+                entries += [folder, folder / WEIGHTS, folder / STATE]
+        for path in entries:
+            if path.is_symlink():
+                self.confined(path)
+
     # --- JSON files ---------------------------------------------------------------------
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
         with writing(path):
-            write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.confined(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def read_json(self, path: Path) -> dict[str, Any]:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            self.confined(path)
+            data = parse_json(read_bounded(path, LIMITS.get(path.name, MiB), path.name))
         except FileNotFoundError:
             raise RunError(f"{self.root} has no {path.name}: is it a labkit run directory?") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except RunError:
+            raise
+        except LabkitError as e:
+            raise RunError(str(e)) from None
+        except ValueError as e:
             raise RunError(f"{path} is corrupt ({e}); delete the run or restore the file") from None
         if not isinstance(data, dict):
-            raise RunError(f"{path} is corrupt (not a JSON object)")
+            raise RunError(f"{path} is corrupt (not a JSON object); delete the run or restore the file")
         return data
 
     def save_config(self, config: dict[str, Any]) -> None:
         self.write_json(self.config_path, {"format_version": FORMAT_VERSION, **config})
 
     def create(self, tokenizer: Any, config: dict[str, Any]) -> None:
-        """Make the run: its folder, the tokenizer (an object with `save(path)`) and the config.
-        A failure (disk full, no permission) is a RunError, and what this call made is removed."""
-        created = not self.root.exists()
+        """Write a new run's tokenizer (an object with `save(path)`) and config into its folder.
+        A failure (disk full, no permission) is a RunError; the writer's lock (labkit.runs.lock),
+        which made the folder, removes what was written."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tokenizer.save(self.tokenizer_path)
-            self.save_config(config)
-        except (OSError, RunError) as e:
-            if created:
-                shutil.rmtree(self.root, ignore_errors=True)
-            raise e if isinstance(e, RunError) else write_error(self.root, e) from None
+            tokenizer.save(self.confined(self.tokenizer_path))
+        except OSError as e:
+            raise write_error(self.tokenizer_path, e) from None
+        self.save_config(config)
 
     def load_config(self) -> dict[str, Any]:
         config = self.read_json(self.config_path)
@@ -154,6 +186,8 @@ class RunDir:
         tmp = None
         try:
             self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+            if self.checkpoints_dir.is_symlink():
+                self.confined(self.checkpoints_dir)  # refused when it leads out of the run
             self.remove_stale_files()
             tmp = make_temporary_dir(self.checkpoints_dir, ".tmp-")
             save_weights(model, tmp / WEIGHTS, {"step": str(step)})
@@ -163,7 +197,7 @@ class RunDir:
                 f.write(buffer.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
-            if final.exists():  # the same step saved again (e.g. at an interrupt right after)
+            if os.path.lexists(final):  # the same step saved again (e.g. at an interrupt right after)
                 _remove_dir(final)
             os.replace(tmp, final)
         except OSError as e:
@@ -179,38 +213,54 @@ class RunDir:
         return final
 
     def remove_stale_files(self) -> None:
-        """Remove what a writer killed mid-write left: `.tmp-*` folders, `.*.tmp` files."""
+        """Remove what a writer killed mid-write left: `.tmp-*` folders, `.*.tmp` files. Links are
+        removed, never followed; a checkpoints folder that is a link is left alone."""
         for folder in (self.root, self.checkpoints_dir):
+            if folder.is_symlink():
+                continue
             with contextlib.suppress(OSError):  # best effort: a read-only folder stays as it is
                 for p in list(folder.iterdir()) if folder.is_dir() else []:
-                    if p.name.startswith(".tmp-") and p.is_dir():
+                    if p.name.startswith(".tmp-") and p.is_dir() and not p.is_symlink():
                         shutil.rmtree(p, ignore_errors=True)
-                    elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                    elif p.name.startswith(".tmp-") or (p.name.startswith(".") and p.name.endswith(".tmp")):
                         p.unlink(missing_ok=True)
 
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders, oldest first (temporary folders are not listed)."""
+        """Complete checkpoint folders, oldest first (temporary folders are not listed). A folder
+        is complete when both its files are there: one is only ever renamed in whole."""
         if not self.checkpoints_dir.is_dir():
             return []
         return sorted(p for p in self.checkpoints_dir.glob("step-*")
-                      if (p / STATE).is_file() and (p / WEIGHTS).is_file())
+                      if os.path.lexists(p / STATE) and os.path.lexists(p / WEIGHTS))
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint; a RunError when it, or a file in it, leads out of the run."""
         found = self.checkpoints()
-        return found[-1] if found else None
+        if not found:
+            return None
+        for path in (self.checkpoints_dir, found[-1], found[-1] / WEIGHTS, found[-1] / STATE):
+            self.confined(path)
+        return found[-1]
 
 
 def _remove_dir(path: Path, ignore_errors: bool = False) -> None:
-    """Rename a folder out of its `step-N` name, then delete it: never a half-deleted step-N."""
+    """Rename a folder out of its `step-N` name, then delete it: never a half-deleted step-N.
+    A link is removed itself, never what it points to."""
     aside = path.with_name(f".tmp-old-{path.name}")
     try:
-        if aside.exists():
-            shutil.rmtree(aside)
+        _remove(aside)  # left there by a writer killed while removing
         os.replace(path, aside)
-        shutil.rmtree(aside)
+        _remove(aside)
     except OSError:
         if not ignore_errors:
             raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -228,8 +278,12 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise RunError(f"{path} is missing: the run has no saved weights yet")
+    try:
+        check_regular(path, "weights file")
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the run has no saved weights yet") from None
+    except LabkitError as e:
+        raise RunError(str(e)) from None
     try:
         missing, unexpected = load_model(model, path, strict=False, device=str(next(model.parameters()).device))
     except (SafetensorError, OSError) as e:
@@ -245,9 +299,13 @@ def load_weights(model: nn.Module, path: Path) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     """Training state: tensors and numbers only. Anything else (a pickle payload) is refused."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        check_regular(path, "training state")
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
+    except LabkitError as e:
+        raise RunError(str(e)) from None
     except Exception as e:  # weights_only refuses code objects with an UnpicklingError
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunError(f"refusing to load {path}: not a plain labkit training state ({reason[:160]})") from None
@@ -260,7 +318,10 @@ def safe_run_path(root: str | Path, name: str) -> Path:
     """Resolve a run name under `root`, refusing anything that would escape it."""
     if (not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts
             or "/" in name or "\\" in name or not name.isprintable()):
-        raise RunError(f"invalid run name {name!r}: use a plain name such as 'lstm-1'")
+        raise RunError(f"invalid run name {name[:60]!r}: use a plain name such as 'lstm-1'")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise RunError(f"invalid run name {name[:40]!r}...: it is {len(os.fsencode(name))} bytes long, "
+                       f"more than the {NAME_MAX} a file name may have")
     root = Path(root).resolve()
     path = (root / name).resolve()
     if root not in path.parents:

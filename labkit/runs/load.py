@@ -147,6 +147,7 @@ def load_run(path: str | Path, *, which: str = "best", device: str | torch.devic
     if "model" not in config:
         raise RunError(f"{run.config_path} has no model section: not a labkit run")
     model_config = config_from_dict(config["model"])
+    run.confined(run.tokenizer_path)
     tokenizer = load_tokenizer(run.tokenizer_path)
     vocab_size = getattr(model_config, "vocab_size", None) or model_config.body.get("vocab_size")
     if tokenizer.vocab_size != vocab_size:
@@ -165,5 +166,6 @@ def load_run(path: str | Path, *, which: str = "best", device: str | torch.devic
         weights = run.checkpoint_weights(checkpoint) if checkpoint else run.weights_path
     else:
         raise LabkitError(f"which must be 'best' or 'last', got {which!r}")
+    run.confined(weights)  # a link that leads out of the run is refused, never loaded
     load_weights(model, weights)
     return LoadedRun(run, model.eval(), tokenizer, config)

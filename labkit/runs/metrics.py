@@ -4,7 +4,8 @@ Each record is written with a single `write` of a whole line on a file opened fo
 viewer reading the file while it grows sees whole lines; a reader still skips a last line that
 has no newline yet (a writer killed mid-write), so a torn line can never break a viewer. A
 write that fails (disk full, read-only) is cut back to the last whole line and raised as a
-RunError.
+RunError. The writer opens the file itself, never a link (one that leads out of the run is refused),
+and only a regular file; readers skip whatever is not one.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import errno
 import json
 import math
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labkit.atomic import write_atomic
-from labkit.runs.layout import RunDir, write_error, writing
+from labkit.atomic import parse_json, read_bounded, write_atomic
+from labkit.errors import LabkitError, RunError
+from labkit.runs.layout import LIMITS, METRICS, RunDir, write_error, writing
+
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # never a link; never wait on a FIFO
+TAIL = 1 << 16  # the metrics file is read back from its end this much at a time, for a torn line
 
 
 def _clean(value: Any) -> Any:
@@ -30,27 +36,50 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsWriter:
+    """Appends records to the metrics file of the run that holds it (a RunError if the file leads
+    out of the run, or is not a regular file)."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.target = RunDir(self.path.parent).confined(self.path)  # links resolved, inside the run
         self._drop_torn_tail()
+
+    def _open(self, flags: int) -> int:
+        fd = os.open(self.target, flags | NO_FOLLOW, 0o666)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunError(f"{self.path} is not a regular file: move it away, then try again")
+        return fd
 
     def _drop_torn_tail(self) -> None:
         """A writer killed mid-line leaves a fragment; cut it so the next record starts clean."""
         try:
-            data = self.path.read_bytes()
+            fd = self._open(os.O_RDONLY)
         except FileNotFoundError:
             return
         except OSError as e:
             raise write_error(self.path, e) from None
-        if data and not data.endswith(b"\n"):
-            with writing(self.path), open(self.path, "rb+") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        try:
+            size = os.fstat(fd).st_size
+            if size > LIMITS[METRICS]:
+                raise RunError(f"{self.path} is larger than a {self.path.name} may be ({LIMITS[METRICS] >> 20} MiB): "
+                               "move it away, then try again")
+            end = _after_last_newline(fd, size)
+        finally:
+            os.close(fd)
+        if end < size:
+            with writing(self.path):
+                fd = self._open(os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, end)
+                finally:
+                    os.close(fd)
 
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n").encode()
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 size = os.fstat(fd).st_size
                 try:
@@ -65,11 +94,27 @@ class MetricsWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (used on resume, so replayed steps are not logged twice)."""
-        if not self.path.exists():
+        if not os.path.lexists(self.target):
             return
-        kept = [json.dumps(r) + "\n" for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        try:
+            data = read_bounded(self.target, LIMITS[METRICS], self.path.name)
+            kept = [json.dumps(r) + "\n" for r in _records(data) if r.get("step", 0) <= step]
+        except LabkitError as e:
+            raise RunError(str(e)) from None
         with writing(self.path):
-            write_atomic(self.path, "".join(kept))
+            write_atomic(self.target, "".join(kept))
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just past the file's last newline (0 if it has none), read from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -77,15 +122,22 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def iter_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Whole, valid records only: a torn or corrupt line is skipped, never raised."""
+    """Whole, valid records only: a torn or damaged line is skipped, never raised, and so is a
+    file that is no file (a FIFO, a device, a link out of its run) or far too large."""
+    path = Path(path)
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+        RunDir(path.parent).confined(path)
+        data = read_bounded(path, LIMITS[METRICS], path.name)
+    except (OSError, LabkitError):
         return
+    yield from _records(data)
+
+
+def _records(data: bytes) -> Iterator[dict[str, Any]]:
     for raw in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = parse_json(raw)
+        except ValueError:
             continue
         if isinstance(record, dict):
             yield record

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -398,6 +399,8 @@ def test_any_sampling_parameters(models, temperature, top_k, top_p, max_tokens, 
 
 # --- the command line ---------------------------------------------------------------------------
 SLOW_FLAGS = {"--compile"}  # torch.compile takes ~40 s on a CPU: left out of the fuzz
+# `labkit app` becomes a server until stopped: tests/integration/test_app_command.py starts it for real.
+SERVING = {"app"}
 # `labkit bench` runs for as long as these say (a duration, or more variants): fixed small below,
 # as is where it writes.
 BENCH_FIXED = {"--budget", "--window", "--variants", "--budget-variants", "--families", "--out"}
@@ -421,7 +424,7 @@ def flag_table() -> dict[str, list]:
     return {name: [a for a in p._actions if a.option_strings and a.option_strings[0] != "-h"
                    and a.option_strings[0] not in SLOW_FLAGS
                    and not (name == "bench" and a.option_strings[0] in BENCH_FIXED)]
-            for name, p in sub.choices.items()}
+            for name, p in sub.choices.items() if name not in SERVING}
 
 
 FLAGS = flag_table()
@@ -498,7 +501,7 @@ def test_command_line_fuzz(fuzz_home: dict[str, str], capsys) -> None:
         out, err = capsys.readouterr()
         assert isinstance(code, int) and code in (0, 1, 2), (argv, code, err[-2000:])
         assert "Traceback" not in err, (argv, err[-2000:])
-        if code == 2 and err.startswith("labkit: error:"):
+        if code == 2 and re.match(r"labkit( \w+)?: error: ", err):  # a mistake in argv, or a LabkitError
             assert len(err.strip().splitlines()) == 1, (argv, err)
         codes[code] += 1
 
@@ -534,20 +537,25 @@ def test_command_line_spot_checks_in_real_processes(runs: Path, tmp_path: Path) 
         CASES["command line (processes)"] += 1
     bogus = subprocess.run([sys.executable, "-m", "labkit", "--bogus"], env=env,
                            capture_output=True, text=True, timeout=60)
-    assert bogus.returncode == 2 and "usage:" in bogus.stderr and "Traceback" not in bogus.stderr
+    assert bogus.returncode == 2 and bogus.stderr == "labkit: error: unrecognized arguments: --bogus (see: labkit --help)\n"
     CASES["command line (processes)"] += 1
 
 
 # --- damaged run files --------------------------------------------------------------------------
 FILES = ["config.json", "card.json", "tokenizer.json", "model.safetensors", "metrics.jsonl",
          "checkpoint/model.safetensors", "checkpoint/state.pt"]
+# Damage that is never valid: JSON nested deeper than any file labkit writes (thousands of levels
+# make the parser itself recurse), a sparse file larger than any kind's size limit, a FIFO (a
+# reader that opens it waits for a writer), a link to /dev/zero (endless bytes) and a link to a
+# good copy of the file outside the run (labkit must not read, write or delete through it).
+ALWAYS_BROKEN = ("deep", "huge", "fifo", "dev-zero", "outside")
 
 
 @st.composite
 def damage(draw, size: int, is_json: bool):
-    """How to damage a file of `size` bytes: truncate, flip bits, overwrite with garbage, or
-    (JSON) put an odd value at a random place."""
-    kinds = ["truncate", "flip", "garbage"] + (["rewrite"] * 2 if is_json else [])
+    """How to damage a file of `size` bytes: truncate, flip bits, overwrite with garbage, (JSON) put
+    an odd value at a random place, or one of ALWAYS_BROKEN."""
+    kinds = ["truncate", "flip", "garbage", *ALWAYS_BROKEN] + (["rewrite"] * 3 if is_json else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "truncate":
         return kind, draw(st.integers(0, max(0, size - 1)))
@@ -556,12 +564,16 @@ def damage(draw, size: int, is_json: bool):
                                    min_size=1, max_size=8))
     if kind == "garbage":
         return kind, draw(st.binary(max_size=2048))
+    if kind == "deep":
+        return kind, draw(st.sampled_from([65, 999, 5000, 100_000]) | st.integers(65, 20_000))
+    if kind in ALWAYS_BROKEN:
+        return kind, None
     return kind, (draw(st.integers(0, 10**6)), draw(st.sampled_from(
         [-1, 0, 10**12, 2**70, 3.5, -0.0, "x", "", None, True, [], {}, [1, 2], {"a": 1},
          float("nan"), float("inf"), "\udcff", "../../etc"]) | JSON))
 
 
-def apply_damage(path: Path, how) -> None:
+def apply_damage(path: Path, how, outside: Path) -> None:
     kind, arg = how
     data = path.read_bytes()
     if kind == "truncate":
@@ -573,6 +585,21 @@ def apply_damage(path: Path, how) -> None:
         path.write_bytes(bytes(buf))
     elif kind == "garbage":
         path.write_bytes(arg)
+    elif kind == "deep":  # metrics.jsonl keeps its records and gets one deep line more
+        deep = b"[" * arg + b"]" * arg
+        path.write_bytes(data + deep + b"\n" if path.name == "metrics.jsonl" else deep)
+    elif kind == "huge":  # sparse: no disk is used
+        os.truncate(path, 600 << 20)
+    elif kind == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    elif kind == "outside":
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, outside)
+        path.symlink_to(outside)
     else:  # replace the n-th value anywhere in the JSON tree with an odd one
         pick, value = arg
         tree = json.loads(data)
@@ -592,6 +619,48 @@ def apply_damage(path: Path, how) -> None:
         path.write_text(json.dumps(tree), errors="surrogateescape")
 
 
+def verdict(target: str, kind: str, original: Path, damaged: Path) -> bool | None:
+    """Is the damaged file broken (True), as good as the original (False), or unknown (None: a
+    changed value, or bits flipped in tensor data, which no reader can tell from a real one)?
+    Decided by other readers than labkit's: Python's json, safetensors, torch.load."""
+    if target == "metrics.jsonl":  # a damaged line is skipped (tested below): only the file itself can be broken
+        return kind in ALWAYS_BROKEN and kind != "deep"
+    if kind in ALWAYS_BROKEN:
+        return True
+    data = damaged.read_bytes()
+    if target.endswith(".json"):
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            return True
+        return True if not isinstance(value, dict) else False if value == json.loads(original.read_bytes()) else None
+    if data == original.read_bytes():
+        return False
+    try:
+        if target.endswith("state.pt"):
+            torch.load(io.BytesIO(data), weights_only=True)
+        else:
+            from safetensors.torch import load as load_tensors
+
+            load_tensors(data)
+    except Exception:
+        return True
+    return None
+
+
+def good_records(path: Path) -> list[dict]:
+    """metrics.jsonl as an independent reader sees it: each whole line that is a JSON object."""
+    found = []
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
 @pytest.fixture(scope="module")
 def resumer(runs: Path):
     """Data for building Trainers that resume from damaged checkpoints (loaded once)."""
@@ -602,10 +671,23 @@ def resumer(runs: Path):
                                 load_tokenizer(runs / "lm" / "tokenizer.json"))
 
 
+def outcome(action) -> str | None:
+    """None when `action()` works; the message of the LabkitError it raised (one line) otherwise."""
+    try:
+        action()
+    except LabkitError as e:
+        assert "\n" not in str(e), str(e)
+        return str(e)
+    return None
+
+
 @pytest.mark.parametrize("target", FILES)
 def test_damaged_run_files(runs: Path, tmp_path: Path, resumer, target: str, capsys) -> None:
-    """Whatever happened to the file, reading the run works or raises LabkitError: listing
-    runs, loading the best and the last weights, `labkit runs`, resuming from the checkpoint."""
+    """Damage to one file of a run is detected: every reader of that file (listing runs, `labkit
+    runs`, loading the best or the last weights, resuming from the checkpoint, the metrics reader and
+    writer) gives a one-line error naming it, or, for metrics.jsonl, skips exactly the damaged
+    lines; every reader of the other files works; nothing outside the run changes. When the damage
+    cannot be told from a real file (a changed value), a reader works or raises a LabkitError."""
     from labkit.runs import load_run
 
     source = runs / "lm"
@@ -614,31 +696,67 @@ def test_damaged_run_files(runs: Path, tmp_path: Path, resumer, target: str, cap
     size = (source / relative).stat().st_size
     config, data = resumer
     counter = iter(range(10**6))
+    # which of the readers below read the target: the others must work whatever happened to it
+    readers = {"list": ("config.json", "card.json"), "best": ("config.json", "tokenizer.json", "model.safetensors"),
+               "last": ("config.json", "tokenizer.json", "checkpoint/model.safetensors"),  # weights only
+               "resume": ("checkpoint/model.safetensors", "checkpoint/state.pt"), "metrics": ("metrics.jsonl",)}
+    # loading the last weights reads no training state, but refuses a checkpoint whose state.pt is a link out
+    may_notice = {"last": ("checkpoint/state.pt",)}
+    verdicts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
 
     @fuzz(45)
     @given(how=damage(size, target.endswith(".json")))
     def case(how) -> None:
         CASES[f"damaged {target}"] += 1
-        run = copy_run(runs, "lm", tmp_path / f"c{next(counter)}" / "lm")
-        apply_damage(run.root / relative, how)
+        home = tmp_path / f"c{next(counter)}"
+        run = copy_run(runs, "lm", home / "runs" / "lm")
+        outside = home / "outside" / Path(relative).name
+        apply_damage(run.root / relative, how, outside)
+        kept = outside.read_bytes() if outside.exists() else None
+        broken = verdict(target, how[0], source / relative, outside if how[0] == "outside" else run.root / relative)
+        verdicts[{True: "broken", False: "intact", None: "unknown"}[broken]] += 1
+        kinds[how[0]] += 1
+        named = f"lm/{relative}"
+
+        def check(reader: str, message: str | None) -> None:
+            if target in may_notice.get(reader, ()) and message is not None:
+                assert named in message, (reader, how, message)
+            elif target not in readers[reader] or broken is False:
+                assert message is None, (reader, how, message)
+            elif broken:
+                assert message is not None and named in message, (reader, how, message)
+
         with within(30):
             infos = list_runs(run.root.parent)  # never raises
             assert len(infos) == 1
+            check("list", infos[0].error)
             assert main(["runs", "--runs-dir", str(run.root.parent)]) == 0
+            out = capsys.readouterr().out
+            if infos[0].error:
+                assert f"lm: {infos[0].error}" in out
             for which in ("best", "last"):
-                with contextlib.suppress(LabkitError):
-                    load_run(run.root, which=which)
-            with contextlib.suppress(LabkitError):
-                trainer = Trainer(build_model(config["model"]), data,
-                                  TrainConfig.from_dict(config["train"]), None)
+                check(which, outcome(lambda which=which: load_run(run.root, which=which)))
+
+            def resume():
+                trainer = Trainer(build_model(config["model"]), data, TrainConfig.from_dict(config["train"]), None)
                 trainer.resume(run.latest_checkpoint() or run.root / "checkpoints" / "none")
-            assert isinstance(read_metrics(run.metrics_path), list)
-            with contextlib.suppress(LabkitError):
-                MetricsWriter(run.metrics_path)
+
+            check("resume", outcome(resume))
+            records = read_metrics(run.metrics_path)
+            if target == "metrics.jsonl":  # readers skip what is damaged, and only that
+                assert json.dumps(records) == json.dumps([] if broken else good_records(run.metrics_path)), how
+            check("metrics", outcome(lambda: MetricsWriter(run.metrics_path)))
+        if kept is not None:
+            assert outside.read_bytes() == kept, "a file outside the run was changed"
         capsys.readouterr()
-        shutil.rmtree(run.root.parent)
+        shutil.rmtree(home)
 
     case()
+    print(f"\ndamaged {target}: {dict(verdicts)}")
+    assert set(ALWAYS_BROKEN) <= set(kinds), kinds  # every damage that must be detected was tried
+    if target != "metrics.jsonl":  # a damaged line of it is skipped, not an error (checked above)
+        assert verdicts["broken"] >= 15, verdicts  # enough of the cases that must be detected were tried
 
 
 def test_state_file_with_wrong_contents_is_a_clear_error(runs: Path, tmp_path: Path, resumer):

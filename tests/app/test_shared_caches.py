@@ -1,0 +1,81 @@
+"""The caches one app server shares between its sessions (app/common.py): the run list is read
+again as soon as a run's config or card changes, so a session never sees a stale list; a model and
+an analysis of it are computed once for every session and again when the weights change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP_DIR = Path(__file__).resolve().parents[2] / "app"
+
+
+@pytest.fixture(scope="module")
+def common():
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        import common
+
+        yield common
+    finally:
+        sys.path.remove(str(APP_DIR))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    from labkit.data import DataConfig
+    from labkit.models import RNNConfig
+    from labkit.train import TrainConfig
+    from labkit.train.pretrain import pretrain
+
+    pretrain(RNNConfig(d_embed=16, d_hidden=16, n_layers=1, dropout=0.0),
+             TrainConfig(max_steps=2, eval_every=1, log_every=1, batch_size=4, seq_len=16, device="cpu"),
+             DataConfig(corpus="synthetic", train_tokens=4000, eval_tokens=300), tmp_path / "runs" / "a")
+    return tmp_path / "runs"
+
+
+def run_table(root: Path) -> dict[str, dict]:
+    """The Runs page's table in a new session: {run: row}."""
+    at = AppTest.from_file(str(APP_DIR / "main.py"), default_timeout=60)
+    at.session_state["runs_root"] = str(root)
+    at.run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    return {row["run"]: row for row in table.to_dict("records")}
+
+
+def test_a_session_never_sees_a_stale_run_list(root: Path, monkeypatch) -> None:
+    from labkit.runs import RunDir
+
+    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+    assert run_table(root)["a"]["steps"] == 2
+    run = RunDir(root / "a")
+    run.write_card(run.read_card() | {"steps": 7})
+    shutil.copytree(root / "a", root / "b")
+    rows = run_table(root)
+    assert rows["a"]["steps"] == 7 and rows["b"]["steps"] == 7
+
+
+def test_an_analysis_is_computed_once_for_every_session(root: Path, common) -> None:
+    from labkit.runs import read_info
+
+    calls = []
+
+    def vocabulary(loaded, extra: int) -> int:
+        calls.append(extra)
+        return loaded.tokenizer.vocab_size + extra
+
+    info = read_info(root / "a")
+    first = common.analysis(vocabulary, info, 1)
+    assert common.analysis(vocabulary, info, 1) == first and calls == [1]  # a second session: no work
+    assert common.analysis(vocabulary, info, 2) == first + 1 and calls == [1, 2]
+    assert common.load(info) is common.load(info)  # one model object, shared
+    weights = info.run.weights_path
+    os.utime(weights, ns=(1, 1))  # rewritten, as by a run that trained on: a new stamp
+    assert common.analysis(vocabulary, info, 1) == first and calls == [1, 2, 1]
