@@ -5,7 +5,11 @@ Each step turns the model's next-token logits into a choice:
     p = softmax(logits / temperature), restricted to the top-k tokens and then to the nucleus
     (the smallest set of tokens whose probability adds up to top_p), renormalised.
 
-Temperature 0 means greedy decoding (argmax). A Transformer decodes with its KV cache: the
+Temperature 0 means greedy decoding (argmax). `<unk>` is never chosen unless `allow_unk`: it is
+not a word anyone wants to read, only the vocabulary's name for the words it lacks. Each step also
+reports its `show_top` likeliest next tokens, with their probability under the model and under
+the distribution actually sampled from, so a viewer can show what temperature and top-p did.
+A Transformer decodes with its KV cache: the
 prompt is encoded once, then each step feeds only the new token. Its learned positions stop at
 `context_length`, so the model always reads the last `context_length` tokens at most; once the
 text is longer, every step re-encodes that sliding window with a fresh cache (the cached keys
@@ -38,6 +42,8 @@ class SamplingConfig:
     max_tokens: int = 50
     seed: int | None = None  # None: drawn from torch's global RNG, so torch.manual_seed applies
     stop_at_eos: bool = True
+    show_top: int = 10  # per step, report the k likeliest next tokens (0 = none)
+    allow_unk: bool = False  # may <unk> be generated? (greedy decoding skips it too)
 
     def __post_init__(self) -> None:
         t, p = self.temperature, self.top_p
@@ -47,16 +53,28 @@ class SamplingConfig:
             raise LabkitError(f"top_p must be in (0, 1] (1 = off), got {p!r}")
         if p == 0:
             raise LabkitError("top_p must be > 0; for greedy decoding use temperature 0")
-        for name, lo, hi in (("top_k", 0, None), ("max_tokens", 0, MAX_TOKENS_CAP)):
+        for name, lo, hi in (("top_k", 0, None), ("max_tokens", 0, MAX_TOKENS_CAP), ("show_top", 0, 1000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi and v > hi):
                 raise LabkitError(f"{name} must be a whole number in [{lo}, {hi or 'inf'}], "
                                   f"got {v!r}")
+        if not isinstance(self.allow_unk, bool) or not isinstance(self.stop_at_eos, bool):
+            raise LabkitError("allow_unk and stop_at_eos must be True or False")
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                                  or not -2**63 <= seed < 2**64):  # what torch's generator takes
             raise LabkitError(f"seed must be a whole number in [-2**63, 2**64) or None, got "
                               f"{self.seed!r:.40}")
+
+
+@dataclass
+class Candidate:
+    """One of a step's likeliest next tokens."""
+
+    id: int
+    text: str
+    model_prob: float  # under the model's own softmax (temperature 1, nothing cut)
+    sampling_prob: float  # under the distribution sampled from (temperature, top-k, top-p; 0 if cut)
 
 
 @dataclass
@@ -66,6 +84,7 @@ class GeneratedToken:
     prob: float  # under the sampling distribution (after temperature, top-k, top-p); 1 if greedy
     entropy: float  # nats, of the model's full next-token distribution (temperature 1)
     model_prob: float  # under the model's own softmax (temperature 1, no filtering)
+    top: list[Candidate] = field(default_factory=list)  # the step's `show_top` likeliest tokens, best first
 
 
 @dataclass
@@ -211,19 +230,34 @@ class Stream:
                               "(did training diverge?); use another checkpoint")
         cfg = self.config
         log_probs = logits.log_softmax(-1)
+        model_probs = log_probs.exp()
         # -sum p log p; where p is 0, log p is -inf: clamped so that 0 * log p stays 0
-        entropy = float(-(log_probs.exp() * log_probs.clamp(min=-1e30)).sum().clamp(min=0.0))
+        entropy = max(0.0, float(-(model_probs * log_probs.clamp(min=-1e30)).sum()))
+        allowed = logits.clone()
+        unk = self.tokenizer.unk_id
+        if not cfg.allow_unk and unk is not None and allowed.numel() > 1:
+            allowed[unk] = float("-inf")
         if cfg.temperature == 0:
-            i, prob = int(logits.argmax()), 1.0
+            i = int(allowed.argmax())
+            probs = torch.zeros_like(model_probs, dtype=torch.float64)
+            probs[i] = 1.0
         else:
             # Subtract the max first so a tiny temperature cannot overflow to +inf; in float64 so
             # that a temperature below float32's range (1e-300) is not rounded to 0 (0/0 = NaN).
-            scaled = (logits.double() - logits.max()) / cfg.temperature
+            scaled = (allowed.double() - allowed.max()) / cfg.temperature
             probs = filter_logits(scaled, cfg.top_k, cfg.top_p).softmax(-1)
             i = int(torch.multinomial(probs, 1, generator=self._rng))
-            prob = float(probs[i])
-        return GeneratedToken(id=i, text=self.tokenizer.id_to_token([i])[0], prob=prob,
-                              entropy=entropy, model_prob=float(log_probs[i].exp()))
+        return GeneratedToken(id=i, text=self.tokenizer.id_to_token([i])[0], prob=float(probs[i]),
+                              entropy=entropy, model_prob=float(model_probs[i]),
+                              top=self._candidates(model_probs, probs))
+
+    def _candidates(self, model_probs: torch.Tensor, probs: torch.Tensor) -> list[Candidate]:
+        k = min(self.config.show_top, model_probs.numel())
+        if k == 0:
+            return []
+        best = model_probs.topk(k).indices.tolist()
+        texts = self.tokenizer.id_to_token(best)
+        return [Candidate(i, str(t), float(model_probs[i]), float(probs[i])) for i, t in zip(best, texts)]
 
 
 def stream(model: nn.Module, tokenizer: Any, prompt: str, config: SamplingConfig | None = None,

@@ -1,7 +1,8 @@
 """What the notebooks share, so that they hold no model or training code of their own: the
 recipes (display helpers are labkit.notebook_display, re-exported here as nbk.<name>).
 
-- `start(notebook)`: the size profile (`LABKIT_PROFILE=smoke|cpu|gpu`; default gpu when torch sees
+- `start(notebook)`: the house style for every figure (labkit.notebook_display.house_style),
+  the size profile (`LABKIT_PROFILE=smoke|cpu|gpu`; default gpu when torch sees
   CUDA, else cpu), the device, which corpora are at hand, and where runs go (`LABKIT_RUNS`, else
   `runs/notebooks` in the checkout). smoke never downloads and falls back to the synthetic corpus
   and task when the real files are not on disk; cpu and gpu download them if needed.
@@ -16,7 +17,6 @@ recipes (display helpers are labkit.notebook_display, re-exported here as nbk.<n
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,16 @@ from labkit.data.tasks import TaskData, TextEncoder, load_task
 from labkit.errors import LabkitError
 from labkit.inspect.bertviz_offline import model_view_height
 from labkit.models import config_from_dict
-from labkit.notebook_display import CARD_FIELDS, LiveCurves, card_table, fmt_ppl, html_frame, say
+from labkit.notebook_display import CARD_FIELDS, LiveCurves, card_table, fmt_ppl, house_style, html_frame, say
 from labkit.presets import resolve_preset
-from labkit.runs import RunDir
+from labkit.runs import RunDir, remove_run
 from labkit.train.finetune import FinetuneConfig, finetune
 from labkit.train.trainer import TrainConfig
 
 __all__ = ["CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves", "Recipe",
-           "card_table", "finetune_recipe", "finetune_run", "fmt_ppl", "generation_speed", "html_frame", "lm_recipe",
-           "load_finetune_task", "model_view_height", "probe_pair", "profile_name", "runs_root", "say", "start"]
+           "card_table", "finetune_recipe", "finetune_run", "fmt_ppl", "generation_speed", "house_style", "html_frame",
+           "lm_recipe", "load_finetune_task", "model_view_height", "probe_pair", "profile_name", "runs_root", "say",
+           "start"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 CORPUS_FILES = {"wikitext-2": ("train.txt", "valid.txt", "test.txt"), "sst2": ("train.tsv", "dev.tsv")}
@@ -108,12 +109,13 @@ class Lab:
         return bool(self.sst2 and self.wikitext)
 
     def run_path(self, name: str, *, fresh: bool = True) -> Path:
-        """`<runs>/<notebook>-<name>-<profile>`; with `fresh`, an earlier run there is removed."""
+        """`<runs>/<notebook>-<name>-<profile>`; with `fresh`, an earlier run there is removed
+        (refused while a process, another kernel say, is writing it)."""
         path = self.runs / f"{self.notebook}-{name}-{self.profile}"
         if fresh and path.exists():
             if not RunDir(path).exists() and any(path.iterdir()):
                 raise LabkitError(f"{path} exists and is not a labkit run; move it away")
-            shutil.rmtree(path)
+            remove_run(RunDir(path))
         return path
 
     def finished_run(self, name: str, notebook: str | None = None) -> Path | None:
@@ -147,6 +149,7 @@ def start(notebook: str, *, sst2: bool = False, quiet: bool = False) -> Lab:
     lab = Lab(notebook, profile, device, runs_root(), wikitext, sst, notes)
     lab.runs.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    house_style()  # every figure of the notebook in labkit's style, with PNG export
     if not quiet:
         why = "from LABKIT_PROFILE" if os.environ.get("LABKIT_PROFILE") else "default: LABKIT_PROFILE is unset"
         print(f"profile: {profile} ({why}) | device: {device} | torch threads: {torch.get_num_threads()}")

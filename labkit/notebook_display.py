@@ -1,5 +1,6 @@
-"""Display helpers for the notebooks: a live loss curve for the Trainer, HTML documents in an
-iframe, closing summaries and results cards as tables. Display only: nothing here trains."""
+"""Display helpers for the notebooks: the house style for every figure (labkit.inspect.style, with
+its export buttons), a live loss curve for the Trainer, HTML documents in an iframe, closing
+summaries and results cards as tables. Display only: nothing here trains."""
 
 from __future__ import annotations
 
@@ -10,10 +11,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from labkit.errors import LabkitError
+from labkit.inspect import style
+
+TEMPLATE = "labkit"
+
+
+def house_style(export: str = "png") -> None:
+    """Every plotly figure of this process in the house style: a "labkit" template on top of
+    plotly_white (fonts, hover labels, colours), and a camera button that downloads each figure
+    as PNG at 2x (`style.EXPORT_CONFIG`), or with `export="svg"` as SVG, a vector for papers.
+    Figures made by labkit.inspect are styled already; this reaches the notebooks' own."""
+    layout = style.apply(go.Figure()).layout
+    pio.templates[TEMPLATE] = go.layout.Template(layout=dict(
+        font=layout.font, title_font=layout.title.font, hoverlabel=layout.hoverlabel, colorway=layout.colorway,
+        xaxis=dict(tickfont=layout.xaxis.tickfont, title_font=layout.xaxis.title.font, automargin=True),
+        yaxis=dict(tickfont=layout.yaxis.tickfont, title_font=layout.yaxis.title.font, automargin=True)))
+    pio.templates.default = f"{style.BASE_TEMPLATE}+{TEMPLATE}"
+    for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode"):
+        pio.renderers[name].config = style.export_config(export)
+
 
 # --- live curves --------------------------------------------------------------------------
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 X_KEYS = {"step": "step", "tokens": "tokens", "wall time (s)": "elapsed_s"}
 
 
@@ -27,24 +49,27 @@ class LiveCurves:
         if x not in X_KEYS:
             raise LabkitError(f"x must be one of {', '.join(X_KEYS)}")
         self.x, self.min_interval_s = x, min_interval_s
-        self.fig = go.Figure(layout=dict(title=title or None, xaxis_title=x, yaxis_title="loss (nats/token)",
-                                         height=380, margin=dict(l=10, r=10, t=40 if title else 20, b=10),
-                                         legend=dict(orientation="h", y=-0.2)))
+        self.fig = style.apply(go.Figure(layout=dict(title=title or None, xaxis_title=x, yaxis_title=style.loss_title(),
+                                                     legend=dict(orientation="h", y=-0.2))), height=380)
         self._last = 0.0
-        self._handle = None
+        self._view = None
         if display:
+            import ipywidgets
             from IPython.display import display as ipy_display
 
-            # The figure's own mime bundle, shown raw: plotly's `_ipython_display_` would drop the
-            # display id, and every update would then add a new figure instead of redrawing this one.
-            self._handle = ipy_display(self._bundle(), raw=True, display_id=True)
+            # One output widget whose single output is replaced at each redraw. A display updated
+            # in place (display_id) is not redrawn by JupyterLab's plotly renderer (plotly.py#3053):
+            # the live curve stayed empty there. A new output it draws.
+            self._view = ipywidgets.Output()
+            ipy_display(self._view)
+            self.refresh()
 
     def callback(self, name: str) -> _LiveRun:
         colors = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2")
         color = colors[len(self.fig.data) // 2 % len(colors)]
         self.fig.add_scatter(x=[], y=[], name=name, mode="lines", line=dict(color=color))
         self.fig.add_scatter(x=[], y=[], name=f"{name} val", mode="markers+lines",
-                             marker=dict(color=color, size=8, symbol="diamond"),
+                             marker=dict(color=color, size=11, symbol="diamond", line=dict(color="white", width=1)),
                              line=dict(color=color, dash="dot", width=1))
         return _LiveRun(self, len(self.fig.data) - 2)
 
@@ -56,12 +81,13 @@ class LiveCurves:
             self.refresh()
 
     def _bundle(self) -> dict[str, Any]:
-        return self.fig._repr_mimebundle_()
+        """The figure as plotly's JSON mime type only (no plotly.js inlined at every redraw)."""
+        return {PLOTLY_MIME: self.fig.to_plotly_json(), "text/plain": f"<live curves: {len(self.fig.data) // 2} runs>"}
 
     def refresh(self) -> None:
         self._last = time.monotonic()
-        if self._handle is not None:
-            self._handle.update(self._bundle(), raw=True)
+        if self._view is not None:
+            self._view.outputs = ({"output_type": "display_data", "data": self._bundle(), "metadata": {}},)
 
 
 class _LiveRun:

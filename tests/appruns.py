@@ -1,9 +1,11 @@
 """A runs folder for the app tests (AppTest and the real browser): tiny runs trained here on the
 synthetic corpus in a few seconds, plus every kind of broken or odd run directory the app must
-survive. Built once per test session and shared (`runs_root`)."""
+survive. Built once per test session and shared (`runs_root`). And the helpers that run the app
+in Streamlit's AppTest and read what a page shows (charts, tables, frames)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -11,12 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from labkit.data import DataConfig
 from labkit.data.lm import load_lm_data
 from labkit.models import RNNConfig, TransformerConfig
 from labkit.runs import RunDir
+from labkit.timeline import TimelineRecorder
 from labkit.train import TrainConfig
 from labkit.train.finetune import FinetuneConfig, finetune
 from labkit.train.pretrain import pretrain
@@ -24,6 +28,8 @@ from labkit.train.pretrain import pretrain
 LSTM, TRANSFORMER = "tiny-lstm", "tiny-transformer"
 LIVE, STALE = "live-transformer", "stale-lstm"
 CLASSIFIER = "number-lstm"  # the tiny LSTM fine-tuned on the synthetic number task
+SCRATCH = "number-lstm-scratch"  # the same network trained on it from random weights
+CLASSIFIER_TF = "number-transformer"  # the tiny Transformer fine-tuned on it (attention before / after)
 CONTEXT = 64
 
 _built: dict[str, Path] = {}
@@ -53,14 +59,17 @@ def _build(root: Path) -> Path:
     vocab = data.tokenizer.vocab_size
     train = TrainConfig(max_steps=16, batch_size=8, seq_len=32, eval_every=8, log_every=2, lr=3e-3,
                         warmup_steps=2, device="cpu", seed=1)
+    # Each records its timeline (one snapshot per evaluation), as `labkit pretrain` does.
     pretrain(RNNConfig(vocab_size=vocab, d_embed=32, d_hidden=32, n_layers=1, dropout=0.0, tie_weights=True),
-             train, data_config, root / LSTM, data=data)
+             train, data_config, root / LSTM, data=data, callbacks=[TimelineRecorder()])
     pretrain(TransformerConfig(vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64,
                                context_length=CONTEXT, dropout=0.0),
-             train.replace(lr=5e-3), data_config, root / TRANSFORMER, data=data)
+             train.replace(lr=5e-3), data_config, root / TRANSFORMER, data=data, callbacks=[TimelineRecorder()])
 
-    finetune(root / LSTM, FinetuneConfig(task="number", max_steps=6, eval_every=3, val_size=50, batch_size=16,
-                                         device="cpu"), root / CLASSIFIER)
+    tune = FinetuneConfig(task="number", max_steps=6, eval_every=3, val_size=50, batch_size=16, device="cpu")
+    finetune(root / LSTM, tune, root / CLASSIFIER)
+    finetune(root / LSTM, tune.replace(from_scratch=True), root / SCRATCH)
+    finetune(root / TRANSFORMER, tune.replace(lr_body=3e-2), root / CLASSIFIER_TF)  # a high rate: heads that move
 
     # A run still training (its card says running and its process, this one, is alive) ...
     shutil.copytree(root / TRANSFORMER, root / LIVE)
@@ -112,3 +121,67 @@ def runs_root(tmp_path_factory) -> Path:
     if "root" not in _built:
         _built["root"] = build(tmp_path_factory.mktemp("app-runs") / "runs")
     return _built["root"]
+
+
+# --- reading what a page shows (AppTest) ------------------------------------------------------
+APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+
+
+def app(root: Path | None = None, page: str | None = None, **state):
+    """The app run once by Streamlit's AppTest (on `page`, with `state` in the session first)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    if root is not None:
+        at.session_state["runs_root"] = str(root)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def tab(at, key: str, label: str):
+    """Open the tab `label` of the page's tabs `key` (only the open tab is computed)."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def chart_configs(at) -> list[dict]:
+    return [json.loads(e.proto.config) for e in at.get("plotly_chart")]
+
+
+def traces(fig: dict) -> dict[str, dict]:
+    return {t.get("name"): t for t in fig["data"]}
+
+
+def array(value) -> np.ndarray:
+    """A figure's data array: plotly sends numpy arrays as typed-array dicts."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return data.reshape([int(n) for n in str(value.get("shape", len(data))).split(",")])
+    return np.asarray(value, dtype=float)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def iframes(at) -> list[str]:
+    return [e.proto.srcdoc for e in at.get("iframe")]
+
+
+def shown_table(element):
+    """A table as the page displays it (its formatted cells, blank where a value is missing)."""
+    import pyarrow as pa
+
+    styler = element.proto.arrow_data.styler
+    return pa.ipc.open_stream(styler.display_values).read_pandas()

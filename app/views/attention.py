@@ -1,4 +1,6 @@
-"""Attention: bertviz's head and model views (offline) and our own heatmaps and head statistics."""
+"""Attention: bertviz's head and model views (offline, exportable), our heatmaps and head
+statistics, surgery (switch heads off), the heads before and after fine-tuning, and long inputs.
+Only the open tab is computed."""
 
 from __future__ import annotations
 
@@ -6,22 +8,28 @@ import streamlit as st
 
 from labkit.errors import LabkitError
 from labkit.inspect.attention import MAX_TOKENS, EmptyInput, capture_attention, head_stats, sink_heads
-from labkit.inspect.bertviz_offline import head_view_height, head_view_html, model_view_html
+from labkit.inspect.bertviz_offline import head_view_html, model_view_html
 from labkit.inspect.plots import attention_grid_figure, head_stats_figure
 from labkit.runs import is_transformer
 
 import common
+from panels import finetuned, longinput, surgery, ui
+
+TABS = ["bertviz: head view", "bertviz: model view", "heatmaps", "head statistics", "surgery",
+        "before / after fine-tuning", "long inputs"]
 
 st.title("Attention")
-infos, _ = common.language_models(is_transformer)
+infos, all_infos = common.language_models(is_transformer)
 if not infos:
     st.info(f"Attention views need a Transformer run, and `{common.root()}` has none: run `labkit pretrain "
             "--preset tiny --model transformer`, or **Train demo models** on the Runs page.")
     st.stop()
 
-names = [i.path.name for i in infos]
-name = st.selectbox("Transformer run", names, key="attn_run")
-info = next(i for i in infos if i.path.name == name)
+by_name = {i.path.name: i for i in infos}
+name = ui.pick_run("Transformer run", list(by_name), "attn_run")
+if name is None:
+    st.stop()
+info = by_name[name]
 example = st.selectbox("Example sentence", common.examples(info), key="attn_example")
 text = st.text_area("Sentence (type your own)", value=example, key=f"attn_text::{example}", height=80)
 
@@ -31,31 +39,22 @@ if loaded is None:
 try:
     capture = capture_attention(loaded.model, loaded.tokenizer, text, max_tokens=MAX_TOKENS)
 except EmptyInput:
+    capture = None
     st.info("Type a sentence to see where each head looks.")
-    st.stop()
 except LabkitError as e:
     st.error(str(e))
     st.stop()
-for notice in capture.notices:
-    st.warning(notice)
-if loaded.tokenizer.unk_id is not None and loaded.tokenizer.unk_id in capture.ids:
-    st.caption("Words outside the run's vocabulary show as <unk>: that is what the model sees.")
-st.caption(f"{len(capture.tokens)} tokens, {capture.n_layers} layers x {capture.n_heads} heads.")
+if capture is not None:
+    for notice in capture.notices:
+        st.warning(notice)
+    if loaded.tokenizer.unk_id is not None and loaded.tokenizer.unk_id in capture.ids:
+        st.caption("Words outside the run's vocabulary show as <unk>: that is what the model sees.")
+    st.caption(f"{len(capture.tokens)} tokens, {capture.n_layers} layers x {capture.n_heads} heads.")
 
-head_tab, model_tab, grid_tab, stats_tab = st.tabs(["bertviz: head view", "bertviz: model view",
-                                                    "heatmaps", "head statistics"])
-with head_tab:
-    st.caption("Lines join each token (left) to the tokens it attends to (right); hover a token to "
-               "isolate it, click a head's colour to toggle it. Drawn offline: no CDN.")
-    st.iframe(head_view_html(capture), height=head_view_height(capture))
-with model_tab:
-    st.caption("Every layer (rows) and head (columns) at once; click a thumbnail to enlarge it.")
-    st.iframe(model_view_html(capture), height="content")
-with grid_tab:
-    st.caption("Rows are queries, columns are keys; grey cells are hidden by the causal mask "
-               "(a token cannot look at later tokens).")
-    st.plotly_chart(attention_grid_figure(capture.attention, capture.tokens), key="attn_grid")
-with stats_tab:
+tabs = dict(zip(TABS, st.tabs(TABS, key="attn_tab", on_change="rerun")))
+
+
+def statistics() -> None:
     stats = head_stats(capture.attention)
     sinks = sink_heads(stats)
     first = common.md_escape(capture.tokens[0])
@@ -66,11 +65,44 @@ with stats_tab:
     st.markdown(f"**Attention sink**: {found} A softmax must hand out a total weight of 1, so a head with "
                 "nothing useful to read parks it on a token that every position can see, where it changes "
                 "little: that first token is the sink.")
-    st.plotly_chart(head_stats_figure(stats), key="head_stats_chart")
-    st.dataframe([{"layer": r["layer"], "head": r["head"], "entropy (nats)": round(r["entropy"], 3),
-                   "entropy / uniform": round(r["entropy_ratio"], 3),
-                   "mean distance (tokens)": round(r["mean_distance"], 2),
-                   "first-token share": round(r["first_token_share"], 3)} for r in stats],
-                 hide_index=True, width="stretch", key="head_stats_table")
-    st.caption("Averaged over query positions 1..T-1. Entropy: 0 = looks at one token; "
-               "'entropy / uniform' = 1 spreads evenly. Mean distance: how far back a head looks.")
+    ui.chart(head_stats_figure(stats), "head_stats_chart")
+    ui.table([{"layer": r["layer"], "head": r["head"], "entropy (nats)": r["entropy"],
+               "entropy / uniform": r["entropy_ratio"], "mean distance (tokens)": r["mean_distance"],
+               "first-token share": r["first_token_share"], "previous-token share": r.get("previous_token_share")}
+              for r in stats], "head_stats_table",
+             {"entropy (nats)": "{:.3f}", "entropy / uniform": "{:.3f}", "mean distance (tokens)": "{:.2f}",
+              "first-token share": "{:.3f}", "previous-token share": "{:.3f}"})
+    st.caption("Averaged over query positions 1..T-1. Entropy: 0 = looks at one token; 'entropy / uniform' = 1 "
+               "spreads evenly. Mean distance: how far back a head looks. Previous-token share: the weight on the "
+               "token just before, high in a previous-token head (half of an induction circuit).")
+
+
+def sentence_views(tab: str) -> None:
+    """The tabs that read the sentence's attention capture."""
+    if tab == "bertviz: head view":
+        st.caption("Lines join each token (left) to the tokens it attends to (right); hover a token to isolate "
+                   "it, click a head's colour to toggle it. Drawn offline; the buttons under it save it as SVG or PNG.")
+        st.iframe(head_view_html(capture), height="content")
+    elif tab == "bertviz: model view":
+        st.caption("Every layer (rows) and head (columns) at once; click a thumbnail to enlarge it.")
+        st.iframe(model_view_html(capture), height="content")
+    elif tab == "heatmaps":
+        st.caption("Rows are queries, columns are keys; grey cells are hidden by the causal mask (a token cannot "
+                   "look at later tokens).")
+        ui.chart(attention_grid_figure(capture.attention, capture.tokens), "attn_grid")
+    elif tab == "head statistics":
+        statistics()
+    elif tab == "before / after fine-tuning":
+        finetuned.panel(info, capture, text, all_infos, "attn_ft")
+
+
+for label, tab in tabs.items():
+    if not tab.open:
+        continue
+    with tab:
+        if label == "surgery":
+            surgery.panel(info, loaded, text, common.examples(info), "attn_surgery")
+        elif label == "long inputs":
+            longinput.panel(info, loaded, text, "attn_long")
+        elif capture is not None:
+            sentence_views(label)

@@ -1,69 +1,28 @@
 """Compare: two language-model runs side by side (say an LSTM and a Transformer) on what a
 perplexity hides: which input tokens a prediction leans on (saliency, beside the Transformer's
 attention), how surprised each run is by every token of a text, how its loss falls with more
-context, and whether it keeps a verb in agreement with a distant subject. The analyses are
-labkit.inspect's; the test sentences labkit.data.synthetic's."""
+context and with rarer words, whether it keeps a verb in agreement with a distant subject, and
+what switching a part of each off does (surgery). The analyses are labkit.inspect's; the test
+sentences labkit.data.synthetic's. Only the open tab is computed."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 import streamlit as st
 
-from labkit.data.corpora import wikitext2_lines
-from labkit.data.lm import DataConfig, corpus_lines
-from labkit.data.synthetic import agreement_items
 from labkit.errors import LabkitError
-from labkit.inspect import (
-    MAX_TOKENS,
-    EmptyInput,
-    agreement_accuracy,
-    capture_attention,
-    compare_surprisal,
-    loss_by_position,
-    overall,
-    saliency,
-    surprisal_html,
-)
-from labkit.inspect.compare_plots import position_loss_figure, position_maps_figure, probe_figure, surprisal_figure
+from labkit.inspect import MAX_TOKENS, EmptyInput, capture_attention, compare_surprisal, saliency, surprisal_html
+from labkit.inspect.compare_plots import position_maps_figure, surprisal_figure
 from labkit.runs import model_label, run_kind
 
 import common
+from panels import corpus_views, surgery, ui
+from panels.corpus_views import Pair
 
 METHODS = {"gradient": "gradient × input", "occlusion": "occlusion"}
-DISTANCES = (0, 2, 4, 6, 8, 10, 12)  # words between the subject and its verb
-MAX_WINDOWS = 64  # windows read for the loss by position: enough for a smooth curve, fast on a CPU
-
-
-# --- cached measurements (keyed on the run's path and weights stamp; `_run` is not hashed) ------
-@st.cache_data(max_entries=4, show_spinner="Reading the validation text...")
-def validation_lines(data: str) -> list[str]:
-    """The validation lines of the corpus in a run's data config (JSON); WikiText-2 only from disk."""
-    config = DataConfig.from_dict(json.loads(data))
-    if config.corpus == "wikitext-2":
-        return wikitext2_lines("valid", config.data_dir, download=False)
-    return corpus_lines(config)["valid"]
-
-
-@st.cache_data(max_entries=16, show_spinner="Measuring the loss by position...")
-def position_curve(_run, path: str, stamp: tuple[int, int], data: str, block: int) -> tuple[list[float], int]:
-    """(loss by position, windows read) on the first MAX_WINDOWS windows of the validation text."""
-    stream = _run.tokenizer.encode_lines(validation_lines(data))
-    windows = min(MAX_WINDOWS, (stream.numel() - 1) // block)
-    return loss_by_position(_run.model, stream, block, max_windows=MAX_WINDOWS).tolist(), windows
-
-
-@st.cache_data(max_entries=16, show_spinner="Scoring agreement...")
-def agreement_table(_run, path: str, stamp: tuple[int, int], per_distance: int) -> list[dict]:
-    return agreement_accuracy(_run.model, _run.tokenizer, agreement_items(per_distance, DISTANCES))
-
-
-def unknown_words(tokenizer, items) -> list[str]:
-    """The test sentences' words that the run's vocabulary lacks (they would read as <unk>)."""
-    words = sorted({w for item in items for w in (*item.prefix.split(), item.correct, item.wrong)})
-    return [w for w in words if tokenizer.unk_id is not None and tokenizer.unk_id in tokenizer.encode(w)]
+TABS = ["saliency vs attention", "surprisal", "loss by position", "word frequency", "agreement by distance", "surgery"]
 
 
 def top_inputs(row: np.ndarray, tokens: list[str], k: int = 3) -> str:
@@ -91,11 +50,13 @@ names = list(by_name)
 labels = {n: f"{n} ({model_label(by_name[n].config)})" for n in names}
 is_tf = {n: model_label(by_name[n].config) == "transformer" for n in names}
 c1, c2 = st.columns(2)
-name_a = c1.selectbox("Run A", names, index=names.index(next((n for n in names if not is_tf[n]), names[0])),
-                      format_func=labels.get, key="cmp_run_a")
+name_a = ui.pick_run("Run A", names, "cmp_run_a", default=names.index(next((n for n in names if not is_tf[n]), names[0])),
+                     format_func=labels.get, where=c1)
 others = [n for n in names if n != name_a]
-name_b = c2.selectbox("Run B", others, index=others.index(next((n for n in others if is_tf[n]), others[0])),
-                      format_func=labels.get, key="cmp_run_b")
+name_b = ui.pick_run("Run B", others, "cmp_run_b", default=others.index(next((n for n in others if is_tf[n]), others[0])),
+                     taken=name_a, format_func=labels.get, where=c2)
+if name_a is None or name_b is None:
+    st.stop()
 chosen = [name_a, name_b]
 runs = {}
 for name in chosen:
@@ -103,17 +64,17 @@ for name in chosen:
     if loaded is None:
         st.stop()
     runs[name] = loaded
-corpora = {n: common.corpus(by_name[n]) for n in chosen}
+pair = Pair({n: by_name[n] for n in chosen}, runs, {n: is_tf[n] for n in chosen})
+corpora = pair.corpora
 if corpora[name_a] != corpora[name_b]:
     st.warning(f"Mismatched runs: **{name_a}** was trained on {corpora[name_a] or '?'} and **{name_b}** on "
                f"{corpora[name_b] or '?'}. Each reads the text with its own vocabulary (unknown words as "
-               "<unk>); the loss by position needs one corpus and is left out.")
+               "<unk>); the loss by position and by word frequency need one corpus and are left out.")
 
 example = st.selectbox("Example sentence", common.examples(by_name[name_a]), key="cmp_example")
 text = st.text_area("Sentence (type your own)", value=example, key=f"cmp_text::{example}", height=80)
 
-saliency_tab, surprisal_tab, position_tab, agreement_tab = st.tabs(
-    ["saliency vs attention", "surprisal", "loss by position", "agreement by distance"])
+tabs = dict(zip(TABS, st.tabs(TABS, key="cmp_tab", on_change="rerun")))
 
 
 # --- saliency beside attention ----------------------------------------------------------------
@@ -127,21 +88,25 @@ def saliency_section() -> None:
     except LabkitError as e:
         st.error(str(e))
         return
-    lengths = {n: len(maps[n, "gradient"].tokens) for n in chosen}
-    if len(set(lengths.values())) > 1:
-        st.error(f"Mismatched runs: they split the sentence into different tokens ({lengths[name_a]} for "
-                 f"{name_a}, {lengths[name_b]} for {name_b}); compare runs with the same kind of tokenizer.")
-        return
+    tokens = {n: maps[n, "gradient"].tokens for n in chosen}
+    shared = tokens[name_a] == tokens[name_b]
+    if not shared:
+        st.info(f"The runs split the sentence into different tokens ({len(tokens[name_a])} for {name_a}, "
+                f"{len(tokens[name_b])} for {name_b}): each panel is labelled with its own run's tokens, and each run "
+                "has its own position to explain.")
     for notice in maps[name_a, "gradient"].notices:
         st.warning(notice)
-    tokens = maps[name_a, "gradient"].tokens
-    T = len(tokens)
     digest = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:12]
     left, right = st.columns([3, 2])
-    position = T - 1
-    if T > 1:
-        position = left.select_slider("Explain the prediction after token", options=list(range(T)), value=T - 1,
-                                      format_func=lambda i: f"{i}: {tokens[i]}", key=f"cmp_position::{digest}")
+    position = {}
+    for n in ([name_a] if shared else chosen):
+        own, T = tokens[n], len(tokens[n])
+        at = T - 1
+        if T > 1:
+            at = left.select_slider("Explain the prediction after token" + ("" if shared else f" ({n})"),
+                                    options=list(range(T)), value=T - 1, format_func=lambda i, own=own: f"{i}: {own[i]}",
+                                    key=f"cmp_position::{digest}" + ("" if shared else f"::{n}"))
+        position |= dict.fromkeys(chosen if shared else [n], at)
     heads = {}
     for n, cap in captures.items():
         options = [(layer, None) for layer in range(cap.n_layers)] + [
@@ -152,7 +117,7 @@ def saliency_section() -> None:
     if not captures:
         right.caption("Neither run is a Transformer: no attention to show beside the saliency.")
 
-    cut = slice(0, position + 1)  # tokens 0..position: the last row is the chosen prediction
+    cut = {n: slice(0, position[n] + 1) for n in chosen}  # tokens 0..position: the last row is the prediction
     attention = {}  # run -> (what is shown, (T, T) attention)
     for n, cap in captures.items():
         layer, head = heads[n]
@@ -160,21 +125,22 @@ def saliency_section() -> None:
         attention[n] = (f"attention, L{layer} " + ("mean" if head is None else f"H{head}"), a)
     rows = []
     for method, title in METHODS.items():
-        panels = {f"{n}: {title}": (maps[n, method].shares()[cut, cut], tokens[cut]) for n in chosen}
-        panels |= {f"{n}: {view}": (a[cut, cut], tokens[cut]) for n, (view, a) in attention.items()}
+        panels = {f"{n}: {title}": (maps[n, method].shares()[cut[n], cut[n]], tokens[n][cut[n]]) for n in chosen}
+        panels |= {f"{n}: {view}": (a[cut[n], cut[n]], tokens[n][cut[n]]) for n, (view, a) in attention.items()}
         st.markdown(f"**{title}**")
-        st.plotly_chart(position_maps_figure(panels), key=f"cmp_saliency_{method}")
+        ui.chart(position_maps_figure(panels), f"cmp_saliency_{method}")
         for n in chosen:
             m = maps[n, method]
-            rows.append({"run": n, "view": title, "explains": m.target_tokens[position],
-                         "leans most on (share)": top_inputs(m.shares()[position], tokens)})
+            rows.append({"run": n, "view": title, "explains": m.target_tokens[position[n]],
+                         "leans most on (share)": top_inputs(m.shares()[position[n]], tokens[n])})
     for n, (view, a) in attention.items():
         rows.append({"run": n, "view": view, "explains": "",
-                     "leans most on (share)": top_inputs(a[position], tokens)})
-    st.dataframe(rows, hide_index=True, width="stretch", key="cmp_saliency_table")
-    guess = ("the text's next token" if position < T - 1 else "each run's own top guess (the text ends here)")
-    st.caption(f"Row t: the prediction after reading tokens 0..t; the bottom row is token {position} "
-               f"({common.md_escape(tokens[position])}), explaining {guess}. Saliency rows are |score| shares "
+                     "leans most on (share)": top_inputs(a[position[n]], tokens[n])})
+    ui.table(rows, "cmp_saliency_table")
+    p = position[name_a]
+    guess = ("the text's next token" if p < len(tokens[name_a]) - 1 else "each run's own top guess (the text ends here)")
+    st.caption(f"Row t: the prediction after reading tokens 0..t; the bottom row is token {p} "
+               f"({common.md_escape(tokens[name_a][p])}), explaining {guess}. Saliency rows are |score| shares "
                "(they add up to 1 like attention): gradient × input is one backward pass, occlusion the drop in "
                "log-probability when a token is replaced by <unk>. Attention is where a head looks; saliency is "
                "what the prediction depends on, for either family.")
@@ -195,8 +161,9 @@ def surprisal_section() -> None:
     if a.total_tokens > len(a.tokens):
         st.warning(f"The input has {a.total_tokens:,} tokens; showing the first {len(a.tokens)} (what both runs "
                    "read at once, after <eos>).")
-    st.html(surprisal_html(results))
-    st.plotly_chart(surprisal_figure({n: (r.tokens, r.bits) for n, r in results.items()}), key="cmp_surprisal")
+    top = max((float(r.bits.max()) for r in results.values() if len(r.bits)), default=1.0)  # one scale for both
+    st.html(surprisal_html(results, top_bits=top))
+    ui.chart(surprisal_figure({n: (r.tokens, r.bits) for n, r in results.items()}, top_bits=top), "cmp_surprisal")
     unknown = {n: r.ids.count(runs[n].tokenizer.unk_id) for n, r in results.items()}
     if any(unknown.values()):
         st.caption("Read as <unk> (outside the run's vocabulary): " + ", ".join(
@@ -211,78 +178,21 @@ def surprisal_section() -> None:
                f"{b.bits[i]:.2f} bits. Surprisal is -log2 P(token | the tokens before it), each read after <eos>.")
 
 
-# --- loss by position -------------------------------------------------------------------------
-def window_size() -> int:
-    """The longest window both runs were trained on and a Transformer can read."""
-    sizes = []
-    for n in chosen:
-        config = by_name[n].config or {}
-        sizes.append(int((config.get("train") or {}).get("seq_len") or MAX_TOKENS))
-        if is_tf[n]:
-            sizes.append(int(config["model"].get("context_length") or MAX_TOKENS))
-    return max(2, min(sizes))
+# --- surgery on both runs ----------------------------------------------------------------------
+def surgery_section() -> None:
+    st.caption("Switch a part of each run off and see, token by token, what its predictions lose: a Transformer's "
+               "heads, an RNN's hidden units or a whole layer's state.")
+    for col, n in zip(st.columns(2), chosen):
+        with col:
+            st.subheader(labels[n])
+            surgery.panel(by_name[n], runs[n], text, common.examples(by_name[n]), f"cmp_surgery::{n}")
 
 
-def position_section() -> None:
-    if corpora[name_a] != corpora[name_b]:
-        st.info("The loss by position reads both runs on one validation text: pick two runs trained on the "
-                f"same corpus (here {corpora[name_a] or '?'} and {corpora[name_b] or '?'}).")
-        return
-    block = window_size()
-    data = json.dumps((by_name[name_a].config or {}).get("data") or {}, sort_keys=True)
-    curves, windows = {}, 0
-    try:
-        for n, r in runs.items():
-            curves[n], windows = position_curve(r, str(by_name[n].path), common.stamp(by_name[n]), data, block)
-    except (LabkitError, ValueError, TypeError, OSError) as e:
-        st.error(f"Cannot read the validation text of {corpora[name_a] or 'the corpus'}: {e}")
-        return
-    st.plotly_chart(position_loss_figure(curves), key="cmp_positions")
-    late = slice(block // 2, block)
-    falls = ", ".join(f"{n} by {c[0] - np.mean(c[late]):.2f} nats" for n, c in curves.items())
-    best = min(curves, key=lambda n: np.mean(curves[n][late]))
-    st.caption(f"{windows} windows of {block} tokens of the {corpora[name_a]} validation text, each read from a "
-               f"fresh start (no earlier text, no carried RNN state): position t has seen t tokens. From position 0 "
-               f"to the second half of the window the loss falls: {falls}; {best} is lower there.")
-
-
-# --- agreement by distance --------------------------------------------------------------------
-def agreement_section() -> None:
-    per_distance = st.select_slider("Test sentences per distance", options=[10, 20, 50, 100, 200], value=20,
-                                    key="cmp_agreement_n")
-    items = agreement_items(per_distance, DISTANCES)
-    example_item = items[-1]
-    tables = {}
-    for n, r in runs.items():
-        unknown = unknown_words(r.tokenizer, items)
-        if unknown:
-            shown = ", ".join(unknown[:6]) + (", ..." if len(unknown) > 6 else "")
-            st.warning(f"**{n}** does not know {len(unknown)} of the grammar's words ({shown}): it was trained on "
-                       f"{corpora[n] or 'another corpus'}. Agreement is scored on runs trained on a synthetic "
-                       "corpus (synthetic or synthetic-agreement).")
-            continue
-        try:
-            tables[n] = agreement_table(r, str(by_name[n].path), common.stamp(by_name[n]), per_distance)
-        except LabkitError as e:
-            st.warning(f"**{n}**: {e}")
-    if not tables:
-        return
-    st.plotly_chart(probe_figure(tables), key="cmp_agreement")
-    scores = ", ".join(f"{n} {overall(rows):.0%}" for n, rows in tables.items())
-    st.caption(f"Each test sentence is cut before its verb, and every noun between the subject and the verb has the "
-               f"other number, as in \"{example_item.prefix} [{example_item.correct} / {example_item.wrong}]\". "
-               f"A run is right when it gives the agreeing verb the higher probability; chance is 50% (dashed). "
-               f"Overall: {scores}.")
-    st.dataframe([{"run": n, "distance": r["distance"], "sentences": r["count"], "accuracy": round(r["accuracy"], 3),
-                   "margin (nats)": round(r["margin"], 3)} for n, rows in tables.items() for r in rows],
-                 hide_index=True, width="stretch", key="cmp_agreement_table")
-
-
-with saliency_tab:
-    saliency_section()
-with surprisal_tab:
-    surprisal_section()
-with position_tab:
-    position_section()
-with agreement_tab:
-    agreement_section()
+SECTIONS = {"saliency vs attention": saliency_section, "surprisal": surprisal_section,
+            "loss by position": lambda: corpus_views.position_section(pair),
+            "word frequency": lambda: corpus_views.frequency_section(pair),
+            "agreement by distance": lambda: corpus_views.agreement_section(pair), "surgery": surgery_section}
+for label, tab in tabs.items():
+    if tab.open:
+        with tab:
+            SECTIONS[label]()

@@ -9,6 +9,7 @@ from labkit.inspect.plots import loss_figure
 from labkit.runs import run_status
 
 import common
+from panels import ui
 
 st.title("Loss curves")
 infos = common.lm_runs(common.runs())
@@ -23,6 +24,10 @@ chosen = st.multiselect("Runs", names, default=names[:6], key="curve_runs")
 c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
 x_axis = c1.radio("x axis", list(X_AXES), horizontal=True, key="curve_x")
 metric = c2.radio("y axis", list(METRICS), horizontal=True, key="curve_metric")
+unit = "nats"
+if metric == "loss":
+    unit = c2.radio("loss in", ["nats", "bits"], horizontal=True, key="curve_unit",
+                    help="Per token: nats use the natural log (what training minimises), bits log2 (1 nat = 1.44 bits).")
 log_y = c3.toggle("log y", value=False, key="curve_log")
 show_val = c3.toggle("validation", value=True, key="curve_val")
 smoothing = c4.slider("smoothing (TensorBoard's de-biased EMA)", 0.0, 0.99, 0.6, 0.01, key="curve_smooth",
@@ -44,8 +49,8 @@ def chart() -> None:
     if not selected:
         st.info("Pick one or more runs.")
         return
-    st.plotly_chart(loss_figure(curves, x_title=x_axis, y_title=metric, smoothing=smoothing, log_y=log_y,
-                                show_val=show_val), key="loss_chart")
+    ui.chart(loss_figure(curves, x_title=x_axis, y_title=metric, smoothing=smoothing, log_y=log_y, show_val=show_val,
+                         unit=unit), "loss_chart")
 
 
 chart()

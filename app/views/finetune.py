@@ -12,6 +12,7 @@ from labkit.inspect.runs import drop_empty_columns
 from labkit.runs import run_kind
 
 import common
+from panels import ui
 
 st.title("Fine-tuning")
 all_infos = common.runs()
@@ -22,21 +23,26 @@ if not infos:
             "(`labkit finetune RUN`); its accuracy, confusion matrix and learning curve show here.")
     st.stop()
 
+st.markdown("A pretrained language model already knows a lot about text; fine-tuning puts a small classifier on "
+            "top and trains it on labelled sentences. The fair test of what pretraining bought is the same network "
+            "trained **from scratch** on the same sentences: each condition below is drawn as its own line.")
 rows = [clf.summary(i) for i in infos]
-st.dataframe(drop_empty_columns(rows), hide_index=True, width="stretch", key="ft_table",
-             column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
-                            "val_accuracy": st.column_config.NumberColumn(format="%.3f")})
+ui.table(drop_empty_columns(rows), "ft_table", {"accuracy": "{:.3f}", "val_accuracy": "{:.3f}", "train_size": "{:,.0f}",
+                                                "wall time (s)": "{:,.1f}"})
 
 st.subheader("Learning curve")
 points = [r for r in rows if r["train_size"] and r["accuracy"] is not None]
-if len(points) >= 1:
-    st.caption("Test accuracy against the number of labelled training sentences, one point per run.")
-    st.plotly_chart(learning_curve_figure(points), key="ft_learning_curve")
+if points:
+    conditions = sorted({str(r["condition"]) for r in points})
+    st.caption(f"Test accuracy against the number of labelled training sentences (log axis), one point per run and "
+               f"one line per condition ({', '.join(conditions)}); the dashed line is chance for two balanced classes.")
+    ui.chart(learning_curve_figure(points), "ft_learning_curve")
 else:
     st.caption("No run has both a train size and an accuracy yet.")
 
-names = [i.path.name for i in infos]
-name = st.selectbox("Run", names, key="ft_run")
+name = ui.pick_run("Run", [i.path.name for i in infos], "ft_run")
+if name is None:
+    st.stop()
 info = next(i for i in infos if i.path.name == name)
 summary = clf.summary(info)
 left, right = st.columns(2)
@@ -45,16 +51,16 @@ with left:
     st.metric("accuracy (test)", f"{acc:.3f}" if acc is not None else "n/a")
     matrix = clf.confusion_matrix(info)
     if matrix:
-        st.plotly_chart(confusion_matrix_figure(matrix, clf.labels_of(info)), key="ft_confusion")
+        ui.chart(confusion_matrix_figure(matrix, clf.labels_of(info)), "ft_confusion")
     else:
         st.caption("This run's card has no confusion matrix.")
 with right:
     table = clf.per_class(info)
     if table:
-        st.dataframe(table, hide_index=True, width="stretch", key="ft_per_class")
+        ui.table(table, "ft_per_class", dict.fromkeys(("precision", "recall", "f1"), "{:.3f}"))
     steps, values = clf.accuracy_curve(info.path)
     if steps:
-        st.plotly_chart(metric_curve_figure(steps, values, name="validation accuracy"), key="ft_val_curve")
+        ui.chart(metric_curve_figure(steps, values, name="validation accuracy"), "ft_val_curve")
 
 st.subheader("Try a sentence")
 sentence = st.text_input("Sentence", value="a gripping , beautifully acted film .", key="ft_sentence")

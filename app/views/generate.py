@@ -1,70 +1,83 @@
-"""Generate: sample text from one run, or from two side by side with the same prompt and seed."""
+"""Generate: sample text from one run, or from two side by side with the same prompt and seed, and
+look at any step's next-token distribution: what the model proposed, and what temperature, top-k
+and top-p left of it to sample from."""
 
 from __future__ import annotations
+
+import time
 
 import streamlit as st
 
 from labkit.errors import LabkitError
 from labkit.generate import SamplingConfig, stream
 from labkit.inspect.attention import clean_text
-from labkit.inspect.plots import token_probability_figure
 from labkit.runs import model_label
 
 import common
+from panels import generation, ui
 
 NONE = "(none)"
+RESULTS = "generations"  # session key: the last press's results, errors included, kept across reruns
+
 st.title("Generate")
+st.markdown("A language model writes one token at a time: at each step it gives every token of its vocabulary a "
+            "probability, one is drawn, and it is fed back in. **Temperature** divides the logits before the "
+            "softmax (below 1 sharpens the distribution, above 1 flattens it, 0 always takes the likeliest "
+            "token); **top-k** keeps only the k likeliest tokens and **top-p** the smallest set whose "
+            "probability adds up to p. Same prompt and seed on both sides: the difference is the model.")
 infos, _ = common.language_models()
 if not infos:
     st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny`) "
             "or use **Train demo models** on the Runs page.")
     st.stop()
 
-names = [i.path.name for i in infos]
-labels = {i.path.name: f"{i.path.name} ({model_label(i.config)})" for i in infos}
+by_name = {i.path.name: i for i in infos}
+names = list(by_name)
+labels = {n: f"{n} ({model_label(i.config)})" for n, i in by_name.items()}
 c1, c2 = st.columns(2)
-first = c1.selectbox("Run", names, format_func=labels.get, key="gen_run")
+first = ui.pick_run("Run", names, "gen_run", format_func=labels.get, where=c1)
 others = [NONE, *[n for n in names if n != first]]
-default_second = next((n for n in others[1:] if model_label(infos[names.index(n)].config)
-                       != model_label(infos[names.index(first)].config)), NONE)
-second = c2.selectbox("Side by side with", others, index=others.index(default_second),
-                      format_func=lambda n: labels.get(n, n), key="gen_run_b")
+other_family = next((n for n in others[1:] if first and model_label(by_name[n].config) != model_label(by_name[first].config)),
+                    NONE)
+second = ui.pick_run("Side by side with", others, "gen_run_b", default=others.index(other_family), taken=first,
+                     format_func=lambda n: labels.get(n, n), where=c2)
 prompt = st.text_area("Prompt", value="the", key="gen_prompt", height=68)
 s1, s2, s3, s4, s5 = st.columns(5)
 temperature = s1.slider("temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temp", help="0 = greedy")
 top_k = s2.number_input("top-k (0 = off)", 0, 100_000, 0, key="gen_topk")
 top_p = s3.slider("top-p", 0.05, 1.0, 0.9, 0.05, key="gen_topp")
-seed = s4.number_input("seed", 0, 2**31 - 1, 1, key="gen_seed")
+seed = s4.number_input("seed", 0, 2**31 - 1, 1, key="gen_seed", help="The same seed draws the same text again")
 length = s5.slider("length (tokens)", 1, 300, 40, key="gen_len")
 stop_at_eos = st.toggle("stop at <eos> (end of line)", value=True, key="gen_eos")
 
-chosen = [first] + ([second] if second != NONE else [])
-clicked = st.button("Generate", type="primary", key="gen_go")
-columns = st.columns(len(chosen))
+chosen = [n for n in (first, second) if n not in (None, NONE)]
+clicked = st.button("Generate", type="primary", key="gen_go", disabled=not chosen)
+header = st.empty()
+columns = st.columns(max(len(chosen), 1))
 
-if clicked:
-    results = {}
-    try:
-        config = SamplingConfig(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                                max_tokens=int(length), seed=int(seed), stop_at_eos=stop_at_eos)
-    except LabkitError as e:
-        st.error(str(e))
-        st.stop()
+
+def settings() -> dict:
+    return {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p), "seed": int(seed),
+            "max_tokens": int(length), "stop_at_eos": stop_at_eos}
+
+
+def run_all(config: SamplingConfig) -> dict[str, dict]:
+    """Every chosen run's generation, streamed into its column as it comes (round-robin)."""
+    results: dict[str, dict] = {}
     streams, slots = {}, {}
     for col, name in zip(columns, chosen):
         with col:
             st.subheader(labels[name])
-            loaded = common.load(infos[names.index(name)])
-            if loaded is None:
-                continue
+            loaded, problem = common.try_load(by_name[name])
             try:
-                streams[name] = (stream(loaded.model, loaded.tokenizer, clean_text(prompt), config), loaded)
+                if loaded is not None:
+                    streams[name] = (stream(loaded.model, loaded.tokenizer, clean_text(prompt), config), loaded)
+                    slots[name] = st.empty()
             except LabkitError as e:
-                st.error(str(e))
-                continue
-            slots[name] = st.empty()
-    # Round-robin: both runs' tokens appear as they are made.
-    texts = {name: [] for name in streams}
+                problem = f"**{name}**: {e}"
+            if problem:
+                results[name] = {"error": problem}
+    ids: dict[str, list[int]] = {name: [] for name in streams}
     pending = dict(streams)
     while pending:
         for name, (s, loaded) in list(pending.items()):
@@ -74,39 +87,39 @@ if clicked:
                 del pending[name]
                 continue
             except LabkitError as e:
-                st.error(f"{name}: {e}")
+                results[name] = {"error": f"**{name}** stopped: {e}"}
                 del pending[name]
                 continue
-            texts[name].append(token.id)
-            slots[name].markdown(common.md_escape(loaded.tokenizer.decode(texts[name])) + " ▌")
+            ids[name].append(token.id)
+            slots[name].markdown(common.md_escape(loaded.tokenizer.decode(ids[name])) + " ▌")
     for name, (s, loaded) in streams.items():
-        results[name] = {"prompt": prompt, "prompt_tokens": len(s.prompt_ids), "tokens": list(s.tokens),
-                         "text": loaded.tokenizer.decode([t.id for t in s.tokens]), "notices": list(s.notices),
-                         "tokens_per_second": s.tokens_per_second, "stop_reason": s.stop_reason}
-    st.session_state["generations"] = results
+        results.setdefault(name, generation.result(s, loaded.tokenizer, prompt))
+    return results
+
+
+if clicked:
+    try:
+        config = SamplingConfig(**settings())
+    except LabkitError as e:
+        st.session_state[RESULTS] = {"runs": {}, "error": str(e)}
+    else:
+        count = st.session_state.get(RESULTS, {}).get("count", 0) + 1
+        st.session_state[RESULTS] = {"runs": run_all(config), "settings": settings(), "count": count,
+                                     "at": time.strftime("%H:%M:%S")}
     st.rerun()  # draw the finished results below (the same code path as any later rerun)
 
-results = {k: v for k, v in st.session_state.get("generations", {}).items() if k in chosen}
+last = st.session_state.get(RESULTS) or {}
+if last.get("error"):
+    st.error(last["error"])
+shown = {k: v for k, v in last.get("runs", {}).items() if k in chosen}
+if shown:
+    header.caption(f"Generation {last['count']} at {last['at']}, seed {last['settings']['seed']} (the same seed "
+                   "draws the same text: change it for another).")
 for col, name in zip(columns, chosen):
-    r = results.get(name)
-    if r is None:
-        continue
-    with col:
-        st.subheader(labels[name])
-        for notice in r["notices"]:
-            st.caption(f"Note: {notice}")
-        st.markdown(f"*{common.md_escape(r['prompt'].strip()[-300:])}* **→** "
-                    f"{common.md_escape(r['text']) or '(nothing: the model ended the text at once)'}")
-        st.caption(f"{len(r['tokens'])} tokens at {r['tokens_per_second']:.0f} tokens/s; stopped by "
-                   f"{'<eos>' if r['stop_reason'] == 'eos' else 'the length limit'}.")
-        if r["tokens"]:
-            st.plotly_chart(token_probability_figure(r["tokens"]), key=f"gen_probs_{name}")
-            with st.expander("Per-token table"):
-                st.dataframe([{"#": i, "token": t.text, "p (model)": round(t.model_prob, 4),
-                               "p (sampling)": round(t.prob, 4), "entropy (nats)": round(t.entropy, 3)}
-                              for i, t in enumerate(r["tokens"])], hide_index=True, width="stretch",
-                             key=f"gen_table_{name}")
-if not results:
-    st.caption("Same prompt and seed on both sides: the difference is the model. Bars show each "
-               "token's probability under the model; the line is the entropy of its next-token "
-               "distribution (how unsure it was).")
+    if name in shown:
+        with col:
+            st.subheader(labels[name])
+            generation.show(name, shown[name], last["settings"], last["count"])
+if not shown:
+    st.caption("Press **Generate**: the text streams in, then a chart of each token's probability; click a "
+               "token (or use the step slider) to see the distribution it was drawn from.")

@@ -3,6 +3,7 @@ configs; and the demo models for a fresh start."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import streamlit as st
@@ -11,15 +12,40 @@ from labkit.demo import DEMO_BUDGET_S, DEMO_STEPS, demo_progress, start_demo
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import loss_figure
 from labkit.inspect.runs import config_diff, drop_empty_columns, summary_row
-from labkit.runs import STALE, run_kind, run_status
+from labkit.runs import STALE, RunInfo, run_kind, run_status
 
 import common
+from panels import status, ui
 
 st.title("labkit runs")
-NUMBER_FORMATS = {"best val ppl": st.column_config.NumberColumn(format="%.2f"),
-                  "test ppl": st.column_config.NumberColumn(format="%.2f"),
-                  "accuracy": st.column_config.NumberColumn(format="%.3f")}
+FORMATS = {"parameters": "{:,.0f}", "steps": "{:,.0f}", "tokens seen": "{:,.0f}", "best val ppl": "{:,.2f}",
+           "test ppl": "{:,.2f}", "accuracy": "{:.3f}", "wall time (s)": "{:,.1f}",
+           "training FLOPs": "{:.3g}", "MFU": "{:.1%}"}
+RESULTS = ("parameters", "steps", "tokens seen", "best val ppl", "test ppl", "accuracy", "wall time (s)",
+           "training FLOPs", "MFU")
 root = common.root()
+
+
+def row(info: RunInfo) -> dict:
+    """The run's summary row, its status told by the weights too, and when the card was written."""
+    summary = summary_row(info)
+    problem = summary.pop("problem")
+    return summary | {"status": status.status(info), "updated": ui.when((info.card or {}).get("updated_at")),
+                      "problem": problem}
+
+
+def card_rows(card: dict) -> list[dict]:
+    """A results card as (field, value) rows: times as dates, numbers rounded, lists compact."""
+    rows = []
+    for key, value in card.items():
+        if key.endswith("_at"):
+            value = ui.when(value) or value
+        elif isinstance(value, float):
+            value = f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, separators=(", ", ": "))
+        rows.append({"field": key, "value": str(value)})
+    return rows
 
 
 def demo_section() -> None:
@@ -55,7 +81,7 @@ def demo_panel(running: bool) -> None:
             st.progress(min(p.fraction, 1.0), text=f"Training on {p.corpus}: {done} ({elapsed:.0f} s)")
             curves = {name: load_curves(root / name) for name in p.runs if (root / name).is_dir()}
             if any(c.train.x for c in curves.values()):
-                st.plotly_chart(loss_figure(curves, smoothing=0.3), key="demo_curves")
+                ui.chart(loss_figure(curves, smoothing=0.3), "demo_curves")
         else:
             st.error(f"The demo training stopped before finishing ({done}). Its log:")
             st.code(p.log_tail or "(empty)", language=None)
@@ -84,11 +110,13 @@ if demo_first:
 @st.fragment(run_every=common.REFRESH_S if common.active(infos) else None)
 def run_table() -> None:
     current = common.runs()
-    st.dataframe(drop_empty_columns([summary_row(i) for i in current]), hide_index=True, width="stretch",
-                 column_config=NUMBER_FORMATS)
+    ui.table(drop_empty_columns([row(i) for i in current]), "runs_table", FORMATS)
     for info in current:
         if info.error:
             st.warning(f"**{info.path.name}**: {info.error}")
+        elif problem := status.weights_problem(info):
+            st.warning(f"**{info.path.name}**: its card says {run_status(info)}, but its weights file cannot be "
+                       f"read ({problem[:200]}): restore it, or train the run again.")
         elif run_status(info) == STALE:
             st.warning(f"**{info.path.name}**: its card says running, but the process that trained "
                        f"it (pid {info.card.get('pid')}) is gone: it was killed. "
@@ -112,23 +140,27 @@ if len(chosen_infos) < 2:
     st.caption("Pick two or more runs: the table shows only the config fields that differ.")
 else:
     diff = config_diff({i.path.name: i.config or {} for i in chosen_infos})
-    if diff:
-        st.dataframe(diff, hide_index=True, width="stretch", key="config_diff")
-    else:
-        st.info("These runs have identical configs.")
-    results = drop_empty_columns([summary_row(i) for i in chosen_infos])
-    st.dataframe(results, hide_index=True, width="stretch", key="compare_results", column_config=NUMBER_FORMATS)
+    summaries = {i.path.name: summary_row(i) for i in chosen_infos}
+    results = [{"field": f"→ {field}", **{n: "" if r[field] is None else FORMATS[field].format(r[field])
+                                          for n, r in summaries.items()}}
+               for field in RESULTS if any(r[field] is not None for r in summaries.values())]
+    st.caption("The config fields that differ between these runs (identical ones left out), then their "
+               "results (→)." if diff else "These runs have identical configs; their results (→):")
+    ui.table(diff + results, "config_diff")
 
 st.subheader("Run details")
 if readable:
-    name = st.selectbox("Run", names, key="detail_run")
+    name = ui.pick_run("Run", names, key="detail_run")
     info = next((i for i in readable if i.path.name == name), None)
     if info is not None:
-        st.markdown(f"Status: **{run_status(info)}**")
+        st.markdown(f"Status: **{status.status(info)}**")
         left, right = st.columns(2)
         with left:
             st.caption("results card")
-            st.json(info.card or {}, expanded=True)
+            if info.card:
+                ui.table(card_rows(info.card), "card_table")
+            else:
+                st.markdown("No results card yet.")
         with right:
             st.caption("config")
             st.json(info.config or {}, expanded=1)

@@ -64,12 +64,26 @@ def per_class(info: RunInfo) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def condition(card: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """"pretrained, full" / "pretrained, frozen" / "pretrained, gradual", or "scratch" for random
+    weights trained in full ("scratch, frozen": a random body under a trained head), so that
+    a learning curve draws one line per condition."""
+    finetune = (config or {}).get("finetune") or {}
+    mode = card.get("mode") or finetune.get("mode") or "full"
+    if card.get("from_scratch", finetune.get("from_scratch")) is True:
+        return "scratch" if mode == "full" else f"scratch, {mode}"
+    return f"pretrained, {mode}"
+
+
 def summary(info: RunInfo) -> dict[str, Any]:
-    """One row per run for the fine-tuning table and the learning curve."""
+    """One row per run for the fine-tuning table and the learning curve: with `from_scratch` and
+    the `condition` the learning curve draws one line per."""
     card, config = info.card or {}, info.config or {}
     base = card.get("base_run") or config.get("base_run") or ""
+    scratch = card.get("from_scratch", (config.get("finetune") or {}).get("from_scratch"))
     return {"run": info.path.name, "status": card.get("status"),
             "base run": Path(str(base)).name if base else "", "model": model_label(config),
+            "condition": condition(card, config), "from_scratch": scratch if isinstance(scratch, bool) else None,
             "mode": card.get("mode"), "train_size": _number(card.get("train_size")),
             "accuracy": _number(card.get("accuracy")), "val_accuracy": _number(card.get("val_accuracy")),
             "steps": card.get("steps"), "wall time (s)": _number(card.get("wall_time_s"))}

@@ -37,7 +37,7 @@ def family(model: nn.Module) -> str:
 
 def language_model(model: nn.Module) -> nn.Module:
     """The language model of a run: the model itself, or the body of a fine-tuned classifier
-    (labkit.finetune wraps the pretrained network as `model.body`)."""
+    (labkit.train.finetune wraps the pretrained network as `model.body`)."""
     return model.body if family(model) == "classifier" else model
 
 

@@ -16,7 +16,8 @@ def summary_row(info: RunInfo) -> dict[str, Any]:
             "parameters": card.get("parameters"), "steps": card.get("steps"),
             "tokens seen": card.get("tokens_seen"), "best val ppl": card.get("best_val_ppl"),
             "test ppl": card.get("test_ppl"), "accuracy": card.get("accuracy"),
-            "wall time (s)": card.get("wall_time_s"), "problem": info.error or ""}
+            "wall time (s)": card.get("wall_time_s"), "training FLOPs": card.get("train_flops"),
+            "MFU": card.get("mfu"), "problem": info.error or ""}
 
 
 def drop_empty_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

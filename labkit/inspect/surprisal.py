@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from plotly.colors import sample_colorscale
 from torch import nn
 
 from labkit.errors import LabkitError
+from labkit.inspect import style
 from labkit.inspect.predictions import context_length, encode_text, require_lm, target_log_probs
 
 
@@ -73,11 +75,11 @@ def compare_surprisal(runs: dict[str, tuple[nn.Module, Any]], text: str, *,
     return results
 
 
-def _color(bits: float, top: float) -> str:
-    """White (0 bits) to red (`top` bits and above)."""
+def _color(bits: float, top: float) -> tuple[str, str]:
+    """(background, text colour) of a token: the surprisal scale of the house style, from white
+    (0 bits) to dark red (`top` bits and above), the same colours as `surprisal_figure`."""
     x = min(max(bits / top, 0.0), 1.0) if top > 0 else 0.0
-    g = round(255 - 165 * x)
-    return f"rgb(255,{g},{g})"
+    return sample_colorscale(style.COLORSCALES["surprisal"].colorscale, [x])[0], "white" if x > 0.6 else style.INK
 
 
 def surprisal_html(results: dict[str, Surprisal], top_bits: float | None = None) -> str:
@@ -86,10 +88,13 @@ def surprisal_html(results: dict[str, Surprisal], top_bits: float | None = None)
     top = top_bits or max((float(r.bits.max()) for r in results.values() if len(r.bits)), default=1.0)
     rows = []
     for name, r in results.items():
-        spans = "".join(f'<span title="{b:.2f} bits" style="background:{_color(b, top)};padding:1px 3px;'
+        spans = "".join(f'<span title="{b:.2f} bits" style="background:{bg};color:{fg};padding:1px 3px;'
                         f'margin:1px;border-radius:3px;display:inline-block">{html.escape(t)}</span>'
-                        for t, b in zip(r.tokens, r.bits))
+                        for t, b in zip(r.tokens, r.bits) for bg, fg in [_color(b, top)])
         rows.append(f'<div style="margin:4px 0"><b>{html.escape(name)}</b> '
                     f'<small>(mean {r.mean_bits:.2f} bits/token)</small><br>{spans}</div>')
-    legend = f'<small>white: 0 bits, red: {top:.1f} bits or more</small>'
-    return '<div style="font-family:sans-serif;line-height:1.9">' + "".join(rows) + legend + "</div>"
+    ramp = ", ".join(sample_colorscale(style.COLORSCALES["surprisal"].colorscale, [0.0, 0.5, 1.0]))
+    legend = (f'<small><span style="display:inline-block;width:120px;height:10px;vertical-align:middle;'
+              f'background:linear-gradient(to right, {ramp})"></span> 0 to {top:.1f} bits (and more)</small>')
+    return (f'<div style="font-family:{html.escape(style.FONT["family"])};font-size:14px;line-height:1.9">'
+            + "".join(rows) + legend + "</div>")

@@ -1,11 +1,11 @@
 """The app's pages, run by Streamlit's own test harness (no browser, no JavaScript) on run
 directories made here: tiny runs trained on the synthetic corpus plus broken ones (appruns.py).
-Each test checks what a page shows: titles, table rows, chart traces, generated text."""
+Each test checks what a page shows: titles, table rows, chart traces, generated text.
+(The views added on top of these, surgery, the logit lens and so on: test_app_views.py.)"""
 
 from __future__ import annotations
 
-import base64
-import json
+import math
 import re
 import shutil
 import time
@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from labkit.generate import SamplingConfig, generate
 from labkit.runs import RunDir, load_run, read_metrics
 
 import appruns
-
-APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+from appruns import app, array, charts, iframes, shown_table, tab, texts, traces
 
 
 @pytest.fixture(scope="module")
@@ -33,71 +31,43 @@ def _no_runs_env(monkeypatch):
     monkeypatch.delenv("LABKIT_RUNS", raising=False)
 
 
-def app(root: Path | None = None, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if root is not None:
-        at.session_state["runs_root"] = str(root)
-    at.run()
-    if page:
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
-
-
-def traces(fig: dict) -> dict[str, dict]:
-    return {t.get("name"): t for t in fig["data"]}
-
-
-def array(value) -> np.ndarray:
-    """A figure's data array: plotly sends numpy arrays as typed-array dicts."""
-    if isinstance(value, dict) and "bdata" in value:
-        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        return data.reshape([int(n) for n in str(value.get("shape", len(data))).split(",")])
-    return np.asarray(value, dtype=float)
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-def iframes(at: AppTest) -> list[str]:
-    return [e.proto.srcdoc for e in at.get("iframe")]
-
-
 # --- Runs ---------------------------------------------------------------------------------
 def test_runs_page_lists_runs_and_flags_broken_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     good = RunDir(tmp_path / "runs" / "lstm-a")
     good.save_config({"kind": "lm", "model": {"family": "rnn", "cell": "lstm"}})
-    good.write_card({"status": "finished", "steps": 10, "test_ppl": 123.4, "parameters": 99})
+    good.write_card({"status": "finished", "steps": 10, "test_ppl": 123.4, "parameters": 99,
+                     "updated_at": time.mktime((2025, 3, 4, 5, 6, 0, 0, 0, -1))})
     (tmp_path / "runs" / "junk").mkdir()
-    at = app()
+    at = app(page="runs")
     assert at.title[0].value == "labkit runs"
     table = at.dataframe[0].value
     assert list(table["run"]) == ["junk", "lstm-a"]
     assert table.set_index("run").loc["lstm-a", "test ppl"] == 123.4
     assert "labkit run directory" in table.set_index("run").loc["junk", "problem"]
+    # As shown: blank where a value does not apply, numbers formatted, the card's time as a date.
+    shown = shown_table(at.dataframe[0]).set_index("run")
+    assert shown.loc["junk", "test ppl"] == "" and shown.loc["lstm-a", "test ppl"] == "123.40"
+    assert shown.loc["lstm-a", "updated"] == "2025-03-04 05:06"
+    assert "None" not in shown.to_string() and "nan" not in shown.to_string()
 
 
 def test_runs_page_explains_what_to_do_with_no_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    at = app()
+    at = app(page="runs")
     assert "labkit pretrain" in at.info[0].value
     assert at.button(key="train_demo").label == "Train demo models"
 
 
 def test_runs_page_shows_status_problems_and_only_differing_config_fields(root):
-    at = app(root)
+    at = app(root, "runs")
     table = at.dataframe[0].value.set_index("run")
     assert table.loc[appruns.LSTM, "status"] == "finished"
     assert table.loc[appruns.LIVE, "status"] == "running"  # card says running, this process lives
     assert table.loc[appruns.STALE, "status"] == "interrupted (stale)"
     assert table.loc["half-written", "status"] == "incomplete"
     assert table.loc["sst2-large", "kind"] == "classifier"
+    assert table.loc["sst2-large", "status"] == "weights unreadable"  # its card says finished
     for name in ("corrupt-config", "future-version", "not-a-run"):
         assert table.loc[name, "status"] == "unreadable"
     warnings = texts(at.warning)
@@ -105,6 +75,7 @@ def test_runs_page_shows_status_problems_and_only_differing_config_fields(root):
     assert "run format 99" in warnings and "no config.json" in warnings
     assert f"{appruns.STALE}**: its card says running" in warnings and "--resume" in warnings
     assert "half-written**: has a config but no results card" in warnings
+    assert "sst2-large**: its card says finished, but its weights file cannot be read" in warnings
 
     at.multiselect(key="compare_runs").set_value([appruns.LSTM, appruns.TRANSFORMER]).run()
     diff = at.dataframe[1].value.set_index("field")
@@ -112,8 +83,33 @@ def test_runs_page_shows_status_problems_and_only_differing_config_fields(root):
     assert diff.loc["model.family", appruns.LSTM] == "rnn"
     assert diff.loc["model.n_heads", appruns.LSTM] == "(absent)"
     assert "train.batch_size" not in diff.index and "data.corpus" not in diff.index  # the same in both
-    results = at.dataframe[2].value
-    assert list(results["run"]) == [appruns.LSTM, appruns.TRANSFORMER]
+    # The results follow in the same table (one table, not the run table again).
+    card = RunDir(root / appruns.LSTM).read_card()
+    assert diff.loc["→ best val ppl", appruns.LSTM] == f"{card['best_val_ppl']:,.2f}"
+    assert diff.loc["→ parameters", appruns.LSTM] == f"{card['parameters']:,}"
+    assert "→ accuracy" not in diff.index  # no language model has one
+    assert sum("status" in d.value.columns for d in at.dataframe) == 1  # the run table is not printed twice
+
+
+def test_runs_page_says_when_finished_weights_are_damaged(root, tmp_path):
+    own = tmp_path / "runs"
+    shutil.copytree(root / appruns.LSTM, own / "damaged")
+    weights = own / "damaged" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-40])  # truncated
+    at = app(own, "runs")
+    assert at.dataframe[0].value.set_index("run").loc["damaged", "status"] == "weights unreadable"
+    assert "damaged**: its card says finished, but its weights file cannot be read" in texts(at.warning)
+    assert "Status: **weights unreadable**" in texts(at.markdown)
+
+
+def test_runs_page_details_show_the_card_readably(root):
+    at = app(root, "runs")
+    at.selectbox(key="detail_run").set_value(appruns.LSTM).run()
+    card = RunDir(root / appruns.LSTM).read_card()
+    rows = at.dataframe[-1].value.set_index("field")["value"]
+    assert rows["updated_at"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(card["updated_at"]))
+    assert rows["parameters"] == str(card["parameters"])
+    assert rows["best_val_ppl"] == f"{card['best_val_ppl']:,.4g}"
 
 
 def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monkeypatch):
@@ -122,7 +118,7 @@ def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monk
     monkeypatch.setattr(labkit.demo, "DEMO_STEPS", 4)  # the real demo is 200 steps; see the README
     monkeypatch.setattr(labkit.demo, "wikitext2_on_disk", lambda: False)
     root = tmp_path / "runs"
-    at = app(root)
+    at = app(root, "runs")
     at.button(key="train_demo").click().run()
     assert not at.exception
     shown = texts(at.get("progress")) + texts(at.success) + "".join(p.proto.text for p in at.get("progress"))
@@ -138,9 +134,16 @@ def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monk
     assert list(table["status"]) == ["finished", "finished"]
     assert list(table["steps"]) == [4, 4]
     at.switch_page("views/attention.py").run()
-    assert not at.exception and len(iframes(at)) == 2
+    assert not at.exception and len(iframes(at)) == 1  # the head view: the open tab
     at.switch_page("views/compare.py").run()  # LSTM against Transformer: every analysis draws
-    assert not at.exception and not at.warning and len(charts(at)) == 5
+    drawn = 0
+    for label in ("saliency vs attention", "surprisal", "loss by position", "word frequency", "agreement by distance"):
+        tab(at, "cmp_tab", label)
+        assert not at.warning and not at.error, label
+        drawn += len(charts(at))
+    assert drawn == 6
+    at.switch_page("views/start.py").run()
+    assert texts(at.markdown).count(":material/check_circle:") == 3  # trained, a head to look at, two families; not fine-tuned
 
 
 # --- Loss curves --------------------------------------------------------------------------
@@ -161,6 +164,12 @@ def test_curves_page_overlays_runs_with_smoothed_raw_and_validation_traces(root)
     assert smooth["y"] != raw["y"]
     assert t[f"{appruns.LSTM} val"]["y"] == [r["val_loss"] for r in val]
     assert fig["layout"]["xaxis"]["title"]["text"] == "step"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "loss (nats/token)"
+
+    at.radio(key="curve_unit").set_value("bits").run()  # the same curves in bits: / ln 2
+    t = traces(charts(at)[0])
+    assert t[f"{appruns.LSTM} (raw)"]["y"] == pytest.approx([r["loss"] / math.log(2) for r in train])
+    assert charts(at)[0]["layout"]["yaxis"]["title"]["text"] == "loss (bits/token)"
 
     at.radio(key="curve_x").set_value("tokens seen").run()
     at.radio(key="curve_metric").set_value("perplexity").run()
@@ -176,7 +185,7 @@ def test_curves_page_overlays_runs_with_smoothed_raw_and_validation_traces(root)
 
 
 # --- Attention ----------------------------------------------------------------------------
-def attention_text(at: AppTest, text: str) -> AppTest:
+def attention_text(at, text: str):
     at.text_area[0].set_value(text).run()
     assert not at.exception, at.exception
     return at
@@ -186,12 +195,15 @@ def test_attention_page_draws_offline_bertviz_heatmaps_and_head_statistics(root,
     at = app(root, "attention")
     at.selectbox(key="attn_run").set_value(appruns.TRANSFORMER).run()
     assert at.title[0].value == "Attention"
-    head, model = iframes(at)
+    (head,) = iframes(at)
+    tab(at, "attn_tab", "bertviz: model view")
+    (model,) = iframes(at)
     for html in (head, model):
         assert "d3js.org v5.7.0" in html and "jQuery v3" in html and "requirejs.config" in html
         assert "cdnjs" not in html and "<script src" not in html
+        assert "labkitSaveSvg" in html and "labkitSavePng" in html  # the export buttons
     assert '"left_text": ["the", "dogs", "near"' in head
-    grid, stats_chart = charts(at)
+    (grid,) = charts(tab(at, "attn_tab", "heatmaps"))
     heads = [t for t in grid["data"] if t["name"] != "causal mask"]
     masks = [t for t in grid["data"] if t["name"] == "causal mask"]
     assert len(heads) == len(masks) == 8  # 2 layers x 4 heads, each with its mask drawn
@@ -199,7 +211,9 @@ def test_attention_page_draws_offline_bertviz_heatmaps_and_head_statistics(root,
     assert mask[0, 1] == 1 and np.isnan(mask[1, 0]) and np.isnan(mask[0, 0])  # grey above the diagonal
     weights = array(heads[0]["z"])
     assert np.nansum(weights, axis=1) == pytest.approx(np.ones(len(weights)), abs=1e-3)
-    assert [t["name"] for t in stats_chart["data"]] == ["entropy_ratio", "mean_distance", "first_token_share"]
+    (stats_chart,) = charts(tab(at, "attn_tab", "head statistics"))
+    assert [t["name"] for t in stats_chart["data"]] == ["entropy_ratio", "mean_distance", "first_token_share",
+                                                       "previous_token_share"]
     table = at.dataframe[0].value
     assert len(table) == 8 and list(table.columns)[:3] == ["layer", "head", "entropy (nats)"]
     assert (table["first-token share"] <= 1).all() and (table["entropy / uniform"] <= 1.001).all()
@@ -214,7 +228,7 @@ def test_attention_page_draws_offline_bertviz_heatmaps_and_head_statistics(root,
     assert "64 tokens, 2 layers x 4 heads." in texts(at.caption)
     assert not at.warning  # 64 tokens fit: no cut
     with capsys.disabled():
-        print(f"\nAppTest: attention page with a 64-token input ran in {seconds:.2f} s (server side)")
+        print(f"\nAppTest: attention page (head statistics) with a 64-token input ran in {seconds:.2f} s (server side)")
 
 
 @pytest.mark.parametrize("text, expect", [
@@ -229,22 +243,27 @@ def test_attention_page_survives_odd_inputs(root, text, expect):
     if expect:
         assert expect in texts(at.info) + texts(at.warning)
     else:
-        assert len(iframes(at)) == 2
+        assert len(iframes(at)) == 1
         assert "alert(1)</script>" not in iframes(at)[0]
 
 
-def test_attention_page_survives_a_run_deleted_or_damaged_while_open(root, tmp_path):
+def test_attention_page_says_when_its_run_is_damaged_or_deleted_and_shows_no_other(root, tmp_path):
     own = tmp_path / "runs"
     shutil.copytree(root / appruns.TRANSFORMER, own / "t1")
     shutil.copytree(root / appruns.TRANSFORMER, own / "t2")
     at = app(own, "attention")
-    assert len(iframes(at)) == 2
+    assert at.selectbox(key="attn_run").value == "t1" and len(iframes(at)) == 1
     (own / "t1" / "model.safetensors").write_bytes(b"\x00garbage")  # damaged under the app
     at.run()
     assert not at.exception and "t1** cannot be loaded" in texts(at.error)
-    shutil.rmtree(own / "t1")  # deleted under the app
+    shutil.rmtree(own / "t1")  # deleted under the app: said so, and t2 is not shown in its place
     at.run()
-    assert not at.exception and at.selectbox(key="attn_run").value == "t2" and len(iframes(at)) == 2
+    assert not at.exception and "**t1** is gone from the runs folder" in texts(at.warning)
+    assert at.selectbox(key="attn_run").value is None and not iframes(at)
+    at.run()  # the notice stays until another run is picked
+    assert "**t1** is gone" in texts(at.warning) and not iframes(at)
+    at.selectbox(key="attn_run").set_value("t2").run()
+    assert not at.warning and len(iframes(at)) == 1
     shutil.rmtree(own / "t2")
     at.run()
     assert not at.exception and "need a Transformer run" in texts(at.info)
@@ -274,7 +293,7 @@ def copy_run(tmp_path_factory) -> Path:
     return path
 
 
-def compare_app(root: Path, a: str = appruns.LSTM, b: str = appruns.TRANSFORMER) -> AppTest:
+def compare_app(root: Path, a: str = appruns.LSTM, b: str = appruns.TRANSFORMER):
     at = app(root, "compare")
     at.selectbox(key="cmp_run_a").set_value(a).run()
     at.selectbox(key="cmp_run_b").set_value(b).run()
@@ -295,11 +314,12 @@ def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
     at = compare_app(root)
     seconds = time.perf_counter() - start
     assert at.title[0].value == "Compare"
-    assert f"Not language models, not shown: {appruns.CLASSIFIER}, sst2-large, sst2-small" in texts(at.caption)
+    assert (f"Not language models, not shown: {appruns.CLASSIFIER}, {appruns.SCRATCH}, {appruns.CLASSIFIER_TF}, "
+            "sst2-large, sst2-small") in texts(at.caption)
     assert not at.warning and not at.error
     lstm, tf = load_run(root / appruns.LSTM), load_run(root / appruns.TRANSFORMER)
     runs = {appruns.LSTM: lstm, appruns.TRANSFORMER: tf}
-    gradient, occlusion, surprisal, positions, agreement = charts(at)
+    gradient, occlusion = charts(at)
 
     # Saliency of both runs, beside the Transformer's attention (last layer, mean of the heads).
     attention = capture_attention(tf.model, tf.tokenizer, SENTENCE).attention  # (L, H, T, T)
@@ -328,14 +348,19 @@ def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
     assert list(at.dataframe[0].value["explains"])[:2] == ["old", "old"]
 
     # Surprisal side by side: the same bits as the library, the tokens coloured in HTML too.
+    (surprisal,) = charts(tab(at, "cmp_tab", "surprisal"))
     bits = compare_surprisal({n: (r.model, r.tokenizer) for n, r in runs.items()}, SENTENCE)
     z = array(traces(surprisal)["surprisal"]["z"])
     assert z == pytest.approx(np.stack([bits[appruns.LSTM].bits, bits[appruns.TRANSFORMER].bits]), abs=1e-5)
+    top = max(float(b.bits.max()) for b in bits.values())  # one colour scale for the HTML and the chart
+    assert traces(surprisal)["surprisal"]["zmax"] == pytest.approx(top)
     html = at.get("html")[0].value
     assert f"<b>{appruns.LSTM}</b>" in html and "bits/token" in html and ">dogs</span>" in html
+    assert f"0 to {top:.1f} bits" in html
     assert f"{appruns.LSTM} {bits[appruns.LSTM].mean_bits:.2f} bits/token" in texts(at.caption)
 
     # Loss by position on the corpus's validation text, windows of the training length (32).
+    (positions,) = charts(tab(at, "cmp_tab", "loss by position"))
     valid = synthetic_splits()["valid"]
     for name, run in runs.items():
         curve = loss_by_position(run.model, run.tokenizer.encode_lines(valid), 32, max_windows=64)
@@ -343,12 +368,13 @@ def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
     assert "64 windows of 32 tokens of the synthetic validation text" in texts(at.caption)
 
     # Agreement accuracy by distance on the synthetic grammar, with chance drawn at 50%.
+    (agreement,) = charts(tab(at, "cmp_tab", "agreement by distance"))
     items = agreement_items(20, (0, 2, 4, 6, 8, 10, 12))
     for name, run in runs.items():
         rows = agreement_accuracy(run.model, run.tokenizer, items)
         assert traces(agreement)[name]["x"] == [r["distance"] for r in rows]
         assert traces(agreement)[name]["y"] == pytest.approx([r["accuracy"] for r in rows])
-    assert len(at.dataframe[1].value) == 14
+    assert len(at.dataframe[0].value) == 14
     with capsys.disabled():
         print(f"\nAppTest: compare page, first draw with two runs in {seconds:.2f} s (server side)")
 
@@ -363,8 +389,8 @@ def test_compare_page_survives_odd_sentences(root, text, expect):
     at.text_area[0].set_value(text).run()
     assert not at.exception, at.exception
     assert expect in texts(at.info) + texts(at.warning)
-    shown = {tuple(traces(fig)) for fig in charts(at)}
-    assert (appruns.LSTM, appruns.TRANSFORMER) in shown  # loss by position and agreement still drawn
+    tab(at, "cmp_tab", "agreement by distance")  # drawn from its own test sentences
+    assert set(traces(charts(at)[0])) == {appruns.LSTM, appruns.TRANSFORMER}
 
 
 def test_compare_page_says_when_a_run_is_not_a_language_model(root, tmp_path):
@@ -377,7 +403,7 @@ def test_compare_page_says_when_a_run_is_not_a_language_model(root, tmp_path):
     assert "Not language models, not shown: sst2-small" in texts(at.caption)
 
 
-def test_compare_page_explains_mismatched_runs_and_unknown_words(root, copy_run, tmp_path):
+def test_compare_page_explains_mismatched_runs_and_labels_each_with_its_own_tokens(root, copy_run, tmp_path):
     own = tmp_path / "runs"
     shutil.copytree(root / appruns.LSTM, own / appruns.LSTM)
     shutil.copytree(copy_run, own / copy_run.name)
@@ -385,31 +411,43 @@ def test_compare_page_explains_mismatched_runs_and_unknown_words(root, copy_run,
     warnings = texts(at.warning)
     assert f"Mismatched runs: **{appruns.LSTM}** was trained on synthetic and **{copy_run.name}** on synthetic-copy" \
         in warnings
-    assert f"**{copy_run.name}** does not know" in warnings and "synthetic-agreement" in warnings
+    # The copy run reads every word of the sentence as <unk>: its panels show its own tokens.
+    gradient = traces(charts(at)[0])
+    ticks = {name: [label.split(" ", 1)[1] for label in gradient[f"{name}: gradient × input"]["x"]]
+             for name in (appruns.LSTM, copy_run.name)}
+    assert ticks[appruns.LSTM] == SENTENCE.split()
+    assert ticks[copy_run.name] == ["<unk>"] * 9
+    assert "The runs split the sentence into different tokens" in texts(at.info)
+    tab(at, "cmp_tab", "loss by position")
     assert "pick two runs trained on the same corpus" in texts(at.info)
-    figs = charts(at)
-    assert len(figs) == 4  # saliency (two), surprisal, and agreement for the LSTM alone
-    assert set(traces(figs[-1])) == {appruns.LSTM}
+    tab(at, "cmp_tab", "agreement by distance")
+    assert f"**{copy_run.name}** does not know" in texts(at.warning) and "synthetic-agreement" in texts(at.warning)
+    assert set(traces(charts(at)[0])) == {appruns.LSTM}  # agreement for the LSTM alone
 
 
 # --- Generate -----------------------------------------------------------------------------
-def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
+def generate_app(root: Path, prompt: str, first: str = appruns.TRANSFORMER, second: str = appruns.LSTM, **settings):
     at = app(root, "generate")
-    assert at.title[0].value == "Generate"
-    at.selectbox(key="gen_run").set_value(appruns.TRANSFORMER)
-    at.selectbox(key="gen_run_b").set_value(appruns.LSTM)
-    at.text_area(key="gen_prompt").set_value("the dogs")
-    at.number_input(key="gen_seed").set_value(3)
-    at.slider(key="gen_len").set_value(12)
-    at.toggle(key="gen_eos").set_value(False)
+    at.selectbox(key="gen_run").set_value(first)
+    at.selectbox(key="gen_run_b").set_value(second)
+    at.text_area(key="gen_prompt").set_value(prompt)
+    for key, value in settings.items():
+        getattr(at, "toggle" if key == "gen_eos" else "number_input" if key == "gen_seed" else "slider")(key=key) \
+            .set_value(value)
     at.run()
     at.button(key="gen_go").click().run()
-    assert not at.exception
+    assert not at.exception, at.exception
+    return at
+
+
+def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
+    at = generate_app(root, "the dogs", gen_seed=3, gen_len=12, gen_eos=False)
+    assert at.title[0].value == "Generate"
     shown = texts(at.markdown)
     config = SamplingConfig(temperature=0.8, top_k=0, top_p=0.9, max_tokens=12, seed=3, stop_at_eos=False)
-    figs = charts(at)
-    assert len(figs) == 2
-    for name, fig in zip((appruns.TRANSFORMER, appruns.LSTM), figs):
+    probabilities = [fig for fig in charts(at) if "p (model)" in traces(fig)]
+    assert len(probabilities) == 2
+    for name, fig in zip((appruns.TRANSFORMER, appruns.LSTM), probabilities):
         loaded = load_run(root / name)
         expected = generate(loaded.model, loaded.tokenizer, "the dogs", config)
         assert len(expected.tokens) == 12
@@ -419,7 +457,8 @@ def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
         assert bars["text"] == [t.text for t in expected.tokens]
         assert set(traces(fig)) == {"p (model)", "p (sampling)", "entropy (nats)"}
     assert texts(at.caption).count("12 tokens at") == 2
-    assert len(at.dataframe) == 2  # the per-token tables
+    assert "Generation 1 at" in texts(at.caption) and "seed 3" in texts(at.caption)
+    assert "Temperature" in texts(at.markdown)  # the explanation stays with the results
 
 
 @pytest.mark.parametrize("prompt, notice", [
@@ -428,16 +467,40 @@ def test_generate_page_streams_two_runs_side_by_side_like_the_library(root):
     ("🤖 \u202e \x00 ``` $x$ <b>bold</b>", "mapped to <unk>"),
 ])
 def test_generate_page_survives_odd_prompts(root, prompt, notice):
-    at = app(root, "generate")
-    at.selectbox(key="gen_run").set_value(appruns.TRANSFORMER)
-    at.selectbox(key="gen_run_b").set_value(appruns.LSTM)
-    at.text_area(key="gen_prompt").set_value(prompt)
-    at.slider(key="gen_len").set_value(5)
-    at.run()
-    at.button(key="gen_go").click().run()
-    assert not at.exception
+    at = generate_app(root, prompt, gen_len=5)
     assert notice in texts(at.caption)
     assert texts(at.caption).count("tokens at") == 2
+
+
+def test_generate_page_shows_what_the_model_read_of_an_empty_or_long_prompt(root):
+    at = generate_app(root, "", second="(none)", gen_len=3)
+    shown = texts(at.markdown)
+    assert "*(empty prompt: the model starts from <eos>, as at the start of a line)* **→**" in shown
+    assert "** **→**" not in shown
+    # 140 words, cut to the context's last 64, then (over 300 characters) to whole words at its end.
+    words = "the clever doctor behind the tired farmer".split() * 20
+    at = generate_app(root, " ".join(words), second="(none)", gen_len=3)
+    (line,) = [m for m in texts(at.markdown).split("\n") if "**→**" in m]
+    kept = line.split("**→**")[0].strip("* ")
+    assert kept.startswith("… ")
+    tail = kept[2:].split()
+    assert 40 < len(tail) < 64 and tail == words[-len(tail):]  # whole words, the prompt's last ones
+
+
+def test_generate_page_works_with_a_single_run_and_keeps_its_errors(root, tmp_path):
+    own = tmp_path / "runs"
+    shutil.copytree(root / appruns.LSTM, own / appruns.LSTM)
+    at = app(own, "generate")
+    assert at.selectbox(key="gen_run_b").options == ["(none)"]
+    at.button(key="gen_go").click().run()
+    assert not at.exception and texts(at.caption).count("tokens at") == 1 and "Generation 1 at" in texts(at.caption)
+    at.button(key="gen_go").click().run()
+    assert "Generation 2 at" in texts(at.caption)  # pressing again is seen, even with the same text
+    (own / appruns.LSTM / "model.safetensors").write_bytes(b"\x00garbage")
+    at.button(key="gen_go").click().run()
+    assert not at.exception and f"**{appruns.LSTM}** cannot be loaded" in texts(at.error)
+    at.run()  # any later rerun (a widget moved, a refresh) keeps the message on the page
+    assert f"**{appruns.LSTM}** cannot be loaded" in texts(at.error)
 
 
 # --- Fine-tuning --------------------------------------------------------------------------
@@ -454,16 +517,27 @@ def test_finetune_page_reads_cards_generically(root):
     assert table.loc["sst2-large", "accuracy"] == 0.81 and table.loc["sst2-small", "train_size"] == 100
     curve, matrix, val = charts(at)
     assert val["data"][0]["x"] == [10, 20, 30, 40] and val["data"][0]["name"] == "validation accuracy"
-    real = RunDir(root / appruns.CLASSIFIER).read_card()  # the fine-tuned tiny LSTM is on the curve too
-    assert curve["data"][0]["x"] == [100, 6000, real["train_size"]]
-    assert curve["data"][0]["y"] == [0.62, 0.81, real["accuracy"]]
     assert array(matrix["data"][0]["z"]).tolist() == [[340, 88], [78, 366]]
-    assert matrix["data"][0]["y"] == ["true negative", "true positive"]
+    assert list(matrix["data"][0]["y"]) == ["negative", "positive"]
     per_class = at.dataframe[1].value.set_index("label")
     assert per_class.loc["positive", "recall"] == pytest.approx(366 / 444)
     assert at.metric[0].value == "0.810"
     # Its weights are not real: the page says so and carries on.
     assert "sst2-large** cannot be loaded for predictions" in texts(at.error)
+
+
+def test_finetune_page_draws_one_learning_curve_line_per_condition(root):
+    at = app(root, "finetune")
+    curve = charts(at)[0]
+    lines = {name: dict(zip(t["text"], t["y"])) for name, t in traces(curve).items()}  # line -> run -> accuracy
+    line_of = {run: name for name, runs in lines.items() for run in runs}
+    assert line_of[appruns.SCRATCH] == "lstm classifier · scratch"  # pretrained and scratch apart
+    assert line_of[appruns.CLASSIFIER] == line_of["sst2-small"] == "lstm classifier · pretrained, full"
+    assert line_of[appruns.CLASSIFIER_TF] == "transformer classifier · pretrained, full"
+    for run, line in line_of.items():
+        assert lines[line][run] == RunDir(root / run).read_card()["accuracy"]
+    assert curve["layout"]["yaxis"]["range"] == [0, 1.02]  # accuracy on 0..1, with chance at 50%
+    assert "pretrained, full, scratch" in texts(at.caption)
 
 
 def test_finetune_page_tries_a_sentence_with_a_real_classifier(root):
@@ -477,29 +551,33 @@ def test_finetune_page_tries_a_sentence_with_a_real_classifier(root):
     assert f"Prediction: **{expected.label}** with probability **{expected.prob:.3f}**" in texts(at.markdown)
 
 
-def test_every_page_survives_a_run_deleted_while_selected(root, tmp_path):
+def test_every_page_says_when_its_run_was_deleted_while_selected(root, tmp_path):
     own = tmp_path / "runs"
     for name in (appruns.LSTM, appruns.TRANSFORMER, "sst2-small", "sst2-large"):
         shutil.copytree(root / name, own / name)
-    at = app(own)
+    at = app(own, "runs")
     at.multiselect(key="compare_runs").set_value([appruns.LSTM, appruns.TRANSFORMER]).run()
     at.selectbox(key="detail_run").set_value(appruns.LSTM).run()
-    for page in ("curves", "generate", "compare", "finetune"):
+    for page in ("curves", "generate", "compare", "lens", "finetune"):
         at.switch_page(f"views/{page}.py").run()
         if page == "compare":
             at.selectbox(key="cmp_run_a").set_value(appruns.LSTM).run()
         if page == "generate":
             at.selectbox(key="gen_run").set_value(appruns.LSTM).run()
             at.button(key="gen_go").click().run()
+        if page == "lens":
+            at.selectbox(key="lens_run").set_value(appruns.LSTM).run()
         if page == "finetune":
             at.selectbox(key="ft_run").set_value("sst2-small").run()
         assert not at.exception
     for name in (appruns.LSTM, "sst2-small"):
         shutil.rmtree(own / name)
-    for page in ("runs", "curves", "generate", "finetune", "attention", "compare"):
+    for page, gone in (("runs", appruns.LSTM), ("curves", None), ("generate", appruns.LSTM), ("finetune", "sst2-small"),
+                       ("attention", None), ("compare", None), ("lens", appruns.LSTM), ("start", None)):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, at.exception)
-        assert appruns.LSTM not in texts(at.caption) + texts(at.markdown)
+        assert appruns.LSTM not in texts(at.caption) + texts(at.markdown).replace(f"**{appruns.LSTM}** is gone", "")
+        if gone:
+            assert f"**{gone}** is gone from the runs folder" in texts(at.warning).replace("\\-", "-"), page
     at.switch_page("views/runs.py").run()
     assert list(at.dataframe[0].value["run"]) == ["sst2-large", appruns.TRANSFORMER]
-

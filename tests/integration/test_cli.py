@@ -120,6 +120,14 @@ def test_pretrain_writes_a_complete_run(work: Path, name: str) -> None:
     assert_steps_increase(metrics(run))
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["train_tokens"] == 20_000 and config["train"]["eval_every"] == 3
+    from labkit.inspect.timeline import read_timeline
+
+    snapshots = read_timeline(run)  # `labkit pretrain` attaches the timeline recorder
+    if name == "tf":  # a snapshot of the heads at each evaluation
+        assert [s.step for s in snapshots] == [r["step"] for r in metrics(run) if "val_loss" in r]
+        assert snapshots[-1].attention is not None and "induction" in snapshots[-1].head_stats
+    else:
+        assert snapshots == []  # an LSTM on real text has nothing to record
 
 
 @pytest.mark.integration

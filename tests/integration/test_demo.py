@@ -73,6 +73,12 @@ def test_train_demo_models_makes_two_loadable_runs(tmp_path, one_thread):
         assert loaded.config["data"]["corpus"] == "synthetic"
         assert last_step(tmp_path / name) == 3
     assert load_run(tmp_path / "demo-transformer").model.config.family == "transformer"
+    from labkit.inspect.timeline import read_timeline
+
+    for name in cards:  # the timeline at each evaluation: on the synthetic corpus, the probe too
+        snapshots = read_timeline(tmp_path / name)
+        assert [s.step for s in snapshots] == [1, 2, 3] and "agreement" in snapshots[-1].probes
+    assert read_timeline(tmp_path / "demo-transformer")[-1].attention is not None
 
 
 def test_demo_progress_reads_the_job_and_the_runs(tmp_path):

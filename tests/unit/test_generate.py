@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from labkit.errors import LabkitError
-from labkit.generate import SamplingConfig, filter_logits, generate, stream
+from labkit.generate import Candidate, SamplingConfig, filter_logits, generate, stream
 from labkit.models import RNNConfig, TransformerConfig, build_model
 
 WORDS = ["<unk>", "<pad>", "<eos>"] + [f"w{i}" for i in range(27)] + ["the", "cat", "sat"]
@@ -57,12 +57,15 @@ def rnn():
 
 
 def manual_greedy(model, prompt_ids, n, context=None):
-    """The reference: recompute the whole (windowed) prefix and take the argmax each step."""
+    """The reference: recompute the whole (windowed) prefix and take the argmax each step, <unk>
+    left out."""
     seq = list(prompt_ids)
     with torch.no_grad():
         for _ in range(n):
             window = seq if context is None else seq[-context:]
-            seq.append(int(model(torch.tensor([window])).logits[0, -1].argmax()))
+            logits = model(torch.tensor([window])).logits[0, -1]
+            logits[TOK.unk_id] = float("-inf")
+            seq.append(int(logits.argmax()))
     return seq[len(prompt_ids):]
 
 
@@ -206,3 +209,79 @@ def test_real_word_tokenizer():
     gen = generate(model, tok, "The Zebra sat.", SamplingConfig(max_tokens=5, seed=0))
     assert gen.notices == ["mapped to <unk>: zebra"]
     assert len(gen.tokens) <= 5
+
+
+# --- what each step reports, and <unk> -------------------------------------------------------------
+def fixed(probs: dict[int, float]) -> torch.nn.Module:
+    """A model whose next-token distribution is `probs` (id -> p) whatever it reads: the output
+    layer's weights are zero and its bias is log p (a probability of 0 gets -1e4: exp gives 0)."""
+    model = rnn()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-1e4)
+        for i, p in probs.items():
+            model.head.bias[i] = math.log(p)
+    return model
+
+
+W0 = TOK.stoi["w0"]  # four plain words: ids W0 .. W0 + 3
+
+
+def test_entropy_is_minus_sum_p_log_p_of_a_distribution_known_by_hand():
+    # p = 1/2, 1/4, 1/8, 1/8: H = 1/2 ln 2 + 1/4 * 2 ln 2 + 2 * 1/8 * 3 ln 2 = 1.75 ln 2 nats
+    model = fixed({W0: 0.5, W0 + 1: 0.25, W0 + 2: 0.125, W0 + 3: 0.125})
+    gen = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=3, seed=0, stop_at_eos=False))
+    assert [t.entropy for t in gen.tokens] == [pytest.approx(1.75 * math.log(2), abs=1e-5)] * 3
+    one = generate(fixed({W0: 1.0}), TOK, PROMPT, SamplingConfig(max_tokens=1, seed=0))
+    assert one.tokens[0].entropy == pytest.approx(0.0, abs=1e-6)
+
+
+def test_each_step_reports_its_top_tokens_under_the_model_and_as_sampled():
+    probs = {W0: 0.5, W0 + 1: 0.25, W0 + 2: 0.15, W0 + 3: 0.1}
+    model = fixed(probs)
+    words = ["w0", "w1", "w2", "w3"]
+
+    def sampled(**kw) -> list[float]:
+        step = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=1, seed=0, show_top=5, **kw)).tokens[0]
+        assert [c.text for c in step.top[:4]] == words  # the model's four likeliest, best first
+        assert [c.model_prob for c in step.top[:4]] == pytest.approx([0.5, 0.25, 0.15, 0.1], abs=1e-6)
+        assert step.prob == pytest.approx(next(c.sampling_prob for c in step.top if c.id == step.id))
+        return [c.sampling_prob for c in step.top[:4]]
+
+    assert sampled() == pytest.approx([0.5, 0.25, 0.15, 0.1], abs=1e-6)  # temperature 1, nothing cut
+    # top-k 3: the fourth is cut, the rest renormalised by 0.9
+    assert sampled(top_k=3) == pytest.approx([0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0], abs=1e-6)
+    # temperature 0.5 squares p (then normalised: 0.25, 0.0625, 0.0225, 0.01 over 0.345); top-p 0.9
+    # keeps the first two (0.7246 + 0.1812 = 0.9058 >= 0.9), renormalised: 0.25 / 0.3125, 0.0625 / 0.3125
+    assert sampled(temperature=0.5, top_p=0.9) == pytest.approx([0.8, 0.2, 0.0, 0.0], abs=1e-6)
+    assert sampled(temperature=0) == [1.0, 0.0, 0.0, 0.0]
+    assert generate(model, TOK, PROMPT, SamplingConfig(max_tokens=1, show_top=0)).tokens[0].top == []
+    assert isinstance(generate(model, TOK, PROMPT, SamplingConfig(max_tokens=1)).tokens[0].top[0], Candidate)
+
+
+def test_unk_is_never_generated_unless_allowed():
+    model = fixed({TOK.unk_id: 0.9, W0: 0.06, W0 + 1: 0.04})
+    sampled = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=200, seed=0, stop_at_eos=False))
+    assert TOK.unk_id not in ids(sampled) and set(ids(sampled)) == {W0, W0 + 1}
+    step = sampled.tokens[0]
+    assert (step.top[0].id, step.top[0].model_prob, step.top[0].sampling_prob) == (TOK.unk_id, pytest.approx(0.9), 0.0)
+    assert step.top[1].sampling_prob == pytest.approx(0.6)  # 0.06 / (0.06 + 0.04)
+    greedy = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=3, **GREEDY))
+    assert ids(greedy) == [W0] * 3
+    allowed = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=3, allow_unk=True, **GREEDY))
+    assert ids(allowed) == [TOK.unk_id] * 3
+    with pytest.raises(LabkitError, match="allow_unk"):
+        SamplingConfig(allow_unk="yes")
+
+
+def test_the_command_line_takes_allow_unk():
+    from labkit.cli import build_parser
+    from labkit.cli.pretrain import overrides
+
+    parser = build_parser()
+    for argv, expected in ((["generate", "r"], False), (["generate", "r", "--allow-unk"], True)):
+        args = parser.parse_args(argv)
+        assert SamplingConfig(**overrides(args, SamplingConfig, {})).allow_unk is expected
+    generate_help = next(a for a in parser._subparsers._group_actions[0].choices["generate"]._actions
+                         if "--allow-unk" in a.option_strings).help
+    assert "<unk>" in generate_help

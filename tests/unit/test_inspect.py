@@ -23,6 +23,7 @@ from labkit.inspect.attention import (
     capture_attention,
     clean_text,
     head_stats,
+    long_attention,
     sink_heads,
     uniform_entropy,
 )
@@ -139,9 +140,10 @@ def test_a_finished_child_that_was_not_reaped_is_not_alive():
 def test_kind_and_summary_row():
     assert run_kind(info(config={})) == "lm"  # older runs have no kind
     assert run_kind(info(config={"kind": "classifier"})) == "classifier"
-    row = summary_row(info({"status": "finished", "test_ppl": 12.5},
+    row = summary_row(info({"status": "finished", "test_ppl": 12.5, "train_flops": 3e12, "mfu": 0.25},
                            {"kind": "lm", "model": {"family": "rnn", "cell": "gru"}}))
     assert row["model"] == "gru" and row["test ppl"] == 12.5 and row["problem"] == ""
+    assert row["training FLOPs"] == 3e12 and row["MFU"] == 0.25
     assert drop_empty_columns([{"a": 1, "b": None, "c": ""}, {"a": None, "b": None, "c": "x"}]) == \
         [{"a": 1, "c": ""}, {"a": None, "c": "x"}]
 
@@ -233,6 +235,8 @@ def test_head_stats_on_known_patterns():
     assert uniform["entropy"] == pytest.approx(uniform_entropy(5)) and uniform["entropy_ratio"] == pytest.approx(1.0)
     assert uniform["first_token_share"] == pytest.approx(np.mean([1 / 2, 1 / 3, 1 / 4, 1 / 5]))
     assert uniform["mean_distance"] == pytest.approx(np.mean([t / 2 for t in range(1, 5)]))
+    assert self_head["previous_token_share"] == 0.0 and first_head["previous_token_share"] == pytest.approx(0.25)
+    assert uniform["previous_token_share"] == pytest.approx(np.mean([1 / 2, 1 / 3, 1 / 4, 1 / 5]))
     assert sink_heads(list(stats.values())) == [(0, 1)]
     one = head_stats(one_hot_heads(1))  # a single token: nothing to choose
     assert one[0]["entropy"] == 0.0 and one[0]["first_token_share"] == 1.0
@@ -254,12 +258,83 @@ def capture_of(tokens):
     return AttentionCapture(list(tokens), list(range(T)), att, T)
 
 
+# --- attention on long inputs ------------------------------------------------------------------
+def window_attention(model, ids, begin, end, layer, head=None):
+    """(end - begin, end - begin): the layer's attention on ids[begin:end] read alone, as the model computes it."""
+    with torch.no_grad():
+        _, cache = run_with_cache(model.eval(), torch.tensor([ids[begin:end]]), names=f"blocks.{layer}.attn.pattern")
+    a = cache[f"blocks.{layer}.attn.pattern"][0].numpy()  # (heads, T, T)
+    return a.mean(0) if head is None else a[head]
+
+
+@pytest.mark.parametrize("head", [None, 1])
+def test_long_attention_pools_what_each_context_window_computes(head):
+    model, tok = tiny_transformer(context=8)
+    text = " ".join("the cat sat on the mat a dog ran to the park".split() * 3)
+    ids = tok.encode(text)
+    T = len(ids)
+    assert T == 36
+    # by hand: queries 0..7 read in the window [0, 8); query t >= 8 in the window of 8 tokens that
+    # ends at the next multiple of 4 after t (windows move by half a context)
+    expected = np.zeros((T, T))
+    expected[:8, :8] = window_attention(model, ids, 0, 8, 1, head)
+    for t in range(8, T):
+        begin = 4 * (t // 4) - 4
+        expected[t, begin:begin + 8] = window_attention(model, ids, begin, begin + 8, 1, head)[t - begin]
+    full = long_attention(model, tok, text, cells=64, layer=1, head=head)
+    assert full.matrix.shape == (T, T) and full.edges == list(range(T + 1)) and full.head == ("mean" if head is None else 1)
+    np.testing.assert_allclose(full.matrix, expected, atol=1e-6)
+    assert "windows of 8 tokens" in full.notices[0] and full.tokens == tok.id_to_token(ids)
+    pooled = long_attention(model, tok, text, cells=9, layer=-1, head=head)  # blocks of 4 tokens
+    assert pooled.edges == list(range(0, 37, 4)) and pooled.layer == 1
+    by_hand = expected.reshape(9, 4, 9, 4).sum(3).mean(1)  # a block's queries: mean of their mass on each key block
+    np.testing.assert_allclose(pooled.matrix, by_hand, atol=1e-6)
+    np.testing.assert_allclose(pooled.matrix.sum(1), 1.0, atol=1e-5)
+    uneven = long_attention(model, tok, text, cells=8, layer=1, head=head)  # blocks of 4 or 5 tokens
+    e = uneven.edges
+    assert e == [0, 4, 9, 14, 18, 22, 27, 32, 36]
+    by_hand = [[expected[e[i]:e[i + 1], e[j]:e[j + 1]].sum() / (e[i + 1] - e[i]) for j in range(8)] for i in range(8)]
+    np.testing.assert_allclose(uneven.matrix, by_hand, atol=1e-6)
+
+
+def test_long_attention_cuts_refuses_and_draws_a_thousand_tokens(capsys):
+    import time
+
+    from labkit.inspect.inside_plots import long_attention_figure
+    from labkit.presets import PRESETS
+
+    model, tok = tiny_transformer(context=8)
+    cut = long_attention(model, tok, "the cat " * 600, max_tokens=100, cells=10)
+    assert len(cut.tokens) == 100 and cut.matrix.shape == (10, 10) and "1,200 tokens; showing the first 100" in cut.notices[0]
+    with pytest.raises(EmptyInput):
+        long_attention(model, tok, "  ")
+    with pytest.raises(LabkitError, match="layer 2 does not exist"):
+        long_attention(model, tok, "the cat", layer=2)
+    with pytest.raises(LabkitError, match="head 5 does not exist"):
+        long_attention(model, tok, "the cat", head=5)
+    rnn = build_model(RNNConfig(vocab_size=tok.vocab_size, d_embed=8, d_hidden=8, n_layers=1, dropout=0.0))
+    with pytest.raises(LabkitError, match="Transformer"):
+        long_attention(rnn, tok, "the cat")
+    # the largest preset a CPU trains (7 layers, a 256-token context) on 1,024 tokens, drawn: timed, printed
+    torch.manual_seed(0)
+    big = build_model(TransformerConfig(**{**PRESETS["classic-transformer"]["model"], "vocab_size": tok.vocab_size}))
+    start = time.perf_counter()
+    long = long_attention(big, tok, "the cat sat on the mat " * 200, cells=256)
+    figure = long_attention_figure(long).to_json()
+    took = time.perf_counter() - start
+    assert len(long.tokens) == 1024 and long.matrix.shape == (256, 256) and len(figure) < 2_000_000
+    with capsys.disabled():
+        print(f"\nlong_attention: 1,024 tokens, classic-transformer, pooled to 256 x 256 and drawn in {took:.2f} s "
+              f"(load average {os.getloadavg()[0]:.2f})")
+
+
 def test_bertviz_html_is_self_contained():
     for html in (head_view_html(capture_of(["the", "cat", "sat"])), model_view_html(capture_of(["the", "cat"]))):
         assert html.startswith("<!DOCTYPE html>")
         assert "https://cdnjs" not in html and "require.min.js" not in html and "sourceMappingURL" not in html
         assert not re.search(r"<script[^>]*\bsrc=", html)  # inline scripts only
-        assert html.count("</script>") == 4  # d3, jQuery, the AMD shim, bertviz
+        assert html.count("</script>") == 5  # d3, jQuery, the AMD shim, bertviz, the export buttons
+        assert "labkitSaveSvg('labkit-" in html and "labkitSavePng('labkit-" in html and "canvas.toBlob" in html
         assert "<!--" not in html  # would let a "<script" inside jQuery's source open a tag
         assert "d3js.org v5.7.0" in html and "jQuery v3" in html
         assert "requirejs(['jquery', 'd3']" in html
@@ -267,7 +342,7 @@ def test_bertviz_html_is_self_contained():
 
 def test_bertviz_html_cannot_be_broken_out_of_by_a_token():
     html = head_view_html(capture_of(["</script><script>alert(1)</script>", "<!--", "ok"]))
-    assert html.count("</script>") == 4  # only the four real ends
+    assert html.count("</script>") == 5  # only the five real ends
     assert "<\\/script><script>alert(1)<\\/script>" in html
     assert "<!--" not in html.split("<script>")[-1]
 
@@ -303,3 +378,18 @@ def test_classifier_views_read_cards_generically(tmp_path):
     assert clf.labels_of(odd) == [] and clf.per_class(odd) == []
     (tmp_path / "metrics.jsonl").write_text('{"step": 5, "val_accuracy": 0.7}\n{"step": 6, "loss": 1}\n')
     assert clf.accuracy_curve(tmp_path) == ([5.0], [0.7])
+
+
+def test_fine_tuning_summaries_name_the_condition_for_the_learning_curve():
+    cards = [({"mode": "full", "from_scratch": False}, "pretrained, full", False),
+             ({"mode": "frozen", "from_scratch": False}, "pretrained, frozen", False),
+             ({"mode": "gradual", "from_scratch": False}, "pretrained, gradual", False),
+             ({"mode": "full", "from_scratch": True}, "scratch", True),  # was shown as "mode: full"
+             ({"mode": "frozen", "from_scratch": True}, "scratch, frozen", True)]
+    for card, condition, scratch in cards:
+        row = clf.summary(info({**card, "accuracy": 0.7, "train_size": 10}, {"kind": "classifier"}))
+        assert (row["condition"], row["from_scratch"]) == (condition, scratch)
+    # a card written before it recorded from_scratch: the config's fine-tuning settings say it
+    old = clf.summary(info({"mode": "full"}, {"kind": "classifier", "finetune": {"from_scratch": True, "mode": "full"}}))
+    assert (old["condition"], old["from_scratch"]) == ("scratch", True)
+    assert clf.summary(info({}, {"kind": "classifier"}))["condition"] == "pretrained, full"

@@ -97,25 +97,25 @@ def test_live_curves_collect_points():
         nbk.LiveCurves(x="epochs", display=False)
 
 
-def test_live_curves_redraw_one_display(monkeypatch):
-    """Updates go to the same display (by id), at most every min_interval_s, always on evaluations."""
-    updates = []
-
-    class Handle:
-        def update(self, obj, **kw):
-            updates.append((obj, kw))
+def test_live_curves_redraw_one_output_with_every_point():
+    """Each redraw replaces the one output of the figure's output widget (a new output, which
+    JupyterLab's plotly renderer draws), at most every min_interval_s, always on evaluations."""
+    import ipywidgets
 
     live = nbk.LiveCurves(x="step", min_interval_s=3600, display=False)
-    live._handle = Handle()
-    monkeypatch.setattr(live, "_bundle", lambda: {"application/vnd.plotly.v1+json": live.fig.to_plotly_json()})
+    live._view = ipywidgets.Output()  # what display=True shows in the notebook
     cb = live.callback("run")
     live._last = time.monotonic()
     cb.on_step(None, {"step": 1, "tokens": 1, "elapsed_s": 0.1, "loss": 3.0})
-    assert updates == []  # too soon
+    assert live._view.outputs == ()  # too soon
     cb.on_eval(None, {"step": 1, "tokens": 1, "elapsed_s": 0.1, "val_loss": 3.5})
-    assert len(updates) == 1 and updates[0][1] == {"raw": True}
+    cb.on_step(None, {"step": 2, "tokens": 2, "elapsed_s": 0.2, "loss": 2.5})
     cb.on_end(None, {})
-    assert len(updates) == 2
+    output, = live._view.outputs
+    figure = output["data"]["application/vnd.plotly.v1+json"]
+    assert [(t["name"], list(t["x"]), list(t["y"])) for t in figure["data"]] == [("run", [1, 2], [3.0, 2.5]),
+                                                                               ("run val", [1], [3.5])]
+    assert figure["layout"]["yaxis"]["title"]["text"] == "loss (nats/token)"
 
 
 @pytest.mark.parametrize("config", [
@@ -241,7 +241,7 @@ def test_model_view_height_grows_with_layers_and_tokens():
     def capture(tokens, layers, heads):
         return SimpleNamespace(tokens=["t"] * tokens, n_layers=layers, n_heads=heads)
 
-    assert nbk.model_view_height(capture(13, 2, 4)) == 644  # 2 x (13 x 21 + 10) + 38, plus 40
+    assert nbk.model_view_height(capture(13, 2, 4)) == 680  # 2 x (13 x 21 + 10) + 38, plus 40, plus the export buttons (36)
     assert nbk.model_view_height(capture(13, 4, 4)) > nbk.model_view_height(capture(13, 2, 4))
     assert nbk.model_view_height(capture(30, 2, 4)) > nbk.model_view_height(capture(13, 2, 4))
 
@@ -261,3 +261,26 @@ def test_probe_pair_trains_both_families_at_one_size_on_the_same_tokens(no_data,
     assert again.budget["lstm"].path == pair.budget["lstm"].path
     with pytest.raises(LabkitError, match="task must be one of"):
         nbk.probe_pair(lab, "sorting")
+
+
+def test_house_style_reaches_a_notebooks_own_figures_and_exports_png_or_svg():
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from labkit.notebook_display import house_style
+
+    default = pio.templates.default
+    try:
+        house_style()
+        fig = go.Figure(go.Scatter(y=[1, 2]))  # a figure the notebook makes itself
+        layout = fig.layout.template.layout
+        assert pio.templates.default == "plotly_white+labkit"
+        assert layout.font.size >= 12 and layout.xaxis.tickfont.size >= 11 and layout.paper_bgcolor == "white"
+        assert pio.renderers["notebook"].config["toImageButtonOptions"] == {"format": "png", "scale": 2,
+                                                                            "filename": "labkit-chart"}
+        house_style("svg")
+        assert pio.renderers["jupyterlab"].config["toImageButtonOptions"]["format"] == "svg"
+    finally:
+        pio.templates.default = default
+        for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode"):
+            pio.renderers[name].config = {}

@@ -1,0 +1,109 @@
+"""Surgery on the Attention and Compare pages: switch a part of a model off (a Transformer's
+heads; an RNN's hidden units or a whole layer's state) and see at once, token by token, how much
+log-probability each prediction of the sentence lost or gained; and every head (or the units of
+one layer) ranked by how much the loss rises when it alone is removed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import streamlit as st
+
+from labkit.errors import LabkitError
+from labkit.inspect import EmptyInput
+from labkit.inspect.surgery import ablate, head_importance, unit_importance
+from labkit.runs import LoadedRun, RunInfo
+
+import common
+from panels import figures, ui
+
+
+@st.cache_data(max_entries=16, show_spinner="Ranking the heads (each one switched off in turn)...")
+def ranked_heads(_run: LoadedRun, path: str, stamp: tuple[int, int], texts: tuple[str, ...]) -> list[dict]:
+    return head_importance(_run.model, _run.tokenizer, list(texts))
+
+
+@st.cache_data(max_entries=16, show_spinner="Ranking the units (each one switched off in turn)...")
+def ranked_units(_run: LoadedRun, path: str, stamp: tuple[int, int], texts: tuple[str, ...], layer: int) -> list[dict]:
+    return unit_importance(_run.model, _run.tokenizer, list(texts), layer, top=20)
+
+
+def head_name(head: tuple[int, int]) -> str:
+    return f"L{head[0]} H{head[1]}"
+
+
+def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: str) -> None:
+    """The surgery view of one run on `text`; `texts` (the sentence and the examples) for the ranking."""
+    texts = tuple(dict.fromkeys(t for t in (text, *texts) if t.strip()))
+    try:
+        if run.model.carries_state:
+            cut, what = rnn_controls(info, run, texts, key)
+        else:
+            cut, what = transformer_controls(info, run, texts, key)
+        if not any(cut.values()):
+            st.caption("Pick something to switch off.")
+            return
+        effect = ablate(run.model, run.tokenizer, text, **cut)
+    except EmptyInput:
+        st.info("Type a sentence to see what each part of the model does for it.")
+        return
+    except LabkitError as e:
+        st.error(str(e))
+        return
+    for notice in effect.notices:
+        st.warning(notice)
+    ui.chart(figures.effect_figure(effect.tokens, effect.delta, effect.base_logp, effect.ablated_logp,
+                                   title=f"{what} switched off"), f"{key}_effect")
+    most = int(np.argmax(np.abs(effect.delta)))
+    st.caption(f"With {what} switched off, the mean loss on this sentence changes by {effect.loss_increase:+.3f} "
+               f"nats/token. The prediction that changes most is token {most} "
+               f"({common.md_escape(effect.tokens[most])}): p {np.exp(effect.base_logp[most]):.3f} → "
+               f"{np.exp(effect.ablated_logp[most]):.3f}. Each bar is log p(token | the tokens before it) with the "
+               "part switched off minus with it in place: red, the part helped that prediction; blue, it hurt it.")
+
+
+def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str) -> tuple[dict, str]:
+    config = run.model.config
+    ranking = ranked_heads(run, str(info.path), common.stamp(info), texts)
+    left, right = st.columns([2, 3])
+    options = [(layer, head) for layer in range(config.n_layers) for head in range(config.n_heads)]
+    top = (ranking[0]["layer"], ranking[0]["head"])
+    heads = left.multiselect("Heads to switch off", options, default=[top], format_func=head_name,
+                             key=f"{key}_heads", help="Each head's output is set to zero: it adds nothing to the "
+                                                      "residual stream. The default is the head whose removal costs most.")
+    with right:
+        z = figures.by_head(ranking, "loss_increase")
+        ui.chart(figures.grid_figure(z, quantity="change", unit="nats/token", x_title="head", y_title="layer",
+                                     x_labels=[f"H{h}" for h in range(config.n_heads)],
+                                     y_labels=[f"L{layer}" for layer in range(config.n_layers)],
+                                     zmax=float(np.nanmax(np.abs(z))) or 1e-3,
+                                     title="loss increase with each head removed alone"), f"{key}_ranking")
+        st.caption(f"Mean next-token loss over {len(texts)} sentences (this one and the examples) with one head "
+                   f"switched off, minus the intact model's. Costliest: "
+                   + ", ".join(f"{head_name((r['layer'], r['head']))} {r['loss_increase']:+.3f}" for r in ranking[:3]) + ".")
+    return {"heads": heads}, ", ".join(map(head_name, heads)) or "nothing"
+
+
+def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str) -> tuple[dict, str]:
+    config = run.model.config
+    left, right = st.columns([2, 3])
+    layer = 0
+    if config.n_layers > 1:
+        layer = left.selectbox("Layer", list(range(config.n_layers)), key=f"{key}_layer")
+    whole = left.radio("Switch off", ["units of its hidden state", "the whole layer's state"], key=f"{key}_what",
+                       help="A unit's h_t is set to zero at every step, so the recurrence reads the zero too and "
+                            "later predictions feel it.") != "units of its hidden state"
+    if whole:
+        return {"layers": [layer]}, f"layer {layer}'s state"
+    ranking = ranked_units(run, str(info.path), common.stamp(info), texts, layer)
+    units = left.multiselect("Units", list(range(run.model.width)), default=[r["unit"] for r in ranking[:3]],
+                             key=f"{key}_units::{layer}", help="The default is the three units whose removal costs most.")
+    with right:
+        ui.chart(figures.bars_figure([f"u{r['unit']}" for r in ranking], [r["loss_increase"] for r in ranking],
+                                     x_title=f"unit of layer {layer}", y_title="loss increase (nats/token)",
+                                     title="the units whose removal alone costs most"), f"{key}_ranking")
+        st.caption(f"Mean next-token loss over {len(texts)} sentences with one unit of layer {layer} set to zero, "
+                   f"minus the intact model's; the {len(ranking)} costliest of {run.model.width}.")
+    return {"units": [(layer, u) for u in units]}, (f"unit{'s' if len(units) > 1 else ''} "
+                                                    + ", ".join(map(str, units)) + f" of layer {layer}")

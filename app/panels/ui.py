@@ -1,0 +1,90 @@
+"""What every page draws with: charts that export as PNG and SVG, tables with blank cells where a
+value does not apply (not "None"), and run pickers that say when the run a page showed is gone
+instead of quietly showing another one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from labkit.inspect import style
+
+import common
+
+EXPORT_KEY = "export_format"  # the sidebar's choice: what a chart's camera button downloads
+EXPORTS = {"PNG": style.EXPORT_CONFIG, "SVG": style.SVG_EXPORT_CONFIG}
+
+
+def export_choice() -> None:
+    """The sidebar's PNG / SVG switch for every chart's download button (plotly's camera)."""
+    st.sidebar.radio("Chart downloads", list(EXPORTS), horizontal=True, key=EXPORT_KEY,
+                     help="The camera button at the top right of every chart saves it: PNG at twice the "
+                          "size on screen (slides), or SVG, a vector (papers). Drawn in the browser: "
+                          "nothing is sent anywhere.")
+
+
+def chart(fig: go.Figure, key: str, *, select: bool = False) -> Any:
+    """A plotly chart whose camera button downloads it as PNG (2x) or SVG, as the sidebar says.
+    With `select` a click on a point reruns the page; the return value then holds the selection."""
+    config = EXPORTS[st.session_state.get(EXPORT_KEY) or "PNG"]
+    name = "labkit-" + "".join(c if c.isalnum() else "-" for c in key.split("::")[0])
+    config = config | {"toImageButtonOptions": config["toImageButtonOptions"] | {"filename": name}}
+    if select:
+        return st.plotly_chart(fig, key=key, config=config, on_select="rerun", selection_mode="points")
+    return st.plotly_chart(fig, key=key, config=config)
+
+
+def clicked_point(event: Any) -> dict[str, Any] | None:
+    """The point clicked in a chart drawn with `chart(..., select=True)`, if any."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    return points[0] if points else None
+
+
+def table(rows: Sequence[dict[str, Any]], key: str, formats: dict[str, str] | None = None, **kwargs: Any) -> None:
+    """A table whose missing values are blank; `formats` maps a column to a format ("{:,.2f}")."""
+    frame = pd.DataFrame(list(rows))
+    shown = {c: f for c, f in (formats or {}).items() if c in frame.columns}
+    st.dataframe(frame.style.format(shown, na_rep=""), hide_index=True, width="stretch", key=key, **kwargs)
+
+
+def when(timestamp: Any) -> str:
+    """A Unix time as a local date and time ("2025-01-31 14:05"), or "" when it is not one."""
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not 0 < timestamp < 1e11:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def pick_run(label: str, names: Sequence[str], key: str, *, default: int = 0, taken: str | None = None,
+             format_func: Callable[[str], str] = str, where: Any = st) -> str | None:
+    """A run picker that remembers its run across pages. When that run is no longer in `names`
+    (deleted, moved, or now unreadable) it says so and picks nothing until the user picks again, so
+    the page never shows another run's results as if they were the same run's. `taken`: a run left
+    out of `names` because another picker on the page holds it (not gone: this one starts afresh)."""
+    memory, gone_key = f"{key}::chosen", f"{key}::gone"  # plain keys: Streamlit keeps them across pages
+    previous = st.session_state.get(key, st.session_state.get(memory))
+    if previous is not None and previous == taken:
+        st.session_state.pop(key, None)
+        st.session_state.pop(memory, None)
+        previous = None
+    if previous is not None and previous not in names:
+        st.session_state[gone_key] = previous
+        st.session_state.pop(key, None)
+        st.session_state.pop(memory, None)
+    gone = st.session_state.get(gone_key)
+    if not names:
+        return None
+    index = None if gone else names.index(previous) if previous in names else min(default, len(names) - 1)
+    choice = where.selectbox(label, list(names), index=index, key=key, format_func=format_func, placeholder="Pick a run")
+    if choice is not None:
+        st.session_state.pop(gone_key, None)
+        st.session_state[memory] = choice
+        return choice
+    if gone:
+        where.warning(f"**{common.md_escape(gone)}** is gone from the runs folder (deleted, moved, or no longer "
+                      "readable) since this page showed it: pick a run above.")
+    return None

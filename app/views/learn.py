@@ -1,0 +1,122 @@
+"""Watch it learn: one run across its evaluations, from the snapshots training appends to the run
+(labkit.inspect.timeline): a Transformer's heads on a fixed sentence at each step (attention,
+entropy, previous-token share, induction score), probe scores on a synthetic corpus for either
+family, beside the loss curve, so that the step where a copying head forms can be seen. A run
+still training is followed live."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from labkit.inspect.curves import load_curves
+from labkit.inspect.plots import attention_grid_figure, loss_figure
+from labkit.inspect.timeline import Snapshot, read_timeline
+from labkit.runs import model_label, run_status
+from labkit.runs.timeline import timeline_path
+
+import common
+from panels import figures, ui
+
+STATS = {"induction": ("induction score", "score", "score"),  # key -> (title, quantity, unit)
+         "previous_token": ("previous-token share", "score", "weight"),
+         "entropy": ("entropy", "entropy", "nats")}
+CHANCE = {"agreement": 0.5}  # two verbs to choose from
+
+st.title("Watch it learn")
+st.markdown("At every evaluation, training appends a small snapshot of the model to its run: a Transformer's "
+            "attention on one fixed sentence with each head's entropy, previous-token share and **induction score** "
+            "(how well it copies a repeated sequence: the head that makes in-context learning possible), and, on "
+            "labkit's synthetic corpora, a probe score for either family. Move the slider through training and "
+            "watch heads specialise; a sudden jump in an induction score is a copying head forming.")
+infos = common.lm_runs(common.runs())
+if not infos:
+    st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny "
+            "--model transformer`) or use **Train demo models** on the Runs page.")
+    st.stop()
+by_name = {i.path.name: i for i in infos}
+names = list(by_name)
+recorded = [n for n in names if timeline_path(by_name[n].path).is_file()]  # a Transformer's first: it has heads
+recorded.sort(key=lambda n: model_label(by_name[n].config) != "transformer")
+name = ui.pick_run("Run", names, "learn_run", default=names.index(recorded[0]) if recorded else 0,
+                   format_func=lambda n: f"{n} ({model_label(by_name[n].config)})")
+if name is None:
+    st.stop()
+info = by_name[name]
+live = run_status(info) == "running"
+
+
+def jump(snapshots: list[Snapshot], key: str) -> str:
+    """The head whose score rose most between two evaluations in a row, said in words."""
+    steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
+    if len(steps) < 2:
+        return ""
+    rises = np.stack([b.head_stats[key] - a.head_stats[key] for a, b in zip(steps, steps[1:])])  # (N-1, L, H)
+    i, layer, head = np.unravel_index(int(np.nanargmax(rises)), rises.shape)
+    a, b = steps[i], steps[i + 1]
+    return (f" The largest rise of the {STATS[key][0]}: layer {layer}, head {head}, from "
+            f"{a.head_stats[key][layer, head]:.2f} at step {a.step:,} to {b.head_stats[key][layer, head]:.2f} at step "
+            f"{b.step:,}.")
+
+
+def heads_over_time(snapshots: list[Snapshot], at: Snapshot) -> None:
+    key = st.radio("Head statistic", list(STATS), format_func=lambda k: STATS[k][0], horizontal=True, key="learn_stat")
+    title, quantity, unit = STATS[key]
+    steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
+    L, H = steps[0].head_stats[key].shape
+    series = {f"L{layer} H{head}": [s.head_stats[key][layer, head] for s in steps]
+              for layer in range(L) for head in range(H)}
+    ui.chart(figures.series_figure([s.step for s in steps], series, x_title="step", y_title=f"{title} ({unit})",
+                                   marker=at.step, y_range=(0, 1.02) if quantity == "score" else None),
+             "learn_stat_lines")
+    if at.head_stats and key in at.head_stats:
+        ui.chart(figures.grid_figure(at.head_stats[key], quantity=quantity, unit=unit, x_title="head", y_title="layer",
+                                     x_labels=[f"H{h}" for h in range(H)], y_labels=[f"L{i}" for i in range(L)],
+                                     title=f"{title} at step {at.step:,}"), "learn_stat_grid")
+    st.caption("One line per head, over the evaluations; the dotted line is the step shown." + jump(snapshots, key))
+
+
+@st.fragment(run_every=common.REFRESH_S if live else None)
+def timeline() -> None:
+    snapshots = read_timeline(info.path)
+    if not snapshots:
+        st.info(f"**{common.md_escape(name)}** has no timeline (yet): `labkit pretrain` and the demo models record "
+                "one at each evaluation, for a Transformer, or for any model on a synthetic corpus. An RNN on "
+                "real text, or a run trained before this existed, has none.")
+        return
+    if live:
+        st.caption(f"Live: {name} is still training; new evaluations appear every {common.REFRESH_S:.0f} s.")
+    index = len(snapshots) - 1
+    if len(snapshots) > 1:
+        index = st.select_slider("Evaluation", options=list(range(len(snapshots))), value=len(snapshots) - 1,
+                                 format_func=lambda i: f"step {snapshots[i].step:,}", key=f"learn_step::{name}")
+    at = snapshots[index]
+    loss = f", validation loss {at.val_loss:.3f} nats/token" if at.val_loss is not None else ""
+    st.markdown(f"**Step {at.step:,}**" + (f" ({at.tokens_seen:,} tokens seen{loss})" if at.tokens_seen else loss))
+    left, right = st.columns(2)
+    with left:
+        fig = loss_figure({name: load_curves(info.path)}, smoothing=0.6)
+        fig.add_vline(x=at.step, line=dict(color="#1f2328", width=1, dash="dot"))
+        ui.chart(fig, "learn_loss")
+        probes = [s for s in snapshots if s.probes]
+        if probes:
+            kinds = sorted({k for s in probes for k in s.probes})
+            chance = CHANCE.get(kinds[0]) if len(kinds) == 1 else None
+            ui.chart(figures.series_figure([s.step for s in probes], {k: [s.probes.get(k, np.nan) for s in probes]
+                                                                       for k in kinds},
+                                           x_title="step", y_title="probe accuracy", marker=at.step, y_range=(0, 1.02),
+                                           chance=chance), "learn_probes")
+            st.caption("Probe accuracy on labkit's synthetic tests: agreement (is the verb's number that of a distant "
+                       "subject?), copy or recall (continue a sequence seen earlier in the text).")
+    with right:
+        if at.attention is not None:
+            ui.chart(attention_grid_figure(at.attention, at.tokens), "learn_attention")
+            st.caption(f"Every head's attention on the run's fixed sentence at step {at.step:,}: rows are queries, "
+                       "columns keys.")
+        elif not probes:
+            st.caption("This snapshot holds no attention (an RNN records probe scores only).")
+    if any(s.head_stats for s in snapshots):
+        heads_over_time(snapshots, at)
+
+
+timeline()

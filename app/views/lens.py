@@ -1,0 +1,70 @@
+"""Logit lens: what a model would predict if it stopped at each layer, token by token, for both
+families (a Transformer's residual stream, an RNN layer's hidden state, through the output layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from labkit.errors import LabkitError
+from labkit.inspect import EmptyInput
+from labkit.inspect.lens import logit_lens
+from labkit.inspect.style import token_text
+from labkit.runs import model_label
+
+import common
+from panels import figures, ui
+
+st.title("Logit lens")
+st.markdown("A model's output layer reads the top of the network. The **logit lens** feeds it each layer's state "
+            "instead (a Transformer's residual stream after each block, through the final LayerNorm; an RNN "
+            "layer's hidden state) and asks what it would predict there. Where in depth does the right next "
+            "word appear, and how sure is each layer of it? At the top layer the lens is the model's own prediction.")
+infos, _ = common.language_models()
+if not infos:
+    st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny`) "
+            "or use **Train demo models** on the Runs page.")
+    st.stop()
+by_name = {i.path.name: i for i in infos}
+name = ui.pick_run("Run", list(by_name), "lens_run", format_func=lambda n: f"{n} ({model_label(by_name[n].config)})")
+if name is None:
+    st.stop()
+info = by_name[name]
+example = st.selectbox("Example sentence", common.examples(info), key="lens_example")
+text = st.text_area("Sentence (type your own)", value=example, key=f"lens_text::{example}", height=80)
+loaded = common.load(info)
+if loaded is None:
+    st.stop()
+try:
+    lens = logit_lens(loaded.model, loaded.tokenizer, text, top_k=5, max_tokens=64)
+except EmptyInput:
+    st.info("Type a sentence to see what each layer predicts.")
+    st.stop()
+except LabkitError as e:
+    st.error(str(e))
+    st.stop()
+for notice in lens.notices:
+    st.warning(notice)
+
+ui.chart(figures.lens_figure(lens.tokens, lens.target_tokens, lens.layer_names, lens.top_tokens, lens.top_probs,
+                             lens.target_logp), "lens_grid")
+loss = -lens.target_logp.mean(1)  # (L,) nats per token, bottom layer first
+right = (lens.target_rank == 1).mean(1)
+st.caption("Each cell: the layer's likeliest next token (✓ when it is the actual next token), coloured by the "
+           "probability the layer gives the actual next token; hover for its five likeliest. Column t has read "
+           "<eos> and the sentence up to its token t; it predicts token t + 1. Mean loss by layer (bottom first): "
+           + ", ".join(f"{n} {v:.2f} nats ({r:.0%} right)" for n, v, r in zip(lens.layer_names, loss, right)) + ".")
+
+T = len(lens.tokens)
+position = st.select_slider("Position", options=list(range(T)), value=T - 1, key=f"lens_position::{len(lens.tokens)}",
+                            format_func=lambda t: f"{t}: {token_text(lens.tokens[t])} → {token_text(lens.target_tokens[t])}")
+rows = []
+for i in reversed(range(len(lens.layer_names))):
+    row = {"layer": lens.layer_names[i], "rank of the actual next token": int(lens.target_rank[i][position]),
+           "p(actual)": float(np.exp(lens.target_logp[i][position]))}
+    row |= {f"guess {k + 1}": f"{token_text(w)} ({p:.2f})"
+            for k, (w, p) in enumerate(zip(lens.top_tokens[i][position], lens.top_probs[i][position]))}
+    rows.append(row)
+ui.table(rows, "lens_table", {"p(actual)": "{:.3f}"})
+st.caption(f"After reading “{token_text(lens.tokens[position])}” the actual next token is "
+           f"“{token_text(lens.target_tokens[position])}”: each layer's five likeliest guesses, the top layer first.")

@@ -1,0 +1,123 @@
+"""Start: what labkit is, what each page teaches, and a path through them told with the numbers
+of the user's own runs (or what to run to get them)."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from labkit.runs import RunInfo, model_label, run_kind, run_status
+
+import common
+
+PAGES = [  # (page, what it teaches)
+    ("views/runs.py", "Runs", "every run, its status, results card and config; the demo models for a fresh start"),
+    ("views/curves.py", "Loss curves", "how the loss falls while a model trains, by step, tokens or time"),
+    ("views/learn.py", "Watch it learn", "a Transformer's heads at each evaluation of one run: the step a copying "
+                                         "(induction) head forms, beside the loss curve"),
+    ("views/attention.py", "Attention", "where each head of a Transformer looks; switch a head off and see what "
+                                        "the prediction loses; attention before and after fine-tuning; long inputs"),
+    ("views/compare.py", "Compare", "an RNN and a Transformer on the same sentence: saliency, surprisal, loss by "
+                                    "position and word frequency, agreement, surgery on both"),
+    ("views/lens.py", "Logit lens", "what the model would predict from each layer, token by token"),
+    ("views/generate.py", "Generate", "sampling one token at a time: the next-token distribution at each step, "
+                                      "and what temperature and top-p do to it"),
+    ("views/finetune.py", "Fine-tuning", "a pretrained model against one trained from scratch on a labelled task"),
+]
+
+
+# Streamlit's own icon font, served with the app: emoji would need a font the machine may not have.
+DONE, TO_DO = ":material/check_circle:", ":material/radio_button_unchecked:"
+
+
+def number(card: dict | None, key: str) -> float | None:
+    value = (card or {}).get(key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def val_ppl(info: RunInfo) -> float | None:
+    return number(info.card, "best_val_ppl") or number(info.card, "test_ppl")
+
+
+def step(done: bool, title: str, body: str, *links: tuple[str, str]) -> None:
+    with st.container(border=True):
+        st.markdown(f"{DONE if done else TO_DO} **{title}**")
+        st.markdown(body)
+        for columns, (page, label) in zip(st.columns(max(len(links), 1)), links):
+            columns.page_link(page, label=f"Open {label}", icon=":material/arrow_forward:")
+
+
+st.title("labkit")
+st.markdown("A lab for learning how language models are **pretrained** on raw text and then **fine-tuned** on "
+            "a labelled task, by training small ones and looking inside them: recurrent networks (LSTM, GRU) "
+            "and Transformers, side by side. Every page reads the run directories in the runs folder "
+            f"(`{str(common.root()).replace('`', '')}`, set in the sidebar): what it shows is your runs' own numbers.")
+
+infos = common.runs()
+readable = [i for i in infos if not i.error and run_status(i) not in ("incomplete", "unreadable")]
+lms = [i for i in readable if run_kind(i) == "lm" and val_ppl(i) is not None]
+classifiers = [i for i in readable if run_kind(i) == "classifier" and number(i.card, "accuracy") is not None]
+transformers = [i for i in lms if model_label(i.config) == "transformer"]
+rnns = [i for i in lms if model_label(i.config) != "transformer"]
+
+st.header("A path through it")
+if lms:
+    best = min(lms, key=val_ppl)
+    body = (f"You have {len(lms)} language-model run{'s' if len(lms) > 1 else ''}; the lowest validation "
+            f"perplexity is **{val_ppl(best):,.1f}** ({common.md_escape(best.name)}, {model_label(best.config)}). "
+            "Perplexity is e to the mean loss per token: how many words the model hesitates between, on average.")
+else:
+    body = ("No trained language model yet. **Train demo models** on the Runs page trains a tiny LSTM and a tiny "
+            "Transformer in a few minutes on this CPU, or run `labkit pretrain --preset tiny` (and again with "
+            "`--model transformer`).")
+step(bool(lms), "1. Train the demo models", body, ("views/runs.py", "Runs"), ("views/curves.py", "Loss curves"))
+
+if transformers:
+    t = transformers[0]
+    model = (t.config or {}).get("model") or {}
+    layers, heads = model.get("n_layers"), model.get("n_heads")
+    size = f"{layers} layers × {heads} heads, {layers * heads} heads in all" if layers and heads else "its heads"
+    body = (f"**{common.md_escape(t.name)}** has {size}. On Attention, see where each head looks on a sentence "
+            "you type, and switch one off to see which predictions it carried; Watch it learn replays its "
+            "heads over training.")
+else:
+    body = "This needs a Transformer run: the demo models include one."
+step(bool(transformers), "2. Look at a head", body, ("views/attention.py", "Attention"),
+     ("views/learn.py", "Watch it learn"))
+
+if rnns and transformers:
+    r, t = min(rnns, key=val_ppl), min(transformers, key=val_ppl)
+    same = common.corpus(r) == common.corpus(t)
+    lower = r if val_ppl(r) < val_ppl(t) else t
+    body = (f"**{common.md_escape(r.name)}** ({model_label(r.config)}) reaches a validation perplexity of "
+            f"{val_ppl(r):,.1f} and **{common.md_escape(t.name)}** (transformer) {val_ppl(t):,.1f}"
+            + (f" on the same corpus ({common.corpus(r) or '?'}): {common.md_escape(lower.name)} is lower. "
+               if same else " (trained on different corpora: the numbers do not compare). ")
+            + "Compare shows where the difference comes from, token by token.")
+else:
+    body = "This needs an RNN run and a Transformer run (the demo models are one of each)."
+step(bool(rnns and transformers), "3. Compare the families", body, ("views/compare.py", "Compare"))
+
+if classifiers:
+    best = max(classifiers, key=lambda i: number(i.card, "accuracy"))
+    scratch = [i for i in classifiers if (i.card or {}).get("from_scratch")]
+    body = (f"{len(classifiers)} fine-tuned run{'s' if len(classifiers) > 1 else ''}; the best test accuracy is "
+            f"**{number(best.card, 'accuracy'):.1%}** ({common.md_escape(best.name)}; chance is 50% on two "
+            "balanced classes).")
+    if scratch and len(scratch) < len(classifiers):
+        pre = max(number(i.card, "accuracy") for i in classifiers if i not in scratch)
+        body += (f" Pretrained: {pre:.1%}; trained from scratch: {max(number(i.card, 'accuracy') for i in scratch):.1%}"
+                 ": what pretraining bought.")
+else:
+    body = ("No fine-tuned run yet: `labkit finetune RUN` puts a classifier on a pretrained run and trains it on "
+            "SST-2 (`--task number` for the synthetic task); `--from-scratch` trains the same model without "
+            "pretraining, to compare.")
+step(bool(classifiers), "4. Fine-tune", body, ("views/finetune.py", "Fine-tuning"))
+
+st.header("The pages")
+for page, label, teaches in PAGES:
+    left, right = st.columns([1, 4])
+    left.page_link(page, label=label)
+    right.markdown(teaches)
