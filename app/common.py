@@ -113,6 +113,16 @@ def language_models(keep: Callable[[RunInfo], bool] = lambda info: True) -> tupl
     return infos, all_infos
 
 
+def language_models_or_stop() -> list[RunInfo]:
+    """`language_models()`'s runs; with none, the page says how to make one and stops."""
+    infos, _ = language_models()
+    if not infos:
+        st.info(f"No language-model runs in `{root()}` yet: train one (`labkit pretrain --preset tiny`) "
+                "or use **Train demo models** on the Runs page.")
+        st.stop()
+    return infos
+
+
 def note_unreadable(infos: list[RunInfo]) -> None:
     bad = [i.path.name for i in infos if i.error]
     if bad:

@@ -25,11 +25,7 @@ st.markdown("A language model writes one token at a time: at each step it gives 
             "softmax (below 1 sharpens the distribution, above 1 flattens it, 0 always takes the likeliest "
             "token); **top-k** keeps only the k likeliest tokens and **top-p** the smallest set whose "
             "probability adds up to p. Same prompt and seed on both sides: the difference is the model.")
-infos, _ = common.language_models()
-if not infos:
-    st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny`) "
-            "or use **Train demo models** on the Runs page.")
-    st.stop()
+infos = common.language_models_or_stop()
 
 by_name = {i.path.name: i for i in infos}
 names = list(by_name)

@@ -20,11 +20,7 @@ st.markdown("A model's output layer reads the top of the network. The **logit le
             "instead (a Transformer's residual stream after each block, through the final LayerNorm; an RNN "
             "layer's hidden state) and asks what it would predict there. Where in depth does the right next "
             "word appear, and how sure is each layer of it? At the top layer the lens is the model's own prediction.")
-infos, _ = common.language_models()
-if not infos:
-    st.info(f"No language-model runs in `{common.root()}` yet: train one (`labkit pretrain --preset tiny`) "
-            "or use **Train demo models** on the Runs page.")
-    st.stop()
+infos = common.language_models_or_stop()
 by_name = {i.path.name: i for i in infos}
 name = ui.pick_run("Run", list(by_name), "lens_run", format_func=lambda n: f"{n} ({model_label(by_name[n].config)})")
 if name is None:
