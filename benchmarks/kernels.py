@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from labkit.bench.machine import matmul_peak
+from labkit.device import matmul_peak
 from labkit.models.fast import dropout, transposed_weight
 from labkit.models.loss import linear_cross_entropy
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import statistics
+import time
 from collections.abc import Iterator
 
 import torch
@@ -107,3 +110,32 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing a GPU needs it; a CPU has none)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@functools.lru_cache(maxsize=8)
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float | None:
+    """FLOP/s of a large square matrix product in `dtype`: the practical ceiling that a model's
+    FLOP/s is measured against (model FLOPs utilization). Measured once per process."""
+    n = 8192 if device.type == "cuda" else 1024
+    try:  # its own generator: drawing from the global one would change a training run's dropout masks
+        g = torch.Generator(device).manual_seed(0)
+        a = torch.randn(n, n, device=device, generator=g).to(dtype)
+        b = torch.randn(n, n, device=device, generator=g).to(dtype)
+    except RuntimeError:
+        return None
+    times = []
+    for i in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(4 if device.type == "cuda" else 1):
+            a @ b
+        sync(device)
+        if i:  # the first one warms up
+            times.append((time.perf_counter() - start) / (4 if device.type == "cuda" else 1))
+    return 2 * n ** 3 / statistics.median(times)

@@ -5,9 +5,10 @@ parameters, same training tokens), and a probe pair (both families on one synthe
 
 - the same parameter count: `matched_rnn` widens or narrows an RNN until its parameter count is
   the closest to a target (a Transformer's, from `parameter_count`);
-- the same training tokens: `compare_budget` trains every configuration through labkit's own
-  `pretrain` on one data set (one tokenizer, one training stream) for as many steps as it takes to
-  read `tokens` tokens, then reads each run's card and validation curve.
+- the same training tokens, FLOPs or seconds: `compare_budget` trains every configuration through
+  labkit's own `pretrain` on one data set (one tokenizer, one training stream) for as many steps as
+  it takes to read `tokens` tokens (or to spend `flops` training FLOPs, or `seconds`), then reads
+  each run's card and validation curve.
 
 Per-token compute still differs: `flops_per_token` counts the forward pass of each model (2 FLOPs
 per multiply-add), and training costs about 3x that per token (the backward pass is about twice
@@ -29,8 +30,10 @@ from labkit.data.lm import DataConfig, LMData, load_lm_data
 from labkit.errors import LabkitError
 from labkit.inspect.curves import run_curves
 from labkit.models import ModelConfig, RNNConfig, build_model, config_from_dict, count_parameters
+from labkit.models.output import train_flops_per_token
 from labkit.presets import PRESETS, resolve_preset
 from labkit.runs import LoadedRun, RunDir, load_run, run_metrics
+from labkit.timeline import TimelineRecorder
 from labkit.train.callbacks import Callback, ProgressBar
 from labkit.train.pretrain import pretrain
 from labkit.train.trainer import TrainConfig
@@ -75,7 +78,8 @@ class BudgetRun:
         c = self.card
         return {"run": self.name, "family": c.get("family"), "parameters": c.get("parameters"),
                 "steps": c.get("steps"), "tokens": c.get("tokens_seen"), "flops_per_token": c.get("flops_per_token"),
-                "train_flops": TRAIN_FLOPS_PER_FORWARD * c.get("flops_per_token", 0) * c.get("tokens_seen", 0),
+                "train_flops": c.get("train_flops", TRAIN_FLOPS_PER_FORWARD * c.get("flops_per_token", 0)
+                                     * c.get("tokens_seen", 0)),
                 "wall_time_s": c.get("wall_time_s"), "best_val_loss": c.get("best_val_loss"),
                 "test_loss": c.get("test_loss")}
 
@@ -86,30 +90,48 @@ def read_budget_run(path: str | Path) -> BudgetRun:
     card = run.read_card()
     records = run_metrics(run.root)
     curve, wall = run_curves(records, "tokens seen").val, run_curves(records, "wall time (s)").val
-    per_token = TRAIN_FLOPS_PER_FORWARD * card.get("flops_per_token", 0)
+    per_token = (card["train_flops"] / card["tokens_seen"] if card.get("train_flops") and card.get("tokens_seen")
+                 else TRAIN_FLOPS_PER_FORWARD * card.get("flops_per_token", 0))  # cards before train_flops
     val = [{"tokens": t, "train_flops": per_token * t, "elapsed_s": s, "val_loss": v}
            for t, s, v in zip(curve.x, wall.x, curve.y)]
     return BudgetRun(run.root.name, run.root, card, val)
 
 
 def compare_budget(runs: dict[str, tuple[ModelConfig, TrainConfig]], data_config: DataConfig,
-                   out: str | Path, tokens: int, *, data: LMData | None = None,
+                   out: str | Path, tokens: int | None = None, *, flops: float | None = None,
+                   seconds: float | None = None, data: LMData | None = None,
                    callbacks: dict[str, list[Callback]] | None = None) -> dict[str, BudgetRun]:
     """Train each configuration (name -> (model config, training config)) into `out/<name>` with
     `labkit.train.pretrain.pretrain`, on the same data (`data`, else loaded once from `data_config`),
-    each for the steps that read `tokens` training tokens; return their results by name.
-    The vocabulary size of each model config is set from the data."""
-    if tokens < 1:
-        raise LabkitError("tokens must be at least 1")
+    each on one budget: `tokens` training tokens, `flops` training FLOPs (each model reads the
+    tokens that cost it that much: `labkit.models.output.train_flops_per_token` on the training
+    stream), or `seconds` of training time. Return their results by name. The vocabulary size of
+    each model config is set from the data."""
+    budgets = [b for b in (tokens, flops, seconds) if b is not None]
+    if len(budgets) != 1:
+        raise LabkitError("give exactly one budget: tokens, flops or seconds")
+    if budgets[0] <= 0:
+        raise LabkitError("the budget must be positive")
     data = data if data is not None else load_lm_data(data_config)
     results = {}
     for name, (model_config, train_config) in runs.items():
-        train = train_config.replace(max_steps=steps_for(train_config, tokens), time_budget_s=None)
+        model_config = model_config.replace(vocab_size=data.tokenizer.vocab_size)
+        if seconds is not None:
+            train = train_config.replace(max_steps=10**9, time_budget_s=seconds)
+        else:
+            needed = tokens if tokens is not None else math.ceil(flops / model_train_flops(
+                model_config, train_config.seq_len, data.train))
+            train = train_config.replace(max_steps=steps_for(train_config, needed), time_budget_s=None)
         path = Path(out) / name
-        pretrain(model_config.replace(vocab_size=data.tokenizer.vocab_size), train, data_config, path,
-                 data=data, callbacks=(callbacks or {}).get(name, ()))
+        pretrain(model_config, train, data_config, path, data=data, callbacks=(callbacks or {}).get(name, ()))
         results[name] = read_budget_run(path)
     return results
+
+
+def model_train_flops(config: ModelConfig, seq_len: int, targets: torch.Tensor | None = None) -> float:
+    """Training FLOPs per token of `config`'s model (built on the meta device: shapes only)."""
+    with torch.device("meta"):
+        return train_flops_per_token(build_model(config), seq_len, targets)
 
 
 # --- both families on one synthetic probe ---------------------------------------------------
@@ -150,8 +172,8 @@ def probe_pair(task: str, tokens: int, runs_root: str | Path, names: dict[str, s
     train = TrainConfig.from_dict(PROBE_TRAIN | {"device": device})
     steps = steps_for(train, tokens)
     train = train.replace(eval_every=max(1, steps // 4), warmup_steps=min(train.warmup_steps, steps // 5))
-    callbacks = {name: [ProgressBar(steps, desc=f"{task}: {family}")] for family, name in names.items()
-                 if progress}
+    callbacks = {name: [TimelineRecorder(), *([ProgressBar(steps, desc=f"{task}: {family}")] if progress else [])]
+                 for family, name in names.items()}  # the timeline: the probe scores at each evaluation
     budget = compare_budget({names["lstm"]: (lstm, train), names["transformer"]: (transformer, train)}, data_config,
                             runs_root, tokens, data=data, callbacks=callbacks)
     return ProbePair(task, {family: load_run(budget[name].path, device=device) for family, name in names.items()},
@@ -174,5 +196,6 @@ def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_
         train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget_s,
                                        "eval_every": max(1, steps // 4), "device": "cpu"})
         model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
-        cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data, callbacks=callbacks)
+        cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data,
+                               callbacks=[*callbacks, TimelineRecorder()])
     return cards

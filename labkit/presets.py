@@ -1,6 +1,7 @@
 """Named configurations: model, training and data settings that belong together.
 
-Sizes: `tiny` (seconds on a CPU; tests and demos), `classic` (the classic word-language-model
+Sizes: `tiny` (seconds on a CPU; tests and demos), `laptop` (10 minutes on a 2-core CPU, the
+recipes that learn most in that time), `classic` (the classic word-language-model
 LSTM, 2 x 200, batch 20, bptt 35, SGD with the rate divided by 4 when validation stalls; and a
 Transformer with about the same number of parameters, 14.1M vs 14.0M), `medium` (GPU sizes).
 A preset is named `<size>-<family>`, e.g. `classic-lstm` or `tiny-transformer`.
@@ -26,6 +27,24 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": dict(optimizer="adamw", lr=3e-3, batch_size=16, seq_len=32, max_steps=100,
                       eval_every=50, log_every=5, warmup_steps=10),
         "data": dict(max_vocab=5000, train_tokens=100_000, eval_tokens=10_000),
+    },
+    # Designed for a 2-core laptop CPU: 10 minutes of training on all of WikiText-2 (the full
+    # vocabulary), an adaptive softmax, evaluations every minute of training (docs/results.md).
+    "laptop-lstm": {
+        "model": dict(family="rnn", cell="lstm", d_embed=256, d_hidden=256, n_layers=2, dropout=0.1,
+                      tie_weights=False, output="adaptive"),
+        "train": dict(optimizer="adamw", lr=4e-3, weight_decay=0.01, schedule="cosine", warmup_steps=100,
+                      batch_size=32, seq_len=64, grad_clip=0.5, max_steps=1_000_000, time_budget_s=600.0,
+                      eval_every=1_000_000, eval_every_s=60.0, log_every=20),
+        "data": dict(),
+    },
+    "laptop-transformer": {
+        "model": dict(family="transformer", d_model=256, n_layers=4, n_heads=4, d_ff=1024, context_length=128,
+                      dropout=0.1, tie_weights=False, output="adaptive"),
+        "train": dict(optimizer="adamw", lr=2e-3, weight_decay=0.1, schedule="cosine", warmup_steps=300,
+                      batch_size=24, seq_len=128, grad_clip=1.0, max_steps=1_000_000, time_budget_s=600.0,
+                      eval_every=1_000_000, eval_every_s=60.0, log_every=20),
+        "data": dict(),
     },
     "classic-lstm": {
         "model": dict(family="rnn", cell="lstm", d_embed=200, d_hidden=200, n_layers=2,
@@ -58,7 +77,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": dict(),
     },
 }
-SIZES = ("tiny", "classic", "medium")
+SIZES = ("tiny", "laptop", "classic", "medium")
 MODELS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "transformer")
 
 

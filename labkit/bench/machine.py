@@ -6,39 +6,12 @@ from __future__ import annotations
 import gc
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from labkit.device import cpu_has_bf16
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float | None:
-    """FLOP/s of a large square matrix product: the practical ceiling for these models."""
-    n = 8192 if device.type == "cuda" else 1024
-    try:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-    except RuntimeError:
-        return None
-    times = []
-    for i in range(repeats + 1):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(4 if device.type == "cuda" else 1):
-            a @ b
-        sync(device)
-        if i:  # the first one warms up
-            times.append((time.perf_counter() - start) / (4 if device.type == "cuda" else 1))
-    return 2 * n ** 3 / statistics.median(times)
+from labkit.device import cpu_has_bf16, matmul_peak
 
 
 def machine(device: torch.device) -> dict[str, Any]:

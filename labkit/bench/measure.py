@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from labkit.bench.machine import PeakMemory, rss_mb, sync
+from labkit.bench.machine import PeakMemory, rss_mb
 from labkit.bench.variants import PROMPT, BenchConfig, Recipe, Variant, load_data, recipe_for, say
-from labkit.device import pick_device, tune_for_training
+from labkit.device import pick_device, sync, tune_for_training
 from labkit.errors import LabkitError
 from labkit.models import build_model, config_from_dict
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 
-from labkit.bench.machine import sync
 from labkit.bench.names import FAMILIES, SIZES, VARIANTS
 from labkit.bench.reference import ReferenceTrainer, build_reference, load_labkit_weights
 from labkit.data.lm import DataConfig, LMData, load_lm_data
-from labkit.device import pick_device
+from labkit.device import pick_device, sync
 from labkit.errors import LabkitError
 from labkit.models import build_model, config_from_dict, count_parameters
 from labkit.presets import resolve_preset

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from labkit.cli.common import HelpFormatter, duration, names_list
+from labkit.cli.common import SEED, HelpFormatter, duration, names_list
 
 
 def add_bench(sub: Any) -> None:
@@ -43,7 +43,7 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--corpus", default=None, metavar="NAME", help="wikitext-2 (default) or synthetic "
                    "(default for --size tiny)")
     p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $LABKIT_DATA, the cache)")
-    p.add_argument("--seed", type=int, default=1234, metavar="N")
+    p.add_argument("--seed", type=SEED, default=1234, metavar="N")
     p.add_argument("--out", default=None, metavar="FILE", help="write the results here as JSON "
                    "(default: runs/bench-<size>.json)")
     p.add_argument("--quiet", action="store_true", help="print only the table")

@@ -6,10 +6,11 @@ import argparse
 import dataclasses
 from typing import Any
 
-from labkit.cli.common import add_command, given, run_path, run_training
+from labkit.cli.common import SEED, add_command, duration, given, run_path, run_training
+from labkit.cli.interop import TENSORBOARD_HELP, tensorboard_callbacks
 from labkit.errors import LabkitError
 
-NOT_SETTINGS = {"command", "func", "name", "runs_dir", "resume", "no_progress", "run"}
+NOT_SETTINGS = {"command", "func", "name", "runs_dir", "resume", "no_progress", "run", "tensorboard"}
 
 
 # What --resume may change, as flag -> FinetuneConfig field (train.finetune.RESUMABLE_OVERRIDES).
@@ -47,7 +48,8 @@ def new_run(args: argparse.Namespace) -> int:
     args.name = args.name or f"{base.name}-{config.task}-{scratch}{size}-s{config.seed}"
     out = safe_run_path(args.runs_dir, args.name)
     print(f"run directory: {out}", flush=True)
-    return run_training(args, "finetune", lambda callbacks: report(finetune(base, config, out, callbacks=callbacks)))
+    return run_training(args, "finetune", lambda callbacks: report(finetune(
+        base, config, out, callbacks=callbacks + tensorboard_callbacks(args))))
 
 
 def resume_run(args: argparse.Namespace) -> int:
@@ -69,8 +71,8 @@ def resume_run(args: argparse.Namespace) -> int:
         "from step 0: it was stopped before its first checkpoint"
     print(f"resuming run: {out} {where}", flush=True)
     changes = {field: getattr(args, flag) for flag, field in RESUME_FLAGS.items()}
-    return run_training(args, "finetune", lambda callbacks: report(resume_finetune(out, callbacks=callbacks,
-                                                                                    overrides=changes)))
+    return run_training(args, "finetune", lambda callbacks: report(resume_finetune(
+        out, callbacks=callbacks + tensorboard_callbacks(args), overrides=changes)))
 
 
 def report(card: dict[str, Any]) -> None:
@@ -121,12 +123,23 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="(default: 32)")
     p.add_argument("--lr-body", type=float, metavar="LR", help="(default: 5e-4)")
     p.add_argument("--lr-head", type=float, metavar="LR", help="(default: 2e-3)")
+    p.add_argument("--lr-decay", type=float, metavar="X", help="discriminative rates: each lower layer group of "
+                   "the body trains at the rate of the one above divided by X (ULMFiT: 2.6; default: 1)")
+    p.add_argument("--schedule", choices=("cosine", "linear"), help="the decay after the warm-up; linear with a "
+                   "short warm-up is ULMFiT's slanted triangular schedule (default: cosine)")
+    p.add_argument("--warmup-frac", type=float, metavar="F", help="warm-up over this share of the steps "
+                   "(default: 0.05)")
+    p.add_argument("--lm-steps", type=int, metavar="N", help="first fine-tune the language model on the task's "
+                   "training text (no labels) for N steps (ULMFiT; default: 0)")
+    p.add_argument("--lm-lr", type=float, metavar="LR", help="the learning rate of that step (default: 1e-3)")
+    p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
+                   "much training time: seconds, or 90s, 3m")
     p.add_argument("--eval-every", type=int, metavar="N", help="validate every N steps (default: 200)")
     p.add_argument("--log-every", type=int, metavar="N", help="write a metrics record every N steps (default: 10)")
     p.add_argument("--patience", type=int, metavar="N", help="stop after N validations without "
                    "improvement (default: 4)")
     p.add_argument("--dropout", type=float, metavar="P", help="dropout before the classification head (default: 0.1)")
-    p.add_argument("--seed", type=int, metavar="N", help="(default: 0)")
+    p.add_argument("--seed", type=SEED, metavar="N", help="(default: 0)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on CUDA and on CPUs with "
                    "bf16 instructions, fp32 elsewhere (default: auto)")
     p.add_argument("--data", metavar="DIR", help="where the corpora are (default: $LABKIT_DATA, "
@@ -135,6 +148,7 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the fine-tuning run --name from its latest "
                    "checkpoint; only --epochs, --max-steps, --eval-every, --patience and --device may be given "
                    "with it")
+    p.add_argument("--tensorboard", metavar="DIR", help=TENSORBOARD_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar, one line per evaluation instead")
     p.set_defaults(func=cmd_finetune)
 

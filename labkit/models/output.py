@@ -69,14 +69,29 @@ def head_logits(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return head(hidden)
 
 
-def head_flops(width: int, vocab_size: int, output: str, cutoffs: list[int] | tuple[int, ...]) -> int:
-    """Forward FLOPs per token of the whole output distribution (what generation pays). Training
-    an adaptive softmax costs less: a token's loss needs only the head and its own cluster."""
+def head_flops(width: int, vocab_size: int, output: str, cutoffs: list[int] | tuple[int, ...],
+               targets: torch.Tensor | None = None) -> float:
+    """Forward FLOPs per token of the output layer. Without `targets`, of the whole distribution
+    (what generation pays). With `targets` (token ids, say the training stream), what the loss of
+    those tokens costs on average: the same for a full softmax, but an adaptive softmax computes
+    only its head and, for a token of a tail cluster, that cluster."""
     if output != "adaptive":
         return 2 * width * vocab_size
     cuts = [*(list(cutoffs) or default_cutoffs(vocab_size)), vocab_size]
     flops = 2 * width * (cuts[0] + len(cuts) - 1)  # the head: frequent words + one entry per cluster
+    counts = torch.bucketize(targets.flatten(), torch.tensor(cuts[:-1]), right=True).bincount(
+        minlength=len(cuts)) if targets is not None else None
     for i in range(len(cuts) - 1):
         narrow = int(width // ADAPTIVE_DIV ** (i + 1))
-        flops += 2 * (width * narrow + narrow * (cuts[i + 1] - cuts[i]))
+        share = 1.0 if counts is None else float(counts[i + 1]) / max(1, targets.numel())
+        flops += share * 2 * (width * narrow + narrow * (cuts[i + 1] - cuts[i]))
     return flops
+
+
+def train_flops_per_token(model: nn.Module, seq_len: int, targets: torch.Tensor | None = None) -> float:
+    """FLOPs of a training step per token: 3 x the forward's matrix products (the backward pass
+    costs about twice the forward), the output layer counted as the tokens of `targets` (say the
+    training stream) use it: an adaptive softmax computes a tail cluster only for the words in it."""
+    c = model.config
+    head = (model.width, c.vocab_size, c.output, c.adaptive_cutoffs)
+    return 3 * (model.flops_per_token(seq_len) - head_flops(*head) + head_flops(*head, targets=targets))

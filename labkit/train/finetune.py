@@ -31,8 +31,10 @@ from labkit.errors import LabkitError, RunError
 from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier
 from labkit.runs import RunDir, load_run
 from labkit.train import distributed
+from labkit.train.adapt import adapt_language_model
 from labkit.train.callbacks import Callback
-from labkit.train.objectives import Classification
+from labkit.train.classification import Classification
+from labkit.train.pretrain import locked
 from labkit.train.settings import TrainConfig
 from labkit.train.trainer import Trainer
 
@@ -47,8 +49,13 @@ class FinetuneConfig(JSONConfig):
     mode: str = "full"
     from_scratch: bool = False
     pooling: str | None = None  # None: the body's default ("last" for an RNN, "mean" for a Transformer)
-    lr_body: float = 5e-4
+    lr_body: float = 5e-4  # the body's top layer group
     lr_head: float = 2e-3
+    lr_decay: float = 1.0  # discriminative rates (ULMFiT: 2.6): each lower layer group at the one above's / this
+    schedule: str = "cosine"  # after a warm-up: cosine or linear ("slanted triangular") decay to 0
+    warmup_frac: float = 0.05  # of the steps
+    lm_steps: int = 0  # first fine-tune the language model on the task's training text (ULMFiT), this many steps
+    lm_lr: float = 1e-3
     weight_decay: float = 0.01
     epochs: int = 3
     max_steps: int | None = None  # stop earlier than `epochs` (equal budgets across runs)
@@ -59,6 +66,7 @@ class FinetuneConfig(JSONConfig):
     eval_every: int = 200
     log_every: int = 10
     patience: int = 4  # evaluations without a better validation accuracy before stopping
+    time_budget_s: float | None = None  # stop after this much training time (equal budgets across runs)
     dropout: float = 0.1
     data_dir: str | None = None
     seed: int = 0
@@ -77,9 +85,17 @@ class FinetuneConfig(JSONConfig):
                 raise ValueError(f"{name} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")
-        for name in ("lr_body", "lr_head"):
+        for name in ("lr_body", "lr_head", "lm_lr"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a positive number")
+        if not 1 <= self.lr_decay < math.inf:
+            raise ValueError("lr_decay must be a number >= 1 (1: every layer group at lr_body)")
+        if self.schedule not in ("cosine", "linear"):
+            raise ValueError(f"schedule must be cosine or linear, got {self.schedule!r}")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError("warmup_frac must be in [0, 1)")
+        if self.lm_steps < 0:
+            raise ValueError("lm_steps must be >= 0")
 
 
 def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> SequenceClassifier:
@@ -90,22 +106,25 @@ def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> Seq
 
 def train_config(config: FinetuneConfig, n_train: int) -> TrainConfig:
     """The Trainer's settings for a fine-tuning run on `n_train` sentences: `epochs` (or fewer
-    steps), a warm-up over the first 5% of the steps, then a cosine decay to 0."""
+    steps), a warm-up over the first `warmup_frac` of the steps, then a decay to 0."""
     per_epoch = math.ceil(n_train / config.batch_size)
     steps = min(config.max_steps or math.inf, per_epoch * config.epochs)
-    return TrainConfig(optimizer="adamw", lr=config.lr_head, weight_decay=config.weight_decay, schedule="cosine",
-                       warmup_steps=max(1, int(steps) // 20), min_lr_ratio=0.0, max_steps=int(steps),
+    return TrainConfig(optimizer="adamw", lr=config.lr_head, weight_decay=config.weight_decay, schedule=config.schedule,
+                       warmup_steps=max(1, round(steps * config.warmup_frac)), min_lr_ratio=0.0, max_steps=int(steps),
+                       time_budget_s=config.time_budget_s,
                        batch_size=config.batch_size, seq_len=config.max_len, grad_clip=1.0, betas=(0.9, 0.999),
                        patience=config.patience, eval_every=config.eval_every, eval_batch_size=config.batch_size,
                        log_every=config.log_every, precision=config.precision, device=config.device, seed=config.seed)
 
 
 def finetuner(model: SequenceClassifier, task: TaskData, config: FinetuneConfig, run: RunDir | None = None,
-              callbacks: list[Callback] | tuple = (), pad_id: int = 0, base_run: str | None = None) -> Trainer:
-    """The Trainer for fine-tuning `model` on `task` (writing `run`, when given)."""
-    info = {"task": config.task, "mode": config.mode, "from_scratch": config.from_scratch, "base_run": base_run}
+              callbacks: list[Callback] | tuple = (), pad_id: int = 0, base_run: str | None = None,
+              info: dict[str, Any] | None = None) -> Trainer:
+    """The Trainer for fine-tuning `model` on `task` (writing `run`, when given); `info` goes on the card."""
+    info = {"task": config.task, "mode": config.mode, "from_scratch": config.from_scratch, "base_run": base_run,
+            **(info or {})}
     objective = Classification(task, mode=config.mode, pad_id=pad_id, max_len=config.max_len,
-                               body_lr_ratio=config.lr_body / config.lr_head, info=info)
+                               body_lr_ratio=config.lr_body / config.lr_head, body_lr_decay=config.lr_decay, info=info)
     return Trainer(model, objective, train_config(config, len(task.train)), run, callbacks)
 
 
@@ -116,28 +135,43 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
     `data`: the task already encoded with the base run's tokenizer (a notebook encodes SST-2 once
     for many runs); it is used as given, `config.train_size` does not cut it."""
     dist = distributed.setup()
-    base = load_run(base_run)
-    if base.config.get("kind") != "lm":
-        raise RunError(f"{base_run} is not a language-model run (kind {base.config.get('kind')!r}); "
-                       "fine-tune a run made by `labkit pretrain`")
     run = RunDir(out)
-    if run.exists():
-        raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or choose another --name")
-    if data is None:
-        data = encoded_task(config, base.tokenizer)
-    model = initial_model(base.config["model"], config, None if config.from_scratch else base.model)
-    trainer = finetuner(model, data, config, run, callbacks, pad_id=base.tokenizer.pad_id, base_run=str(Path(base_run)))
-    error = None
-    if dist.is_main:
-        try:
-            run.create(base.tokenizer, {"kind": "classifier", "labkit_version": __version__,
-                                        "model": model.config.to_dict(), "finetune": config.to_dict(),
-                                        "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
-                                        "labels": list(data.labels)})
-        except RunError as e:
-            error = e
-    dist.check(error)
-    return trainer.fit()
+    with locked(run, dist):
+        base = load_run(base_run)
+        if base.config.get("kind") != "lm":
+            raise RunError(f"{base_run} is not a language-model run (kind {base.config.get('kind')!r}); "
+                           "fine-tune a run made by `labkit pretrain`")
+        if run.exists():
+            raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or choose another --name")
+        if data is None:
+            data = encoded_task(config, base.tokenizer)
+        body = None if config.from_scratch else base.model
+        adapted = adapt(body, base.tokenizer, data, config, base.config)
+        model = initial_model(base.config["model"], config, body)
+        trainer = finetuner(model, data, config, run, callbacks, pad_id=base.tokenizer.pad_id,
+                            base_run=str(Path(base_run)), info=adapted)
+        error = None
+        if dist.is_main:
+            try:
+                run.create(base.tokenizer, {"kind": "classifier", "labkit_version": __version__,
+                                            "model": model.config.to_dict(), "finetune": config.to_dict(),
+                                            "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
+                                            "labels": list(data.labels), "lm_adaptation": adapted})
+            except RunError as e:
+                error = e
+        dist.check(error)
+        return trainer.fit()
+
+
+def adapt(body: torch.nn.Module | None, tokenizer: Any, task: TaskData, config: FinetuneConfig,
+          base_config: dict[str, Any]) -> dict[str, Any]:
+    """`config.lm_steps` steps of language modelling on the task's training text for a pretrained
+    body (in place): what the card says of it, or nothing (from scratch, or lm_steps 0)."""
+    if body is None or not config.lm_steps:
+        return {}
+    pretraining = TrainConfig.from_dict(base_config["train"])
+    return adapt_language_model(body, tokenizer, task, steps=config.lm_steps, lr=config.lm_lr, base=pretraining,
+                                device=config.device, seed=config.seed)
 
 
 def encoded_task(config: FinetuneConfig, tokenizer: Any) -> TaskData:
@@ -160,29 +194,32 @@ def resume_finetune(out: str | Path, *, callbacks: list[Callback] | tuple = (),
                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Continue a fine-tuning run from its latest checkpoint (optionally longer: `max_steps=...`).
     A run stopped before its first checkpoint starts again from step 0, from its base run."""
-    distributed.setup()
+    dist = distributed.setup()
     run = RunDir(out)
-    saved = run.load_config()
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
-    if bad:
-        raise LabkitError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUMABLE_OVERRIDES)} may change")
-    try:
-        config = FinetuneConfig.from_dict({**saved["finetune"], **overrides})
-        body_config, base_run = saved["model"]["body"], saved["base_run"]
-    except (KeyError, TypeError) as e:
-        raise RunError(f"{run.config_path} is incomplete or damaged ({e!r})") from None
-    checkpoint = run.latest_checkpoint()
-    tokenizer = load_tokenizer(run.tokenizer_path)
-    data = encoded_task(config, tokenizer)
-    body = None if config.from_scratch or checkpoint else load_run(base_run).model
-    model = initial_model(body_config, config, body)
-    trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id, base_run=base_run)
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-    elif trainer.metrics:  # stopped before its first checkpoint: start over, from step 0
-        trainer.metrics.truncate_after(0)
-    if overrides and trainer.writes:
-        run.save_config({k: v for k, v in saved.items() if k != "format_version"}
-                        | {"finetune": config.to_dict(), "train": trainer.config.to_dict()})
-    return trainer.fit()
+    with locked(run, dist):
+        saved = run.load_config()
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
+        if bad:
+            raise LabkitError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(RESUMABLE_OVERRIDES)} may change")
+        try:
+            config = FinetuneConfig.from_dict({**saved["finetune"], **overrides})
+            body_config, base_run = saved["model"]["body"], saved["base_run"]
+        except (KeyError, TypeError) as e:
+            raise RunError(f"{run.config_path} is incomplete or damaged ({e!r})") from None
+        checkpoint = run.latest_checkpoint()
+        tokenizer = load_tokenizer(run.tokenizer_path)
+        data = encoded_task(config, tokenizer)
+        base = None if config.from_scratch or checkpoint else load_run(base_run)
+        adapted = adapt(base.model, tokenizer, data, config, base.config) if base else saved.get("lm_adaptation") or {}
+        model = initial_model(body_config, config, base.model if base else None)
+        trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id, base_run=base_run,
+                            info=adapted)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        elif trainer.metrics:  # stopped before its first checkpoint: start over, from step 0
+            trainer.metrics.truncate_after(0)
+        if overrides and trainer.writes:
+            run.save_config({k: v for k, v in saved.items() if k != "format_version"}
+                            | {"finetune": config.to_dict(), "train": trainer.config.to_dict()})
+        return trainer.fit()

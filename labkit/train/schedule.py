@@ -13,17 +13,18 @@ from typing import Any
 
 def lr_at(step: int, base_lr: float, *, warmup: int, total: int, min_ratio: float = 0.1,
           kind: str = "cosine") -> float:
-    """Linear warm-up for `warmup` steps, then cosine decay to `min_ratio * base_lr` at `total`.
-
-    `kind="constant"` keeps the warm-up and then stays at base_lr.
+    """Linear warm-up for `warmup` steps, then a decay to `min_ratio * base_lr` at `total`:
+    a cosine (`kind="cosine"`), or a straight line (`"linear"`: with a short warm-up this is
+    ULMFiT's slanted triangular schedule). `kind="constant"` keeps the warm-up and then stays
+    at base_lr.
     """
     if warmup > 0 and step < warmup:
         return base_lr * (step + 1) / warmup
     if kind == "constant" or total <= warmup:
         return base_lr
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return base_lr * (min_ratio + (1.0 - min_ratio) * cosine)
+    left = 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return base_lr * (min_ratio + (1.0 - min_ratio) * left)
 
 
 def steps_in_budget(step: int, elapsed: float, budget_s: float | None, max_steps: int, warmup: int) -> int:

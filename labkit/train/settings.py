@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from labkit.config import JSONConfig
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "plateau")
+SCHEDULES = ("cosine", "linear", "constant", "plateau")
 
 
 @dataclass
@@ -18,7 +18,7 @@ class TrainConfig(JSONConfig):
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | constant | plateau (divide by 4 when validation stalls)
+    schedule: str = "cosine"  # cosine | linear (decay) | constant | plateau (divide by 4 when validation stalls)
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
     max_steps: int = 1000

@@ -7,8 +7,7 @@ every `eval_every` steps a validation pass, the best weights and a resumable che
 and SIGTERM finish the step, save a checkpoint and stop; `resume` continues with exactly the
 losses an uninterrupted run would have had.
 
-Under torchrun the same loop runs data-parallel (DistributedDataParallel): each process takes
-its rows of the global batch and rank 0 writes the run; see `labkit.train.distributed`.
+Under torchrun it runs data-parallel (labkit.train.distributed): rank 0 writes the run.
 """
 
 from __future__ import annotations
@@ -34,8 +33,9 @@ from labkit.models import count_parameters
 from labkit.runs import MetricsWriter, RunDir, load_state, load_weights, read_metrics
 from labkit.train import distributed
 from labkit.train.callbacks import Callback
+from labkit.train.classification import Classification
 from labkit.train.interrupts import StopSignals, TrainingStopped
-from labkit.train.objectives import Classification, LanguageModeling
+from labkit.train.objectives import LanguageModeling
 from labkit.train.schedule import PlateauDivider, scheduled_lr
 from labkit.train.settings import TrainConfig
 

@@ -274,7 +274,9 @@ def test_compare_surprisal_cuts_runs_to_a_common_length_and_renders(tok):
     results = compare_surprisal(runs, text)
     assert [len(r.bits) for r in results.values()] == [15, 15] and results["lstm"].notices
     html = surprisal_html(results)
-    assert "&lt;unk&gt;" in html and "lstm" in html and html.count("<span") == 30
+    assert "&lt;unk&gt;" in html and "lstm" in html and html.count('<span title="') == 30  # one per token
+    top = max(float(r.bits.max()) for r in results.values())
+    assert f"0 to {top:.1f} bits" in html and html.count("linear-gradient") == 1  # and one legend
     fig = cp.surprisal_figure({n: (r.tokens, r.bits) for n, r in results.items()})
     assert np.asarray(fig.data[0].z).shape == (2, 15)
     other = WordTokenizer.train(["the dog ' s cat"], split="basic_english", specials=("<unk>", "<eos>"))
@@ -371,6 +373,23 @@ def test_compare_budget_trains_matched_models_on_the_same_tokens(tmp_path):
     assert [t.name for t in fig.data] == ["transformer", "lstm"] and fig.layout.xaxis.type == "log"
 
 
+
+def test_compare_budget_matches_flops_or_refuses_two_budgets(tmp_path):
+    data_config = DataConfig(corpus="synthetic-copy", train_tokens=3000, eval_tokens=300)
+    transformer = TINY_TRANSFORMER.replace(vocab_size=35)
+    lstm = TINY_LSTM.replace(vocab_size=35)
+    train = TrainConfig(batch_size=4, seq_len=16, eval_every=100, log_every=1, lr=1e-3, device="cpu")
+    per_token = {name: 3 * build_model(c).flops_per_token(16) for name, c in (("t", transformer), ("l", lstm))}
+    budget = per_token["t"] * 64 * 3  # three transformer steps of 4 x 16 tokens
+    results = compare_budget({"t": (transformer, train), "l": (lstm, train)}, data_config, tmp_path, flops=budget)
+    steps = {"t": 3, "l": math.ceil(math.ceil(budget / per_token["l"]) / 64)}
+    assert steps["l"] != 3  # the two models cost differently per token
+    for name, run in results.items():
+        assert run.card["steps"] == steps[name] and run.row()["train_flops"] == per_token[name] * 64 * steps[name]
+    with pytest.raises(LabkitError, match="exactly one budget"):
+        compare_budget({"t": (transformer, train)}, data_config, tmp_path / "x", tokens=64, flops=budget)
+
+
 # --- figures ----------------------------------------------------------------------------------------
 def test_comparison_figures_take_plain_rows():
     sal = np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]
@@ -386,4 +405,4 @@ def test_comparison_figures_take_plain_rows():
     fig = cp.position_loss_figure({"lstm": [3.0, 2.0, 1.5]})
     assert list(fig.data[0].x) == [0, 1, 2]
     stats = head_stats(np.full((1, 2, 3, 3), 1 / 3), induction=np.array([[0.1, 0.9]]))
-    assert len(head_stats_figure(stats).data) == 4 and len(head_stats_figure(head_stats(np.ones((1, 1, 1, 1)))).data) == 3
+    assert len(head_stats_figure(stats).data) == 5 and len(head_stats_figure(head_stats(np.ones((1, 1, 1, 1)))).data) == 4

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from labkit.errors import LabkitError
 from labkit.models import RNNConfig, TransformerConfig, build_model, config_from_dict, count_parameters
 from labkit.models.loss import linear_cross_entropy, lm_loss
-from labkit.models.output import default_cutoffs, head_flops
+from labkit.models.output import default_cutoffs, head_flops, train_flops_per_token
 
 
 def plain(hidden, weight, bias, targets, reduction="mean"):
@@ -138,3 +138,16 @@ def test_adaptive_defaults_flops_and_bad_settings():
     with pytest.raises(LabkitError, match="whole numbers"):
         config_from_dict({"family": "rnn", "output": "adaptive", "adaptive_cutoffs": ["a"]})
     assert adaptive < full
+
+
+def test_training_flops_count_the_tail_clusters_the_targets_use():
+    # width 8, 100 words, one cut at 10: head 8 x (10 + 1); the tail 8 -> 2 -> 90 words
+    assert head_flops(8, 100, "adaptive", [10]) == 2 * (8 * 11) + 2 * (8 * 2 + 2 * 90)
+    in_head, half = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 50, 2, 60])
+    assert head_flops(8, 100, "adaptive", [10], targets=in_head) == 2 * 8 * 11
+    assert head_flops(8, 100, "adaptive", [10], targets=half) == 2 * 8 * 11 + 0.5 * 2 * (8 * 2 + 2 * 90)
+    model = build_model(RNNConfig(vocab_size=100, d_embed=8, d_hidden=8, n_layers=1, output="adaptive",
+                                  adaptive_cutoffs=(10,)))
+    recurrent = 2 * 4 * 8 * (8 + 8)  # one LSTM layer: 4 gates, input and hidden
+    assert train_flops_per_token(model, 16, half) == 3 * (recurrent + 2 * 8 * 11 + 0.5 * 2 * (8 * 2 + 2 * 90))
+    assert train_flops_per_token(model, 16) == 3 * model.flops_per_token(16)

@@ -258,3 +258,13 @@ def test_time_budget_stops_training_and_ends_the_decay(tmp_path):
     assert trainer.lr() < 0.5 * trainer.config.lr
 
 
+
+
+def test_measuring_the_matmul_peak_leaves_the_training_random_numbers_alone():
+    # the peak is measured on a run's first card: a draw from the global generator there changed
+    # the first run's dropout masks, and a resumed process's, so a resume did not reproduce the run
+    from labkit.device import matmul_peak
+    matmul_peak.cache_clear()
+    before = torch.get_rng_state()
+    assert matmul_peak(torch.device("cpu"), torch.float32, repeats=1) > 0
+    assert torch.equal(torch.get_rng_state(), before)

@@ -1,0 +1,90 @@
+"""The fine-tuning recipe's parts, each switched on and checked to change what it should:
+discriminative learning rates, the slanted triangular schedule, the language-model step on the
+task's own text, and the time budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from labkit.data import WordTokenizer
+from labkit.data.tasks import TaskData
+from labkit.models import RNNConfig, TransformerConfig, build_model
+from labkit.train import TrainConfig
+from labkit.train.adapt import adapt_language_model, task_text
+from labkit.train.finetune import FinetuneConfig, build_classifier, finetuner
+from labkit.train.schedule import lr_at
+
+V = 40
+
+
+def body(family: str) -> dict:
+    if family == "rnn":
+        return RNNConfig(vocab_size=V, d_embed=16, d_hidden=16, n_layers=2, dropout=0.0).to_dict()
+    return TransformerConfig(vocab_size=V, d_model=16, n_layers=3, n_heads=2, d_ff=32, context_length=16,
+                             dropout=0.0).to_dict()
+
+
+def task(n: int = 120) -> TaskData:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(n):
+        label = int(torch.randint(2, (1,), generator=g))
+        ids = [(5 + 2 * k + label) % V for k in range(int(torch.randint(4, 10, (1,), generator=g)))]
+        rows.append((ids, label))
+    return TaskData(rows[:80], rows[80:100], rows[100:], ("a", "b"), 0.0)
+
+
+@pytest.mark.parametrize("family,groups", [("rnn", 3), ("transformer", 4)])
+def test_discriminative_rates_divide_each_lower_group(family, groups):
+    config = FinetuneConfig(lr_body=1e-3, lr_head=4e-3, lr_decay=2.6, epochs=1, device="cpu")
+    torch.manual_seed(0)
+    trainer = finetuner(build_classifier(body(family), config), task(), config)
+    trainer.train_step()
+    lr = trainer.lr()  # the head's, at the step just taken
+    rates = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert rates[0] == pytest.approx(lr)  # the head
+    body_rates = rates[1:]
+    assert len(body_rates) == groups  # top layer group first, embeddings last
+    for k, rate in enumerate(body_rates):
+        assert rate == pytest.approx(lr * 0.25 / 2.6 ** k)
+    flat = FinetuneConfig(lr_body=1e-3, lr_head=4e-3, epochs=1, device="cpu")  # lr_decay 1: every group alike
+    trainer = finetuner(build_classifier(body(family), flat), task(), flat)
+    trainer.train_step()
+    assert len({round(g["lr"], 12) for g in trainer.optimizer.param_groups[1:]}) == 1
+
+
+def test_slanted_triangular_schedule_rises_then_falls_in_straight_lines():
+    rates = [lr_at(s, 1.0, warmup=10, total=100, min_ratio=0.0, kind="linear") for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[10] == pytest.approx(1.0) and rates[55] == pytest.approx(0.5) and rates[99] == pytest.approx(1 / 90)
+    config = FinetuneConfig(schedule="linear", warmup_frac=0.1, epochs=4, batch_size=8, device="cpu")
+    trainer = finetuner(build_classifier(body("rnn"), config), task(), config)
+    assert trainer.config.schedule == "linear" and trainer.config.max_steps == 40 and trainer.config.warmup_steps == 4
+
+
+def test_language_model_step_on_the_task_text_lowers_its_loss_there():
+    data = task()
+    words = [str(i) for i in range(V)]
+    tokenizer = WordTokenizer.train([" ".join(words)], split="whitespace", specials=("<eos>",))
+    stream = task_text(data, tokenizer)
+    assert stream.train.numel() == sum(len(ids) + 1 for ids, _ in data.train)  # every sentence, then <eos>
+    torch.manual_seed(0)
+    model = build_model(RNNConfig(vocab_size=tokenizer.vocab_size, d_embed=16, d_hidden=16, n_layers=1,
+                                  dropout=0.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = adapt_language_model(model, tokenizer, data, steps=40, lr=1e-2,
+                                  base=TrainConfig(batch_size=4, seq_len=16), device="cpu")
+    assert result["lm_steps"] == 40
+    assert result["lm_val_loss_after"] < result["lm_val_loss_before"] - 0.5
+    assert math.isclose(result["lm_val_loss_before"], math.log(tokenizer.vocab_size), rel_tol=0.1)  # untrained
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_time_budget_stops_fine_tuning():
+    config = FinetuneConfig(epochs=10_000, batch_size=8, eval_every=1_000_000, patience=1_000, time_budget_s=0.5,
+                            device="cpu")
+    card = finetuner(build_classifier(body("rnn"), config), task(), config).fit()
+    assert 0 < card["steps"] < 10_000 * 10 and card["wall_time_s"] >= 0.5
