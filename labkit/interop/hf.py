@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from labkit.errors import LabkitError
 from labkit.interop.folders import new_folder
 from labkit.interop.gpt2 import Checkpoint, to_gpt2
-from labkit.interop.tokenizer import hf_tokenizer_files
+from labkit.interop.tokenizer import hf_tokenizer_files, read_json
 from labkit.interop.weights import Tensors, load_torch_file, open_safetensors, open_safetensors_index, tensor_dict
 from labkit.models import TransformerConfig
 from labkit.runs import load_run
@@ -108,12 +108,7 @@ def open_weights(folder: Path) -> Tensors:
 def read_hf(folder: Path) -> Checkpoint:
     """A Hugging Face GPT-2 folder: its config checked and mapped, its weights opened lazily."""
     config_path = folder / hf_names()["config"]
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LabkitError(f"{config_path} is not readable JSON ({str(e)[:120]})") from None
-    if not isinstance(hf, dict):
-        raise LabkitError(f"{config_path} is not a model config (not a JSON object)")
+    hf = read_json(config_path, "model config")
     if "format_version" in hf and "kind" in hf:
         raise LabkitError(f"{folder} is a labkit run already: use it as it is")
     config = labkit_config(hf, folder)

@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
-
-
-@pytest.fixture(scope="module")
-def common():
-    sys.path.insert(0, str(APP_DIR))
-    try:
-        import common
-
-        yield common
-    finally:
-        sys.path.remove(str(APP_DIR))
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ runs under A's hooks; both pages show what each shows alone."""
 from __future__ import annotations
 
 import re
-import sys
 import threading
 from pathlib import Path
 
@@ -21,17 +20,6 @@ from streamlit.testing.v1 import AppTest
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 HOLD_S = 5.0  # how long A waits after its forward pass for B to finish (with the lock it waits it out)
-
-
-@pytest.fixture(scope="module")
-def common():
-    sys.path.insert(0, str(APP_DIR))
-    try:
-        import common
-
-        yield common
-    finally:
-        sys.path.remove(str(APP_DIR))
 
 
 @pytest.fixture(scope="module")
