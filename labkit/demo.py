@@ -1,10 +1,13 @@
-"""Demo models: a tiny LSTM and a tiny Transformer, trained in under 3 minutes on a 2-core CPU
-(measured with other jobs running: 75 s on WikiText-2, 18 s on the synthetic corpus), so that a
-fresh clone with no runs and no data has something real to look at.
+"""Demo models, so that a fresh clone with no runs has something real to look at: an LSTM and a
+Transformer language model, then the LSTM fine-tuned on a sentence task: about 3.5 minutes on a
+2-core CPU with WikiText-2, seconds on the synthetic corpus (docs/results.md).
 
-They train on WikiText-2 when its files are already on disk (nothing is downloaded), else on
-labkit's own synthetic corpus (`labkit.data.synthetic`). Each run stops at `DEMO_STEPS` steps
-or `DEMO_BUDGET_S` seconds of training, whichever comes first, which bounds the total time.
+- With WikiText-2 on disk (nothing is downloaded): the `demo-*` presets, the laptop recipes cut to
+  about a minute of training each on the full vocabulary, then the LSTM fine-tuned on SST-2 when
+  its files are on disk too (else on the `number` task).
+- Offline, with no corpora: the `tiny-*` presets on labkit's own synthetic corpus
+  (`labkit.data.synthetic`), then the `number` task (the head noun's number).
+Each run stops at `DEMO_STEPS` steps or its time budget, whichever comes first.
 
 The app starts them in a separate process (`start_demo`, i.e. `labkit demo ROOT`, which trains them
 with `labkit.experiments.train_demo_models`): the process id goes into each run's card, so a demo
@@ -25,33 +28,62 @@ from pathlib import Path
 from labkit.atomic import write_atomic
 from labkit.data.corpora import locate
 from labkit.errors import LabkitError
-from labkit.inspect.curves import last_step
-from labkit.runs import pid_alive, read_info
+from labkit.runs import pid_alive, read_info, run_metrics
 
-DEMO_RUNS = {"demo-lstm": "tiny-lstm", "demo-transformer": "tiny-transformer"}
+DEMO_RUNS = {"demo-lstm": "lstm", "demo-transformer": "transformer"}  # name -> family
 DEMO_STEPS = 1000
-DEMO_BUDGET_S = 60.0
+DEMO_BUDGET_S = 60.0  # training seconds per language model
+FINETUNE_BUDGET_S = 20.0  # training seconds of the fine-tuning run
 JOB_FILE = ".demo.json"  # in the runs root; dot-names are not listed as runs
 LOG_FILE = ".demo.log"
 
 
-def wikitext2_on_disk() -> bool:
-    """Whether WikiText-2 can be read without downloading it."""
+def _on_disk(dataset: str, names: tuple[str, ...]) -> bool:
     try:
-        for name in ("train.txt", "valid.txt", "test.txt"):
-            locate("wikitext-2", name, download=False)
+        for name in names:
+            locate(dataset, name, download=False)
     except LabkitError:
         return False
     return True
 
 
+def wikitext2_on_disk() -> bool:
+    """Whether WikiText-2 can be read without downloading it."""
+    return _on_disk("wikitext-2", ("train.txt", "valid.txt", "test.txt"))
+
+
+def sst2_on_disk() -> bool:
+    """Whether SST-2's train and dev splits can be read without downloading them."""
+    return _on_disk("sst2", ("train.tsv", "dev.tsv"))
+
+
+def demo_corpus() -> str:
+    return "wikitext-2" if wikitext2_on_disk() else "synthetic"
+
+
+def demo_task(corpus: str) -> str:
+    """The fine-tuning task of the demo: SST-2 on WikiText-2 models when it is on disk, else `number`."""
+    return "sst2" if corpus == "wikitext-2" and sst2_on_disk() else "number"
+
+
+def demo_preset(corpus: str, family: str) -> str:
+    return f"{'tiny' if corpus == 'synthetic' else 'demo'}-{family}"
+
+
+def classifier_name(lstm_name: str, task: str) -> str:
+    return f"{lstm_name}-{task}"
+
+
 def demo_names(root: str | Path) -> dict[str, str]:
-    """Run name -> preset, with a numeric suffix when a name is taken (demo-lstm-2, ...)."""
+    """Run name -> family, with a numeric suffix when a name is taken (demo-lstm-2, ...); the
+    fine-tuned run takes the LSTM's name and the task's (demo-lstm-sst2)."""
     root = Path(root)
     for n in range(1, 1000):
         suffix = "" if n == 1 else f"-{n}"
-        names = {f"{name}{suffix}": preset for name, preset in DEMO_RUNS.items()}
-        if not any((root / name).exists() for name in names):
+        names = {f"{name}{suffix}": family for name, family in DEMO_RUNS.items()}
+        lstm = next(iter(names))
+        taken = [*names, classifier_name(lstm, "sst2"), classifier_name(lstm, "number")]
+        if not any((root / name).exists() for name in taken):
             return names
     raise LabkitError(f"{root} already holds a thousand demo runs; delete some")
 
@@ -74,8 +106,10 @@ def start_demo(root: str | Path, *, steps: int | None = None) -> int:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     steps = steps or DEMO_STEPS
-    corpus = "wikitext-2" if wikitext2_on_disk() else "synthetic"
+    corpus = demo_corpus()
+    task = demo_task(corpus)
     names = demo_names(root)
+    runs = [*names, classifier_name(next(iter(names)), task)]
     log = open(root / LOG_FILE, "wb")  # noqa: SIM115 (the child owns it)
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "demo", str(root), "--steps", str(steps),
                              "--corpus", corpus, "--names", *names],
@@ -83,9 +117,24 @@ def start_demo(root: str | Path, *, steps: int | None = None) -> int:
     log.close()
     # Reap the child when it ends, so its id stops answering as alive (no zombie).
     threading.Thread(target=proc.wait, daemon=True).start()
-    write_atomic(root / JOB_FILE, json.dumps({"pid": proc.pid, "runs": list(names), "steps": steps,
+    budgets = [DEMO_BUDGET_S] * len(names) + [FINETUNE_BUDGET_S]
+    write_atomic(root / JOB_FILE, json.dumps({"pid": proc.pid, "runs": runs, "steps": steps, "budgets_s": budgets,
                                               "corpus": corpus, "started_at": time.time()}))
     return proc.pid
+
+
+def _done(path: Path, planned: int, budget_s: float | None) -> tuple[int, float, bool]:
+    """(last step, fraction done, finished) of a run that stops at `planned` steps or `budget_s` seconds."""
+    records = run_metrics(path)
+    step = min(max((int(r["step"]) for r in records if isinstance(r.get("step"), (int, float))), default=0), planned)
+    elapsed = max((float(r["elapsed_s"]) for r in records if isinstance(r.get("elapsed_s"), (int, float))),
+                  default=0.0)
+    fraction = step / planned
+    if budget_s:
+        fraction = max(fraction, elapsed / budget_s)
+    finished = (read_info(path).card or {}).get("status") == "finished"
+    # A run may end early (validation stopped improving); one past its budget still evaluates.
+    return step, 1.0 if finished else min(fraction, 0.99), finished
 
 
 def demo_progress(root: str | Path) -> DemoProgress | None:
@@ -94,19 +143,19 @@ def demo_progress(root: str | Path) -> DemoProgress | None:
     try:
         job = json.loads((root / JOB_FILE).read_text(encoding="utf-8"))
         runs, planned = list(job["runs"]), int(job["steps"])
+        budgets = list(job.get("budgets_s") or [None] * len(runs))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    steps, finished, done = {}, True, 0
-    for name in runs:
-        steps[name] = (min(last_step(root / name), planned), planned)
-        run_done = (read_info(root / name).card or {}).get("status") == "finished"
-        finished &= run_done
-        done += planned if run_done else steps[name][0]  # a run may end early, at its time budget
-    total = max(1, sum(p for _, p in steps.values()))
+    steps, fractions, finished = {}, [], True
+    for name, budget in zip(runs, budgets):
+        step, fraction, done = _done(root / name, planned, budget)
+        steps[name] = (step, planned)
+        fractions.append(fraction)
+        finished &= done
     try:
         tail = (root / LOG_FILE).read_text(encoding="utf-8", errors="replace")[-2000:]
     except OSError:
         tail = ""
-    return DemoProgress(active=pid_alive(job.get("pid")), fraction=1.0 if finished else done / total,
+    return DemoProgress(active=pid_alive(job.get("pid")), fraction=sum(fractions) / max(1, len(fractions)),
                         steps=steps, finished=finished, corpus=str(job.get("corpus", "?")),
                         started_at=float(job.get("started_at", 0)), log_tail=tail, runs=runs)

@@ -181,21 +181,34 @@ def probe_pair(task: str, tokens: int, runs_root: str | Path, names: dict[str, s
 
 
 # --- the app's demo models ---------------------------------------------------------------------
-def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_s: float = demo.DEMO_BUDGET_S,
+def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_s: float | None = None,
                       corpus: str | None = None, names: dict[str, str] | None = None,
                       callbacks: list[Callback] | tuple = ()) -> dict[str, dict[str, Any]]:
-    """Train both demo models (labkit.demo) into `root`, one after the other; returns their cards."""
-    corpus = corpus or ("wikitext-2" if demo.wikitext2_on_disk() else "synthetic")
+    """Train the demo models (labkit.demo) into `root`, one after the other: an LSTM and a
+    Transformer language model, then the LSTM fine-tuned on the demo task; returns their cards.
+    `budget_s` (default: the presets' own) caps each language model's training time."""
+    from labkit.train.finetune import FinetuneConfig, finetune
+
+    corpus = corpus or demo.demo_corpus()
     names = names or demo.demo_names(root)
-    # The tiny presets' data settings, with all the training text: the demo takes more steps.
-    data_config = DataConfig(corpus=corpus, **(PRESETS["tiny-lstm"]["data"] | {"train_tokens": None}))
+    presets = {name: PRESETS[demo.demo_preset(corpus, family)] for name, family in names.items()}
+    # The tiny presets' data settings with all the training text; the demo presets' own (all of it).
+    data_config = DataConfig(corpus=corpus, **(next(iter(presets.values()))["data"] | {"train_tokens": None}))
     data = load_lm_data(data_config)  # both presets share the data settings: load once
     cards = {}
-    for name, preset_name in names.items():
-        preset = PRESETS[preset_name]
-        train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget_s,
-                                       "eval_every": max(1, steps // 4), "device": "cpu"})
+    for name, preset in presets.items():
+        budget = budget_s or preset["train"].get("time_budget_s") or demo.DEMO_BUDGET_S
+        train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget,
+                                       "eval_every": max(1, steps // 4) if corpus == "synthetic" else 10**7,
+                                       "device": "cpu"})
         model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
         cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data,
                                callbacks=[*callbacks, TimelineRecorder()])
+    lstm = next(name for name, family in names.items() if family == "lstm")
+    task = demo.demo_task(corpus)
+    tuned = demo.classifier_name(lstm, task)
+    config = FinetuneConfig(task=task, train_size=2000 if task == "sst2" else 4000, epochs=3, max_steps=steps,
+                            eval_every=max(1, min(50, steps // 2)), time_budget_s=demo.FINETUNE_BUDGET_S,
+                            device="cpu")
+    cards[tuned] = finetune(Path(root) / lstm, config, Path(root) / tuned, callbacks=callbacks)
     return cards

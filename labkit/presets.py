@@ -1,6 +1,7 @@
 """Named configurations: model, training and data settings that belong together.
 
-Sizes: `tiny` (seconds on a CPU; tests and demos), `laptop` (10 minutes on a 2-core CPU, the
+Sizes: `tiny` (seconds on a CPU; tests and the offline demo), `demo` (a minute on a 2-core CPU:
+the app's demo models on WikiText-2), `laptop` (10 minutes on a 2-core CPU, the
 recipes that learn most in that time), `classic` (the classic word-language-model
 LSTM, 2 x 200, batch 20, bptt 35, SGD with the rate divided by 4 when validation stalls; and a
 Transformer with about the same number of parameters, 14.1M vs 14.0M), `medium` (GPU sizes).
@@ -77,7 +78,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": dict(),
     },
 }
-SIZES = ("tiny", "laptop", "classic", "medium")
+
+
+def _variant(name: str, **changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A copy of preset `name` with some settings changed (`model={...}`, `train={...}`)."""
+    return {part: {**values, **changes.get(part, {})} for part, values in PRESETS[name].items()}
+
+
+# The laptop LSTM recipe with a GRU cell (three gates instead of four: more steps per minute).
+PRESETS["laptop-gru"] = _variant("laptop-lstm", model=dict(cell="gru"))
+# The app's demo on WikiText-2 (`labkit demo`): the laptop recipes cut to about a minute of
+# training each, the full vocabulary, one validation half-way and one at the end (docs/results.md).
+PRESETS["demo-lstm"] = _variant("laptop-lstm", train=dict(time_budget_s=60.0, eval_every_s=30.0, warmup_steps=30))
+PRESETS["demo-transformer"] = _variant(
+    "laptop-transformer", model=dict(n_layers=2, context_length=64),
+    train=dict(lr=3e-3, warmup_steps=50, batch_size=32, seq_len=64, time_budget_s=60.0, eval_every_s=30.0))
+SIZES = ("tiny", "demo", "laptop", "classic", "medium")
 MODELS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "transformer")
 
 

@@ -175,10 +175,14 @@ def train(args: argparse.Namespace, out: Path, start) -> int:
 
 P = "(default: from the preset)"
 PRETRAIN_EPILOG = """\
-presets: tiny (seconds on a CPU), classic (the classic 2x200 LSTM, or a Transformer of the
-same size), medium (GPU sizes); --preset tiny --model gru, or a full name like classic-lstm.
+presets: tiny (seconds on a CPU), demo (a minute on a 2-core CPU: the app's demo models),
+laptop (10 minutes on a 2-core CPU, the recipes that learn most in that time), classic (the
+classic 2x200 LSTM, or a Transformer of the same size), medium (GPU sizes); --preset laptop
+--model gru, or a full name like classic-lstm.
 
 examples:
+  labkit pretrain --preset laptop                     # an LSTM that learns WikiText-2 in 10 minutes
+  labkit pretrain --preset laptop --model transformer
   labkit pretrain                                     # a tiny LSTM on WikiText-2
   labkit pretrain --preset classic --model lstm --time-budget 15m
   labkit pretrain --model transformer --layers 4 --d-model 128 --heads 4 --steps 2000
@@ -194,7 +198,7 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
     n, x = dict(type=int, metavar="N"), dict(type=bounded(float), metavar="X")
     return {
         "model": [
-            ("--preset", dict(metavar="NAME"), "a size (tiny, classic, medium) or a preset "
+            ("--preset", dict(metavar="NAME"), "a size (tiny, demo, laptop, classic, medium) or a preset "
              f"({', '.join(PRESETS)}) (default: tiny)"),
             ("--model", dict(choices=MODELS), "the architecture (default: lstm, or the preset's)"),
             ("--layers", n, f"number of layers {P}"),

@@ -112,10 +112,10 @@ def test_runs_page_details_show_the_card_readably(root):
     assert rows["best_val_ppl"] == f"{card['best_val_ppl']:,.4g}"
 
 
-def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monkeypatch):
+def test_demo_button_trains_both_models_and_a_classifier_and_every_page_then_works(tmp_path, monkeypatch):
     import labkit.demo
 
-    monkeypatch.setattr(labkit.demo, "DEMO_STEPS", 4)  # the real demo is 200 steps; see the README
+    monkeypatch.setattr(labkit.demo, "DEMO_STEPS", 4)  # the real demo stops at its time budgets; see the README
     monkeypatch.setattr(labkit.demo, "wikitext2_on_disk", lambda: False)
     root = tmp_path / "runs"
     at = app(root, "runs")
@@ -127,12 +127,13 @@ def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monk
     while (p := labkit.demo.demo_progress(root)) is None or p.active:
         assert time.monotonic() < deadline, "the demo did not finish in 2 minutes"
         time.sleep(0.5)
-    assert p.finished, p.log_tail
+    assert p.finished and p.fraction == 1.0, p.log_tail
     at.run()
-    assert "Demo models ready (synthetic): demo-lstm, demo-transformer" in texts(at.success)
+    assert "Demo models ready (synthetic): demo-lstm, demo-transformer, demo-lstm-number" in texts(at.success)
     table = at.dataframe[0].value.set_index("run")
-    assert list(table["status"]) == ["finished", "finished"]
-    assert list(table["steps"]) == [4, 4]
+    assert dict(table["status"]) == {"demo-lstm": "finished", "demo-transformer": "finished",
+                                     "demo-lstm-number": "finished"}
+    assert dict(table["steps"]) == {"demo-lstm": 4, "demo-transformer": 4, "demo-lstm-number": 4}
     at.switch_page("views/attention.py").run()
     assert not at.exception and len(iframes(at)) == 1  # the head view: the open tab
     at.switch_page("views/compare.py").run()  # LSTM against Transformer: every analysis draws
@@ -142,8 +143,12 @@ def test_demo_button_trains_both_models_and_every_page_then_works(tmp_path, monk
         assert not at.warning and not at.error, label
         drawn += len(charts(at))
     assert drawn == 6
+    at.switch_page("views/finetune.py").run()  # the fine-tuned LSTM: its card, its curve, its matrix
+    assert not at.exception and not at.info
+    assert RunDir(root / "demo-lstm-number").read_card()["base_run"] == str(root / "demo-lstm")
+    assert len(charts(at)) == 3
     at.switch_page("views/start.py").run()
-    assert texts(at.markdown).count(":material/check_circle:") == 3  # trained, a head to look at, two families; not fine-tuned
+    assert texts(at.markdown).count(":material/check_circle:") == 4  # trained, a head, two families, fine-tuned
 
 
 # --- Loss curves --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from labkit.data import DataConfig
 from labkit.data.lm import corpus_lines, load_lm_data
 from labkit.data.synthetic import INTRANSITIVE, NOUNS, synthetic_lines, synthetic_splits
-from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_progress, wikitext2_on_disk
+from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_preset, demo_progress, demo_task, wikitext2_on_disk
 from labkit.experiments import train_demo_models
 from labkit.inspect.curves import last_step
 from labkit.runs import load_run
@@ -42,9 +43,30 @@ def test_corpus_synthetic_is_a_data_option():
 
 
 def test_demo_names_step_aside_for_existing_runs(tmp_path):
-    assert demo_names(tmp_path) == DEMO_RUNS
+    assert demo_names(tmp_path) == DEMO_RUNS == {"demo-lstm": "lstm", "demo-transformer": "transformer"}
     (tmp_path / "demo-lstm").mkdir()
-    assert demo_names(tmp_path) == {"demo-lstm-2": "tiny-lstm", "demo-transformer-2": "tiny-transformer"}
+    assert demo_names(tmp_path) == {"demo-lstm-2": "lstm", "demo-transformer-2": "transformer"}
+    (tmp_path / "demo-lstm-2-sst2").mkdir()  # a fine-tuned run of an earlier demo keeps its name too
+    assert demo_names(tmp_path) == {"demo-lstm-3": "lstm", "demo-transformer-3": "transformer"}
+
+
+def test_demo_presets_and_task_follow_the_corpus(tmp_path, monkeypatch):
+    assert demo_preset("synthetic", "lstm") == "tiny-lstm" and demo_preset("wikitext-2", "lstm") == "demo-lstm"
+    real = Path(os.environ.get("LABKIT_DATA") or tmp_path / "none") / "sst2"
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+    assert demo_task("synthetic") == demo_task("wikitext-2") == "number"  # no SST-2 on disk
+    (tmp_path / "sst2").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "sst2" / name).write_text("sentence\tlabel\na fine film\t1\n")
+    assert demo_task("wikitext-2") == "number"  # files of the wrong size are not SST-2
+    if not (real / "train.tsv").is_file():
+        pytest.skip("LABKIT_DATA has no sst2/: the real files are needed for the last check")
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "sst2" / name).unlink()
+        (tmp_path / "sst2" / name).symlink_to(real / name)
+    assert demo_task("wikitext-2") == "sst2" and demo_task("synthetic") == "number"
 
 
 def test_wikitext2_on_disk_never_downloads(tmp_path, monkeypatch):
@@ -64,9 +86,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_train_demo_models_makes_two_loadable_runs(tmp_path, one_thread):
+def test_train_demo_models_makes_two_loadable_runs_and_a_classifier(tmp_path, one_thread):
     cards = train_demo_models(tmp_path, steps=3, corpus="synthetic")
-    assert set(cards) == set(DEMO_RUNS)
+    assert list(cards) == [*DEMO_RUNS, "demo-lstm-number"]
+    tuned = cards.pop("demo-lstm-number")
+    assert tuned["status"] == "finished" and tuned["steps"] == 3 and tuned["base_run"] == str(tmp_path / "demo-lstm")
+    assert load_run(tmp_path / "demo-lstm-number").config["finetune"]["task"] == "number"
     for name, card in cards.items():
         assert card["status"] == "finished" and card["steps"] == 3
         loaded = load_run(tmp_path / name)
@@ -90,5 +115,15 @@ def test_demo_progress_reads_the_job_and_the_runs(tmp_path):
     p = demo_progress(tmp_path)
     assert p.active and not p.finished and p.fraction == pytest.approx(6 / 20)
     assert p.steps == {"a": (6, 10), "b": (0, 10)}
+    # With time budgets, a run is as far along as its steps or its training clock says, whichever is further.
+    (tmp_path / JOB_FILE).write_text(json.dumps({"pid": os.getpid(), "runs": ["a", "b"], "steps": 10,
+                                                 "budgets_s": [60.0, 20.0], "corpus": "wikitext-2",
+                                                 "started_at": 1.0}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0, "elapsed_s": 5.0}\n')
+    p = demo_progress(tmp_path)
+    assert p.fraction == pytest.approx((6 / 10 + 5 / 20) / 2) and not p.finished
+    (tmp_path / "b" / "metrics.jsonl").write_text('{"step": 2, "loss": 1.0, "elapsed_s": 25.0}\n')
+    assert demo_progress(tmp_path).fraction == pytest.approx((6 / 10 + 0.99) / 2)  # over budget: not yet done
     (tmp_path / JOB_FILE).write_text("{torn")
     assert demo_progress(tmp_path) is None
