@@ -36,7 +36,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               names=names, callbacks=[PrintEvals()])
     for name, card in cards.items():
         if "accuracy" in card:
-            said = f"val accuracy {card['val_accuracy']:.1%}, test accuracy {card['accuracy']:.1%}"
+            said = f"test accuracy {card['accuracy']:.1%}"
         else:
             said = f"val ppl {card['best_val_ppl']:.1f}, test ppl {card.get('test_word_ppl', card['test_ppl']):.1f}"
         print(f"{name}: {card['steps']} steps, {said}, {card['wall_time_s']:.0f}s", flush=True)
