@@ -132,6 +132,9 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--lm-steps", type=int, metavar="N", help="first fine-tune the language model on the task's "
                    "training text (no labels) for N steps (ULMFiT; default: 0)")
     p.add_argument("--lm-lr", type=float, metavar="LR", help="the learning rate of that step (default: 1e-3)")
+    p.add_argument("--lm-text", choices=("labelled", "all"), help="what that step reads: the labelled sentences, "
+                   "or every training sentence of the task with its label unread (semi-supervised; never the "
+                   "validation or test sentences) (default: labelled)")
     p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
                    "much training time: seconds, or 90s, 3m")
     p.add_argument("--eval-every", type=int, metavar="N", help="validate every N steps (default: 200)")

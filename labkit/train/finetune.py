@@ -16,6 +16,7 @@ set (SST-2 dev, whose labels GLUE publishes) is read once, at the end, with the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class FinetuneConfig(JSONConfig):
     warmup_frac: float = 0.05  # of the steps
     lm_steps: int = 0  # first fine-tune the language model on the task's training text (ULMFiT), this many steps
     lm_lr: float = 1e-3
+    lm_text: str = "labelled"  # the LM step reads the labelled sentences, or "all" the task's training text (no labels)
     weight_decay: float = 0.01
     epochs: int = 3
     max_steps: int | None = None  # stop earlier than `epochs` (equal budgets across runs)
@@ -96,6 +98,8 @@ class FinetuneConfig(JSONConfig):
             raise ValueError("warmup_frac must be in [0, 1)")
         if self.lm_steps < 0:
             raise ValueError("lm_steps must be >= 0")
+        if self.lm_text not in ("labelled", "all"):
+            raise ValueError(f"lm_text must be labelled or all, got {self.lm_text!r}")
 
 
 def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> SequenceClassifier:
@@ -166,12 +170,19 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
 def adapt(body: torch.nn.Module | None, tokenizer: Any, task: TaskData, config: FinetuneConfig,
           base_config: dict[str, Any]) -> dict[str, Any]:
     """`config.lm_steps` steps of language modelling on the task's training text for a pretrained
-    body (in place): what the card says of it, or nothing (from scratch, or lm_steps 0)."""
+    body (in place): what the card says of it, or nothing (from scratch, or lm_steps 0). The text is
+    the labelled sentences, or with `lm_text="all"` every training sentence of the task, its label
+    unread (semi-supervised, as ULMFiT read all of IMDb's reviews); never the validation or test
+    sentences."""
     if body is None or not config.lm_steps:
         return {}
+    if config.lm_text == "all":
+        everything = encoded_task(config.replace(train_size=None), tokenizer)
+        task = dataclasses.replace(task, train=everything.train)
     pretraining = TrainConfig.from_dict(base_config["train"])
-    return adapt_language_model(body, tokenizer, task, steps=config.lm_steps, lr=config.lm_lr, base=pretraining,
-                                device=config.device, seed=config.seed)
+    result = adapt_language_model(body, tokenizer, task, steps=config.lm_steps, lr=config.lm_lr, base=pretraining,
+                                  device=config.device, seed=config.seed)
+    return {**result, "lm_text_sentences": len(task.train)}
 
 
 def encoded_task(config: FinetuneConfig, tokenizer: Any) -> TaskData:

@@ -88,3 +88,35 @@ def test_a_time_budget_stops_fine_tuning():
                             device="cpu")
     card = finetuner(build_classifier(body("rnn"), config), task(), config).fit()
     assert 0 < card["steps"] < 10_000 * 10 and card["wall_time_s"] >= 0.5
+
+
+def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch):
+    """`lm_text="all"`: the language-model step reads the task's training text beyond the labelled
+    draw (its labels unread), and is still scored on the sentences held out for validation."""
+    import labkit.train.adapt as adapt_module
+    from labkit.data.synthetic import synthetic_lines
+    from labkit.data.tasks import TextEncoder, load_task
+    from labkit.train.finetune import adapt
+
+    tokenizer = WordTokenizer.train(synthetic_lines(400), split="whitespace", specials=("<eos>",))
+    seen = {}
+
+    def spy(model, tok, data, **kw):  # the real step, recording what it was given
+        seen["train"], seen["val"] = [tuple(ids) for ids, _ in data.train], [tuple(ids) for ids, _ in data.val]
+        return real(model, tok, data, **kw)
+
+    real = adapt_module.adapt_language_model
+    monkeypatch.setattr("labkit.train.finetune.adapt_language_model", spy)
+    model = build_model(RNNConfig(vocab_size=tokenizer.vocab_size, d_embed=8, d_hidden=8, n_layers=1, dropout=0.0))
+    base = {"train": TrainConfig(batch_size=4, seq_len=8).to_dict()}
+    config = FinetuneConfig(task="number", train_size=50, val_size=300, lm_steps=2, device="cpu")
+    labelled = load_task("number", TextEncoder(tokenizer), val_size=300, train_size=50)
+    assert adapt(model, tokenizer, labelled, config, base)["lm_text_sentences"] == 50
+    assert seen["train"] == [tuple(ids) for ids, _ in labelled.train]
+    result = adapt(model, tokenizer, labelled, config.replace(lm_text="all"), base)
+    everything = load_task("number", TextEncoder(tokenizer), val_size=300)
+    assert result["lm_text_sentences"] == len(everything.train) == 8000 and len(seen["train"]) == 8000
+    assert set(seen["train"]) >= {tuple(ids) for ids, _ in labelled.train}
+    assert seen["val"] == [tuple(ids) for ids, _ in labelled.val]  # still scored on the held-out sentences
+    with pytest.raises(ValueError, match="lm_text"):
+        FinetuneConfig(lm_text="test")
