@@ -79,7 +79,8 @@ def head_flops(width: int, vocab_size: int, output: str, cutoffs: list[int] | tu
         return 2 * width * vocab_size
     cuts = [*(list(cutoffs) or default_cutoffs(vocab_size)), vocab_size]
     flops = 2 * width * (cuts[0] + len(cuts) - 1)  # the head: frequent words + one entry per cluster
-    counts = torch.bucketize(targets.flatten(), torch.tensor(cuts[:-1]), right=True).bincount(
+    # (on the targets' device: a model built under `torch.device("meta")` counts its FLOPs here too)
+    counts = torch.bucketize(targets.flatten(), torch.tensor(cuts[:-1], device=targets.device), right=True).bincount(
         minlength=len(cuts)) if targets is not None else None
     for i in range(len(cuts) - 1):
         narrow = int(width // ADAPTIVE_DIV ** (i + 1))

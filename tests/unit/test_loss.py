@@ -151,3 +151,8 @@ def test_training_flops_count_the_tail_clusters_the_targets_use():
     recurrent = 2 * 4 * 8 * (8 + 8)  # one LSTM layer: 4 gates, input and hidden
     assert train_flops_per_token(model, 16, half) == 3 * (recurrent + 2 * 8 * 11 + 0.5 * 2 * (8 * 2 + 2 * 90))
     assert train_flops_per_token(model, 16) == 3 * model.flops_per_token(16)
+    # compare_budget(flops=...) counts on a model built on the meta device: the same figure
+    from labkit.experiments import model_train_flops
+
+    config = RNNConfig(vocab_size=100, d_embed=8, d_hidden=8, n_layers=1, output="adaptive", adaptive_cutoffs=(10,))
+    assert model_train_flops(config, 16, half) == train_flops_per_token(model, 16, half)
