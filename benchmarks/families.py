@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from labkit.cli.common import duration
 from labkit.data import DataConfig, load_lm_data
 from labkit.data.synthetic import SequenceItem, agreement_items
 from labkit.experiments import compare_budget
@@ -48,12 +49,6 @@ RECIPES = {"lstm": "laptop-lstm", "transformer": "laptop-transformer"}
 DISTANCES = (0, 2, 4, 6, 8, 10, 12)
 LENGTHS = (2, 4, 8, 16, 24, 32)
 BLOCK = 128
-
-
-def duration(text: str) -> float:
-    text = text.strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1])
-    return float(text[:-1]) * scale if scale else float(text)
 
 
 def configs(seed: int, evals: int, budget: float, vocab_size: int) -> dict[str, tuple[Any, TrainConfig]]:

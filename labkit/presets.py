@@ -85,7 +85,7 @@ def _variant(name: str, **changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {part: {**values, **changes.get(part, {})} for part, values in PRESETS[name].items()}
 
 
-# The laptop LSTM recipe with a GRU cell (three gates instead of four: more steps per minute).
+# The laptop LSTM recipe with a GRU cell (not yet tuned for it: docs/results.md).
 PRESETS["laptop-gru"] = _variant("laptop-lstm", model=dict(cell="gru"))
 # The app's demo on WikiText-2 (`labkit demo`): the laptop recipes cut to about a minute of
 # training each, the full vocabulary, one validation half-way and one at the end (docs/results.md).
