@@ -2,6 +2,8 @@
 
     LABKIT_DATA=../shared/data python benchmarks/families.py --budget 10m --seeds 0 1 --out runs/families.json
     python benchmarks/families.py --table runs/families.json
+    python benchmarks/families.py --plot runs/families.json docs/figures/families.png
+    python benchmarks/families.py --reanalyse runs/families.json   # read the saved runs again
 
 For each seed: both recipes train for the same wall-clock time (`--budget`); then the family that
 spent more training FLOPs in that time trains again on the other's FLOPs (each model reads the
@@ -16,7 +18,9 @@ run is also its matched-FLOPs run. Every run is then read the same way:
   in WikiText-2's words, every gap noun an attractor, those with a word outside the vocabulary
   left out: is the agreeing verb more probable than the other form?
 - copy by length: N distinct frequent WikiText-2 words, ".", the same words again; the share of
-  the repeated words (after the first) whose greedy prediction is right: in-context copying.
+  the repeated words (after the first) whose greedy prediction is right, and the gain: the mean
+  loss (nats) of the same second halves after a first half of other words minus after their own
+  words (> 0: the model reads the words back from its context; in-context copying).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -36,10 +39,10 @@ import torch
 
 from labkit.cli.common import duration
 from labkit.data import DataConfig, load_lm_data
-from labkit.data.synthetic import SequenceItem, agreement_items
-from labkit.experiments import compare_budget
+from labkit.data.synthetic import agreement_items
+from labkit.experiments import match_budgets
 from labkit.inspect.context import loss_by_position
-from labkit.inspect.probes import agreement_accuracy, copy_accuracy, overall
+from labkit.inspect.probes import agreement_accuracy, copy_accuracy, in_vocabulary, overall, word_copy_items
 from labkit.models import config_from_dict
 from labkit.presets import resolve_preset
 from labkit.runs import load_run
@@ -61,61 +64,39 @@ def configs(seed: int, evals: int, budget: float, vocab_size: int) -> dict[str, 
     return out
 
 
-def copy_items(tokenizer: Any, train: torch.Tensor, n_per_length: int, seed: int = 0) -> list[SequenceItem]:
-    """Copy lines of frequent plain words of the training text (no specials, no punctuation)."""
-    counts = torch.bincount(train, minlength=tokenizer.vocab_size)
-    words = [tokenizer.decode([int(i)]) for i in counts.argsort(descending=True)[:1500]]
-    words = [w for w in words if w.isalpha() and w.islower()][:1000]
-    rng, items = random.Random(seed), []
-    for length in LENGTHS:
-        for _ in range(n_per_length):
-            first = rng.sample(words, length)
-            # the first repeated word is a guess; each later one follows its earlier occurrence
-            items.append(SequenceItem((*first, ".", *first), tuple(range(length + 2, 2 * length + 1)), length))
-    return items
-
-
-def known_agreement_items(tokenizer: Any, n_per_distance: int) -> list[Any]:
-    items = agreement_items(n_per_distance, DISTANCES, seed=0, attract=1.0)
-    unk = tokenizer.unk_id
-    return [i for i in items if unk not in tokenizer.encode(f"{i.prefix} {i.correct} {i.wrong}")]
-
-
 @torch.no_grad()
 def analyse(path: Path, data: Any, n_items: int) -> dict[str, Any]:
     run = load_run(path)
     model, tok = run.model.eval(), run.tokenizer
     card = run.run.read_card()
-    agreement = agreement_accuracy(model, tok, known_agreement_items(tok, n_items))
-    copying = copy_accuracy(model, tok, copy_items(tok, data.train, n_items))
-    positions = loss_by_position(model, data.valid, BLOCK, max_windows=256)
+    agreement = agreement_accuracy(model, tok, in_vocabulary(tok, agreement_items(n_items, DISTANCES, attract=1.0)))
+    copying = copy_accuracy(model, tok, word_copy_items(tok, data.train, n_items, LENGTHS))
+    control = copy_accuracy(model, tok, word_copy_items(tok, data.train, n_items, LENGTHS, control=True))
+    for row, other in zip(copying, control):  # nats that having read the words saves: copying by the loss
+        row["gain"] = other["loss"] - row["loss"]
+    positions = loss_by_position(model, data.valid, BLOCK)  # every window of the split
     return {"val_ppl": card["best_val_ppl"], "test_ppl": card.get("test_word_ppl", card["test_ppl"]),
             "tokens": card["tokens_seen"], "train_flops": card.get("train_flops"), "steps": card["steps"],
-            "train_time_s": card.get("train_time_s", card["wall_time_s"]), "agreement": agreement,
+            "train_time_s": card["wall_time_s"], "agreement": agreement,
             "agreement_all": overall(agreement), "copy": copying, "copy_all": overall(copying),
+            "copy_gain_all": overall(copying, "gain"),
             "loss_by_position": [float(x) for x in positions]}
 
 
 def run_seed(seed: int, budget: float, evals: int, root: Path, data: Any, data_config: DataConfig,
              n_items: int) -> list[dict[str, Any]]:
-    rows = []
-    for old in (root / f"time-s{seed}", root / f"flops-s{seed}"):
-        shutil.rmtree(old, ignore_errors=True)  # a run of this script replaces its own runs
-    both = configs(seed, evals, budget, data.tokenizer.vocab_size)
+    out = root / f"s{seed}"
+    shutil.rmtree(out, ignore_errors=True)  # a run of this script replaces its own runs
     load = os.getloadavg()[0]
-    wall = compare_budget(both, data_config, root / f"time-s{seed}", seconds=budget, data=data)
-    flops = {f: r.card["train_flops"] for f, r in wall.items()}
-    richer = max(flops, key=flops.get)
-    poorer = min(flops, key=flops.get)
-    matched = compare_budget({richer: both[richer]}, data_config, root / f"flops-s{seed}", flops=flops[poorer],
-                             data=data)
-    for budget_kind, family, path in [("time", f, r.path) for f, r in wall.items()] + [
-            ("flops", richer, matched[richer].path), ("flops", poorer, wall[poorer].path)]:
-        row = {"seed": seed, "budget": budget_kind, "family": family, "run": str(path),
-               **analyse(Path(path), data, n_items), "load": [load, os.getloadavg()[0]]}
-        print(json.dumps({k: v for k, v in row.items() if k not in ("loss_by_position", "agreement", "copy")}),
-              flush=True)
-        rows.append(row)
+    runs = match_budgets(configs(seed, evals, budget, data.tokenizer.vocab_size), data_config, out, budget, data=data)
+    rows = []
+    for budget_kind, by_family in runs.items():
+        for family, run in by_family.items():
+            row = {"seed": seed, "budget": budget_kind, "family": family, "run": str(run.path),
+                   **analyse(Path(run.path), data, n_items), "load": [load, os.getloadavg()[0]]}
+            print(json.dumps({k: v for k, v in row.items() if k not in ("loss_by_position", "agreement", "copy")}),
+                  flush=True)
+            rows.append(row)
     return rows
 
 
@@ -126,7 +107,8 @@ def mean_sd(values: list[float], spec: str = ".1f") -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| budget | family | seeds | tokens | training FLOPs | val ppl | test ppl | loss at position 1 / 16 / 127 "
-             "| agreement | copy |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+             "| agreement | copy | copy gain (nats) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["budget"], r["family"]), []).append(r)
@@ -135,8 +117,62 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {budget} | {family} | {len(rs)} | {statistics.mean(r['tokens'] for r in rs):,.0f} | "
                      f"{statistics.mean(r['train_flops'] for r in rs):.3g} | {mean_sd([r['val_ppl'] for r in rs])} | "
                      f"{mean_sd([r['test_ppl'] for r in rs])} | {pos} | "
-                     f"{mean_sd([100 * r['agreement_all'] for r in rs])} | {mean_sd([100 * r['copy_all'] for r in rs])} |")
+                     f"{mean_sd([100 * r['agreement_all'] for r in rs])} | {mean_sd([100 * r['copy_all'] for r in rs])} | "
+                     f"{mean_sd([r['copy_gain_all'] for r in rs], '.2f')} |")
+    return "\n".join(lines + ["", probe_table(groups, "agreement", "distance"), "",
+                               probe_table(groups, "copy", "length"), "", probe_table(groups, "copy", "length", "gain")])
+
+
+def probe_table(groups: dict[tuple[str, str], list[dict]], probe: str, x: str, value: str = "accuracy") -> str:
+    """Accuracy (%) or the copy gain (nats) by distance or length, mean over the seeds, one row per
+    budget and family."""
+    keys = [r[x] for r in next(iter(groups.values()))[0][probe]]
+    lines = [f"| {probe} {value}: budget, family | " + " | ".join(str(k) for k in keys) + " |",
+             "| --- |" + " ---: |" * len(keys)]
+    scale, spec = (100, ".1f") if value == "accuracy" else (1, ".2f")
+    for (budget, family), rs in sorted(groups.items()):
+        cells = [statistics.mean(scale * r[probe][i][value] for r in rs) for i in range(len(keys))]
+        lines.append(f"| {budget}, {family} | " + " | ".join(f"{c:{spec}}" for c in cells) + " |")
     return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    """Loss by position, agreement by distance and copy by length, mean over the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["budget"], r["family"]), []).append(r)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110)
+    for (budget, family), rs in sorted(groups.items()):
+        style = dict(color="tab:blue" if family == "lstm" else "tab:orange", linestyle="-" if budget == "time" else "--",
+                     label=f"{family}, same {budget}")
+        loss = [statistics.mean(r["loss_by_position"][t] for r in rs) for t in range(BLOCK)]
+        axes[0].plot(range(1, BLOCK + 1), loss, **style)
+        for ax, probe, x, value, scale in ((axes[1], "agreement", "distance", "accuracy", 100),
+                                           (axes[2], "copy", "length", "gain", 1)):
+            xs = [row[x] for row in rs[0][probe]]
+            ys = [statistics.mean(scale * r[probe][i][value] for r in rs) for i in range(len(xs))]
+            ax.plot(xs, ys, marker="o", markersize=3, **style)
+    axes[0].set(xlabel="tokens read in a 128-token window, from a fresh start", ylabel="validation loss (nats)",
+                xscale="log", title="loss by position")
+    axes[1].set(xlabel="words between subject and verb", ylabel="agreeing verb more probable (%)",
+                ylim=(0, 100), title="agreement, every gap noun an attractor")
+    axes[1].axhline(50, color="grey", linewidth=1)
+    axes[2].set(xlabel="words copied", ylabel="loss saved by having read them (nats)",
+                title="copying: control loss minus repeat loss")
+    axes[2].axhline(0, color="grey", linewidth=1)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"laptop LSTM vs laptop Transformer, same training time and same FLOPs "
+                 f"({len(next(iter(groups.values())))} seeds)", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
 
 
 def main() -> int:
@@ -148,9 +184,22 @@ def main() -> int:
     parser.add_argument("--runs-dir", default="runs/families")
     parser.add_argument("--out", default=None, help="append the results to this JSON file")
     parser.add_argument("--table", default=None, metavar="RESULTS", help="print a results file as a table and stop")
+    parser.add_argument("--plot", nargs=2, default=None, metavar=("RESULTS", "PNG"), help="draw a results file and stop")
+    parser.add_argument("--reanalyse", default=None, metavar="RESULTS",
+                        help="read the runs of a results file again (their folders must still exist), rewrite it, stop")
     args = parser.parse_args()
+    if args.reanalyse:
+        path = Path(args.reanalyse)
+        data = load_lm_data(DataConfig())
+        rows = [row | analyse(Path(row["run"]), data, args.items) for row in json.loads(path.read_text())]
+        path.write_text(json.dumps(rows, indent=1))
+        print(table(rows))
+        return 0
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.plot:
+        plot(json.loads(Path(args.plot[0]).read_text()), Path(args.plot[1]))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}", flush=True)
     data_config = DataConfig()

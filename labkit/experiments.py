@@ -8,7 +8,9 @@ parameters, same training tokens), and a probe pair (both families on one synthe
 - the same training tokens, FLOPs or seconds: `compare_budget` trains every configuration through
   labkit's own `pretrain` on one data set (one tokenizer, one training stream) for as many steps as
   it takes to read `tokens` tokens (or to spend `flops` training FLOPs, or `seconds`), then reads
-  each run's card and validation curve.
+  each run's card and validation curve;
+- each family's own recipe on two budgets: `match_budgets` trains every recipe for the same
+  training time, then the ones that spent more FLOPs in it again on the thriftiest one's FLOPs.
 
 Per-token compute still differs: `flops_per_token` counts the forward pass of each model (2 FLOPs
 per multiply-add), and training costs about 3x that per token (the backward pass is about twice
@@ -19,6 +21,7 @@ one family twice the FLOPs or the time of the other.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,34 @@ def compare_budget(runs: dict[str, tuple[ModelConfig, TrainConfig]], data_config
     return results
 
 
+def match_budgets(runs: dict[str, tuple[ModelConfig, TrainConfig]], data_config: DataConfig,
+                  out: str | Path | Callable[[str, str], Path], seconds: float, *, data: LMData | None = None,
+                  callbacks: Callable[[str, str], list[Callback]] | None = None) -> dict[str, dict[str, BudgetRun]]:
+    """Each recipe (name -> (model config, training config)) on two budgets, on the same data.
+    "time": `seconds` of training time each; "flops": the training FLOPs of the recipe that spent
+    the fewest in that time, so that one's time run is also its FLOPs run and every other recipe
+    trains again on that many FLOPs (reading the tokens that cost it that much, its schedule fitted
+    to those steps). Runs go to `out/<budget>/<name>`, or to `out(budget, name)`;
+    `callbacks(budget, name)` gives a run's callbacks. Returns {"time": {name: run}, "flops": ...}."""
+    data = data if data is not None else load_lm_data(data_config)
+    where = out if callable(out) else (lambda budget, name: Path(out) / budget / name)
+    hooks = callbacks or (lambda budget, name: [])
+
+    def train(budget: str, names: list[str], **amount: float) -> dict[str, BudgetRun]:
+        done = {}
+        for name in names:
+            path = Path(where(budget, name))
+            done[name] = compare_budget({path.name: runs[name]}, data_config, path.parent, data=data,
+                                        callbacks={path.name: hooks(budget, name)}, **amount)[path.name]
+        return done
+
+    wall = train("time", list(runs), seconds=seconds)
+    spent = {name: run.card["train_flops"] for name, run in wall.items()}
+    thriftiest = min(spent, key=spent.get)
+    again = train("flops", [name for name in runs if name != thriftiest], flops=spent[thriftiest])
+    return {"time": wall, "flops": {name: again.get(name, wall[name]) for name in runs}}
+
+
 def model_train_flops(config: ModelConfig, seq_len: int, targets: torch.Tensor | None = None) -> float:
     """Training FLOPs per token of `config`'s model (built on the meta device: shapes only)."""
     with torch.device("meta"):
@@ -197,7 +228,7 @@ def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_
     data = load_lm_data(data_config)  # both presets share the data settings: load once
     cards = {}
     for name, preset in presets.items():
-        budget = budget_s or preset["train"].get("time_budget_s") or demo.DEMO_BUDGET_S
+        budget = budget_s or demo.lm_budget(corpus, names[name])
         train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget,
                                        "eval_every": max(1, steps // 4) if corpus == "synthetic" else 10**7,
                                        "device": "cpu"})

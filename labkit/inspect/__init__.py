@@ -31,7 +31,14 @@ from labkit.inspect.curves import X_AXES, RunCurves, ema, load_curves, run_curve
 from labkit.inspect.heads import induction_score, induction_scores, repeated_sequences
 from labkit.inspect.lens import Lens, logit_lens
 from labkit.inspect.predictions import language_model
-from labkit.inspect.probes import agreement_accuracy, agreement_margins, copy_accuracy, overall
+from labkit.inspect.probes import (
+    agreement_accuracy,
+    agreement_margins,
+    copy_accuracy,
+    in_vocabulary,
+    overall,
+    word_copy_items,
+)
 from labkit.inspect.runs import config_diff, flatten, summary_row
 from labkit.inspect.saliency import SaliencyMap, gradient_x_input, occlusion, saliency
 from labkit.inspect.surgery import TokenEffect, ablate, head_importance, unit_importance
@@ -42,7 +49,7 @@ __all__ = ["MAX_TOKENS", "X_AXES", "AttentionCapture", "EmptyInput", "Lens", "Lo
            "SaliencyMap", "Snapshot", "Surprisal", "TokenEffect", "ablate", "agreement_accuracy", "agreement_margins",
            "attention_change", "capture_attention", "clean_text", "compare_surprisal", "config_diff", "copy_accuracy",
            "ema", "flatten", "frequency_buckets", "gradient_x_input", "head_importance", "head_stats",
-           "induction_score", "induction_scores", "language_model", "load_curves", "logit_lens", "long_attention",
-           "loss_by_position", "occlusion", "overall", "perplexity_by_frequency", "read_timeline",
+           "in_vocabulary", "induction_score", "induction_scores", "language_model", "load_curves", "logit_lens",
+           "long_attention", "loss_by_position", "occlusion", "overall", "perplexity_by_frequency", "read_timeline",
            "repeated_sequences", "run_curves", "saliency", "sink_heads", "summary_row", "surprisal_html",
-           "token_counts", "token_surprisal", "unit_importance", "window_losses"]
+           "token_counts", "token_surprisal", "unit_importance", "window_losses", "word_copy_items"]

@@ -8,12 +8,15 @@
 - `copy_accuracy`: on copy or recall lines, how often is the greedy next-token prediction (the
   arg-max) right at the positions predictable only by looking back? Reported by length
   (symbols copied, or key-value pairs bound), per token and per whole sequence.
+- On a model trained on another corpus (WikiText-2): `in_vocabulary` keeps the agreement
+  sentences whose words it knows, and `word_copy_items` makes copy lines of its own frequent words.
 
 Every item is read as the start of a line (after `<eos>`), as the training text presents it.
 """
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -77,10 +80,12 @@ def agreement_accuracy(model: nn.Module, tokenizer: Any, items: Sequence[Agreeme
 
 def copy_accuracy(model: nn.Module, tokenizer: Any, items: Sequence[SequenceItem], *,
                   batch_size: int = 64) -> list[dict[str, float]]:
-    """Rows {"length", "count", "accuracy", "sequence_accuracy"} sorted by length: the share of
-    scored tokens whose greedy prediction is right, and of items with every one right."""
+    """Rows {"length", "count", "accuracy", "sequence_accuracy", "loss"} sorted by length: the
+    share of scored tokens whose greedy prediction is right, of items with every one right, and
+    the mean loss (nats) of the scored tokens."""
     tokens: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # length -> [right, total]
     whole: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    nats: dict[int, float] = defaultdict(float)
     for chunk in batches(items, batch_size):
         sequences = []
         for item in chunk:
@@ -93,13 +98,46 @@ def copy_accuracy(model: nn.Module, tokenizer: Any, items: Sequence[SequenceItem
         # token i of an item sits at index i + 1 after <eos>, so it is predicted at index i
         rows = log_probs_at(model, sequences, [list(item.scored) for item in chunk], tokenizer.pad_id)
         for item, ids, row in zip(chunk, sequences, rows):
-            right = (row.argmax(-1) == torch.tensor([ids[i + 1] for i in item.scored])).tolist()
+            targets = torch.tensor([ids[i + 1] for i in item.scored])
+            right = (row.argmax(-1) == targets).tolist()
+            nats[item.length] -= float(row[torch.arange(len(targets)), targets].sum())
             tokens[item.length][0] += sum(right)
             tokens[item.length][1] += len(right)
             whole[item.length][0] += all(right)
             whole[item.length][1] += 1
     return [{"length": n, "count": whole[n][1], "accuracy": tokens[n][0] / tokens[n][1],
-             "sequence_accuracy": whole[n][0] / whole[n][1]} for n in sorted(tokens)]
+             "sequence_accuracy": whole[n][0] / whole[n][1], "loss": nats[n] / tokens[n][1]} for n in sorted(tokens)]
+
+
+def in_vocabulary(tokenizer: Any, items: Sequence[AgreementItem]) -> list[AgreementItem]:
+    """The agreement items whose words (the prefix and both verb forms) are all in the tokenizer's
+    vocabulary: labkit's synthetic sentences, for a model trained on another corpus."""
+    unk = tokenizer.unk_id
+    if unk is None:
+        return list(items)
+    return [i for i in items if unk not in tokenizer.encode(f"{i.prefix} {i.correct} {i.wrong}")]
+
+
+def word_copy_items(tokenizer: Any, train_ids: torch.Tensor, n_per_length: int, lengths: Sequence[int], *,
+                    seed: int = 0, pool: int = 1000, control: bool = False) -> list[SequenceItem]:
+    """Copy lines in a corpus's own words: `length` distinct words drawn from its most frequent
+    plain words (lower-case letters only, among the 1.5 x `pool` most frequent tokens of
+    `train_ids`; at most `pool`), ".", the same words again. Scored on the repeated words after the
+    first: the first is a guess, each later one follows its earlier occurrence. With `control`, the
+    same second halves after a first half of other words (nothing to copy), scored at the same
+    positions: the baseline the repeat's loss is compared with. A length needing more words than the
+    pool holds (twice the length) is left out."""
+    counts = torch.bincount(train_ids, minlength=tokenizer.vocab_size)
+    frequent = [tokenizer.decode([int(i)]) for i in counts.argsort(descending=True)[:3 * pool // 2] if counts[i] > 0]
+    words = [w for w in frequent if w.isalpha() and w.islower()][:pool]
+    rng, items = random.Random(seed), []
+    for length in (n for n in lengths if 2 <= n and 2 * n <= len(words)):
+        for _ in range(n_per_length):
+            both = rng.sample(words, 2 * length)  # the line's words, and the control's other words
+            second = both[:length]
+            items.append(SequenceItem((*(both[length:] if control else second), ".", *second),
+                                      tuple(range(length + 2, 2 * length + 1)), length))
+    return items
 
 
 def overall(rows: Sequence[dict[str, float]], key: str = "accuracy") -> float:

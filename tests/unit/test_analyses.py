@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from labkit.data import DataConfig, WordTokenizer
 from labkit.errors import LabkitError
-from labkit.experiments import compare_budget, matched_rnn, parameter_count
+from labkit.experiments import compare_budget, match_budgets, matched_rnn, parameter_count
 from labkit.inspect import (
     attention_change,
     capture_attention,
@@ -406,3 +406,26 @@ def test_comparison_figures_take_plain_rows():
     assert list(fig.data[0].x) == [0, 1, 2]
     stats = head_stats(np.full((1, 2, 3, 3), 1 / 3), induction=np.array([[0.1, 0.9]]))
     assert len(head_stats_figure(stats).data) == 5 and len(head_stats_figure(head_stats(np.ones((1, 1, 1, 1)))).data) == 4
+
+
+def test_match_budgets_gives_both_the_same_time_then_the_thriftier_ones_flops(tmp_path):
+    data_config = DataConfig(corpus="synthetic-copy", train_tokens=3000, eval_tokens=300)
+    train = TrainConfig(batch_size=4, seq_len=16, eval_every=10**6, log_every=1, lr=1e-3, device="cpu")
+    big = TINY_TRANSFORMER.replace(vocab_size=35)
+    small = TINY_LSTM.replace(vocab_size=35)
+    seen = []
+    runs = match_budgets({"t": (big, train), "l": (small, train)}, data_config, tmp_path, 0.5,
+                         callbacks=lambda budget, name: seen.append((budget, name)) or [])
+    assert set(runs) == {"time", "flops"} and all(set(r) == {"t", "l"} for r in runs.values())
+    spent = {name: run.card["train_flops"] for name, run in runs["time"].items()}
+    thrifty, rich = sorted(spent, key=spent.get)
+    for name, run in runs["time"].items():
+        assert run.path == tmp_path / "time" / name and run.card["wall_time_s"] >= 0.5  # training time
+    assert runs["flops"][thrifty].path == runs["time"][thrifty].path  # its time run is its FLOPs run
+    again = runs["flops"][rich]
+    assert again.path == tmp_path / "flops" / rich
+    per_step = 3 * build_model(big if rich == "t" else small).flops_per_token(16) * 64
+    # the fewest whole steps whose FLOPs reach the thriftier run's
+    assert again.card["steps"] == math.ceil(math.ceil(spent[thrifty] / (per_step / 64)) / 64)
+    assert spent[thrifty] <= again.card["train_flops"] < spent[thrifty] + per_step
+    assert seen == [("time", "t"), ("time", "l"), ("flops", rich)]

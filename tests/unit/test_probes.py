@@ -3,6 +3,7 @@ labkit.inspect.probes, and benchmarks/probes.py. Unit tests: no data files, hand
 
 from __future__ import annotations
 
+import math
 import random
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ from torch import nn
 from labkit.data import DataConfig, WordTokenizer, load_lm_data
 from labkit.data import synthetic as syn
 from labkit.errors import LabkitError
-from labkit.inspect import agreement_accuracy, agreement_margins, copy_accuracy, overall
+from labkit.inspect import agreement_accuracy, agreement_margins, copy_accuracy, in_vocabulary, overall, word_copy_items
 from labkit.models import LMOutput
 
 PLURAL_NOUNS = set(syn.NOUNS.values())
@@ -230,3 +231,37 @@ def test_copy_scorer_reads_recall_items_too():
 
 
 # --- the measurement script -------------------------------------------------------------------
+
+
+def test_in_vocabulary_keeps_the_sentences_whose_every_word_is_known():
+    items = syn.agreement_items(6, distances=(0, 3, 6), seed=1, attract=1.0)
+    words = {w for it in items for w in f"{it.prefix} {it.correct} {it.wrong}".split()}
+    missing = sorted(w for w in words if sum(w in f"{it.prefix} {it.correct} {it.wrong}".split() for it in items) > 1)[0]
+    tok = WordTokenizer.train([" ".join(sorted(words - {missing}))], specials=("<unk>", "<eos>"))
+    kept = in_vocabulary(tok, items)
+    assert kept == [it for it in items if missing not in f"{it.prefix} {it.correct} {it.wrong}".split()]
+    assert 0 < len(kept) < len(items)
+    assert in_vocabulary(WordTokenizer.train([" ".join(sorted(words))], specials=("<unk>", "<eos>")), items) == items
+
+
+def test_word_copy_items_take_the_frequent_plain_words_and_score_after_the_first():
+    counts = {"a": 9, "b": 8, ".": 7, "Cap": 6, "c": 5, "d": 4, "x1": 3, "e": 2, "f": 1, "|": 1}
+    line = " ".join(w for w, n in counts.items() for _ in range(n))
+    tok = WordTokenizer.train([line], specials=("<unk>", "<eos>"))
+    ids = torch.tensor(tok.encode(line))
+    # pool 4: among the 6 most frequent tokens the plain lower-case words are a, b, c, d ("e" is 8th)
+    items = word_copy_items(tok, ids, 5, (1, 2, 3), seed=0, pool=4)
+    assert [it.length for it in items] == [2] * 5  # 1: nothing to score; 3: needs 6 words, the pool has 4
+    for it in items:
+        assert len(set(it.tokens[:2])) == 2 and set(it.tokens[:2]) <= {"a", "b", "c", "d"}
+        assert it.tokens == (*it.tokens[:2], ".", *it.tokens[:2]) and it.scored == (4,)
+    rows = copy_accuracy(CopyRule(tok), tok, items)  # a perfect copier gets every scored word
+    assert [(r["length"], r["count"], r["accuracy"]) for r in rows] == [(2, 5, 1.0)]
+    V = tok.vocab_size  # its logits: 1 for the word it copies, 0 for every other
+    assert rows[0]["loss"] == pytest.approx(math.log(math.e + V - 1) - 1)
+    control = word_copy_items(tok, ids, 5, (1, 2, 3), seed=0, pool=4, control=True)
+    for it, mine in zip(control, items):  # the same second half after two other words, scored alike
+        assert it.tokens[2:] == mine.tokens[2:] and it.scored == mine.scored
+        assert not set(it.tokens[:2]) & set(mine.tokens[3:]) and set(it.tokens[:2]) <= {"a", "b", "c", "d"}
+    rows = copy_accuracy(CopyRule(tok), tok, control)  # nothing seen before: a uniform guess
+    assert rows[0]["loss"] == pytest.approx(math.log(V)) and rows[0]["accuracy"] == 0.0
