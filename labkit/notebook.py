@@ -8,6 +8,8 @@ recipes (display helpers are labkit.notebook_display, re-exported here as nbk.<n
   and task when the real files are not on disk; cpu and gpu download them if needed.
 - `lm_recipe` / `finetune_recipe`: the sizes each profile trains at (tiny presets on a slice,
   tiny presets on all of WikiText-2, the classic presets).
+- `budget_runs`: notebook 04's race, each family's own recipe for the same training time and then
+  the same FLOPs, at the profile's size (labkit.experiments.match_budgets).
 - `probe_pair`: an LSTM and a Transformer of the same size trained on the same tokens of one of
   labkit's synthetic probes (agreement, copy), at the profile's size (labkit.experiments).
 - the fine-tuning task: SST-2, or a stand-in (labkit.data.tasks). The measurements the notebooks
@@ -36,10 +38,10 @@ from labkit.runs import RunDir, remove_run
 from labkit.train.finetune import FinetuneConfig, finetune
 from labkit.train.trainer import TrainConfig
 
-__all__ = ["CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves", "Recipe",
-           "card_table", "finetune_recipe", "finetune_run", "fmt_ppl", "generation_speed", "house_style", "html_frame",
-           "lm_recipe", "load_finetune_task", "model_view_height", "probe_pair", "profile_name", "runs_root", "say",
-           "start"]
+__all__ = ["BUDGET_SIZES", "CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves",
+           "Recipe", "budget_recipes", "budget_runs", "card_table", "finetune_recipe", "finetune_run", "fmt_ppl",
+           "generation_speed", "house_style", "html_frame", "lm_recipe", "load_finetune_task", "model_view_height",
+           "probe_pair", "profile_name", "runs_root", "say", "start"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 CORPUS_FILES = {"wikitext-2": ("train.txt", "valid.txt", "test.txt"), "sst2": ("train.tsv", "dev.tsv")}
@@ -54,6 +56,16 @@ LM_SIZES: dict[str, dict[str, Any]] = {
     "gpu": {"size": "classic", "train": {}, "data": {}},
 }
 PROBE_SIZES = experiments.PROBE_SIZES  # (notebook 04)
+# Notebook 04's race: each family's own recipe for the same training time, then the same FLOPs
+# (labkit.experiments.match_budgets), per seed; `items` agreement and copy items per distance or
+# length. smoke: seconds; cpu: the demo recipes (the laptop ones cut to a minute), about 10
+# minutes for both seeds; gpu: the laptop recipes, 5 minutes each (docs/results.md has them at 10
+# minutes on a 2-core CPU).
+BUDGET_SIZES: dict[str, dict[str, Any]] = {
+    "smoke": dict(size="tiny", seconds=1.0, seeds=(0, 1), items=4, data=LM_SIZES["smoke"]["data"]),
+    "cpu": dict(size="demo", seconds=60.0, seeds=(0, 1), items=50, data={}),
+    "gpu": dict(size="laptop", seconds=300.0, seeds=(0, 1), items=100, data={}),
+}
 FINETUNE_SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(epochs=1, max_steps=12, eval_every=4, val_size=200, patience=100),
     "cpu": dict(epochs=2, max_steps=400, eval_every=50, val_size=1000),
@@ -177,6 +189,36 @@ def lm_recipe(lab: Lab, family: str = "lstm", **train: Any) -> Recipe:
     data = DataConfig(corpus=lab.corpus, **(preset["data"] | sizes["data"]))
     train_config = TrainConfig.from_dict(preset["train"] | sizes["train"] | {"device": str(lab.device)} | train)
     return Recipe(config_from_dict(preset["model"]), train_config, data)
+
+
+def budget_recipes(lab: Lab, seed: int = 0, evals: int = 4) -> tuple[dict[str, tuple[Any, TrainConfig]], DataConfig]:
+    """The LSTM's and the Transformer's recipes at `lab.profile`'s size (`BUDGET_SIZES`) with
+    `seed`, validating `evals` times along the time budget, and the data config they share."""
+    size = BUDGET_SIZES[lab.profile]
+    recipes, datas = {}, []
+    for family in ("lstm", "transformer"):
+        preset = resolve_preset(size["size"], family)
+        datas.append(DataConfig(corpus=lab.corpus, **(preset["data"] | size["data"])))
+        train = TrainConfig.from_dict(preset["train"] | {"seed": seed, "device": str(lab.device), "eval_every": 10**7,
+                                                         "eval_every_s": size["seconds"] / evals})
+        recipes[family] = (config_from_dict(preset["model"]), train)
+    if datas[0] != datas[1]:
+        raise LabkitError(f"the {size['size']} presets of the two families read different data")
+    return recipes, datas[0]
+
+
+def budget_runs(lab: Lab, seed: int, data: Any = None, callbacks: Any = None) -> dict[str, dict[str, Any]]:
+    """`labkit.experiments.match_budgets` on `budget_recipes(lab, seed)`, into
+    `<runs>/04-<family>-<budget>-s<seed>-<profile>` (earlier runs there are replaced)."""
+    recipes, data_config = budget_recipes(lab, seed)
+    for family in recipes:  # the thriftier family trains no FLOPs run of its own: no stale one stays
+        lab.run_path(f"{family}-flops-s{seed}")
+
+    def where(budget: str, family: str) -> Path:
+        return lab.run_path(f"{family}-{budget}-s{seed}")
+
+    return experiments.match_budgets(recipes, data_config, where, BUDGET_SIZES[lab.profile]["seconds"], data=data,
+                                     callbacks=callbacks)
 
 
 def probe_pair(lab: Lab, task: str, *, progress: bool = True) -> experiments.ProbePair:

@@ -83,6 +83,36 @@ def test_recipes_follow_the_profile(no_data):
     assert nbk.finetune_recipe(lab, mode="frozen").mode == "frozen"
 
 
+def test_budget_recipes_give_each_family_its_own_recipe_on_one_data_config(no_data):
+    lab = nbk.start("04", quiet=True)
+    recipes, data = nbk.budget_recipes(lab, seed=3)
+    assert set(recipes) == {"lstm", "transformer"} and data.corpus == "synthetic" and data.max_vocab == 5000
+    (lstm, lstm_train), (tf, tf_train) = recipes["lstm"], recipes["transformer"]
+    assert lstm.family == "rnn" and tf.family == "transformer" and lstm_train.seed == tf_train.seed == 3
+    assert lstm_train.eval_every_s == tf_train.eval_every_s == nbk.BUDGET_SIZES["smoke"]["seconds"] / 4
+    lab.profile = "gpu"  # the laptop recipes: each its own settings
+    (_, lstm_train), (_, tf_train) = nbk.budget_recipes(lab)[0].values()
+    assert (lstm_train.lr, lstm_train.seq_len, tf_train.lr, tf_train.seq_len) == (4e-3, 64, 2e-3, 128)
+    assert lstm_train.eval_every_s == 75.0
+
+
+def test_budget_runs_name_each_run_by_family_budget_and_seed(no_data, monkeypatch):
+    monkeypatch.setitem(nbk.BUDGET_SIZES, "smoke", nbk.BUDGET_SIZES["smoke"] | {"seconds": 0.3})
+    lab = nbk.start("04", quiet=True)
+    for family in ("lstm", "transformer"):  # FLOPs runs an earlier race left
+        stale = lab.runs / f"04-{family}-flops-s1-smoke"
+        stale.mkdir(parents=True)
+        (stale / "config.json").write_text("{}")
+    runs = nbk.budget_runs(lab, 1)
+    spent = {family: run.card["train_flops"] for family, run in runs["time"].items()}
+    thrifty = min(spent, key=spent.get)
+    for family in ("lstm", "transformer"):
+        assert runs["time"][family].path == lab.runs / f"04-{family}-time-s1-smoke"
+        assert runs["flops"][family].path == (runs["time"][family].path if family == thrifty
+                                              else lab.runs / f"04-{family}-flops-s1-smoke")
+    assert not (lab.runs / f"04-{thrifty}-flops-s1-smoke").exists()
+
+
 def test_live_curves_collect_points():
     live = nbk.LiveCurves(x="tokens", display=False)
     a, b = live.callback("a"), live.callback("b")
