@@ -11,6 +11,7 @@ from labkit.data.batching import (
                                   batchify,
                                   eval_windows,
                                   pad_batch,
+                                  strided_windows,
 )
 from labkit.data.corpora import DATASETS, cache_dir, locate, sst2, wikitext2_lines
 from labkit.data.lm import DataConfig, LMData, load_lm_data
@@ -30,4 +31,4 @@ __all__ = ["BPETokenizer", "BPTTBatches", "ClassificationBatches", "DATASETS", "
            "LMData", "RandomWindows", "Tokenizer", "Vocab", "WordTokenizer", "basic_english",
            "batchify", "build_tokenizer", "build_vocab", "cache_dir", "count_words",
            "eval_windows", "load_lm_data", "load_tokenizer", "locate", "pad_batch", "sst2",
-           "whitespace", "wikitext2_lines"]
+           "strided_windows", "whitespace", "wikitext2_lines"]
