@@ -1,9 +1,9 @@
 """Demo models, so that a fresh clone with no runs has something real to look at: an LSTM and a
-Transformer language model, then the LSTM fine-tuned on a sentence task: about 3.5 minutes on a
+Transformer language model, then the LSTM fine-tuned on a sentence task: under 3 minutes on a
 2-core CPU with WikiText-2, seconds on the synthetic corpus (docs/results.md).
 
-- With WikiText-2 on disk (nothing is downloaded): the `demo-*` presets, the laptop recipes cut to
-  about a minute of training each on the full vocabulary, then the LSTM fine-tuned on SST-2 when
+- With WikiText-2 on disk (nothing is downloaded): the `demo-*` presets, the laptop recipes with
+  one layer, cut to about a minute of training each on the full vocabulary, then the LSTM fine-tuned on SST-2 when
   its files are on disk too (else on the `number` task).
 - Offline, with no corpora: the `tiny-*` presets on labkit's own synthetic corpus
   (`labkit.data.synthetic`), then the `number` task (the head noun's number).
@@ -28,6 +28,7 @@ from pathlib import Path
 from labkit.atomic import write_atomic
 from labkit.data.corpora import locate
 from labkit.errors import LabkitError
+from labkit.presets import PRESETS
 from labkit.runs import pid_alive, read_info, run_metrics
 
 DEMO_RUNS = {"demo-lstm": "lstm", "demo-transformer": "transformer"}  # name -> family
@@ -68,6 +69,12 @@ def demo_task(corpus: str) -> str:
 
 def demo_preset(corpus: str, family: str) -> str:
     return f"{'tiny' if corpus == 'synthetic' else 'demo'}-{family}"
+
+
+def lm_budget(corpus: str, family: str) -> float:
+    """Training seconds of a demo language model: its preset's time budget, else `DEMO_BUDGET_S`
+    (the tiny presets, whose steps run out first)."""
+    return PRESETS[demo_preset(corpus, family)]["train"].get("time_budget_s") or DEMO_BUDGET_S
 
 
 def classifier_name(lstm_name: str, task: str) -> str:
@@ -117,7 +124,7 @@ def start_demo(root: str | Path, *, steps: int | None = None) -> int:
     log.close()
     # Reap the child when it ends, so its id stops answering as alive (no zombie).
     threading.Thread(target=proc.wait, daemon=True).start()
-    budgets = [DEMO_BUDGET_S] * len(names) + [FINETUNE_BUDGET_S]
+    budgets = [lm_budget(corpus, family) for family in names.values()] + [FINETUNE_BUDGET_S]
     write_atomic(root / JOB_FILE, json.dumps({"pid": proc.pid, "runs": runs, "steps": steps, "budgets_s": budgets,
                                               "corpus": corpus, "started_at": time.time()}))
     return proc.pid

@@ -8,7 +8,7 @@ import time
 
 import streamlit as st
 
-from labkit.demo import DEMO_BUDGET_S, demo_progress, start_demo
+from labkit.demo import demo_progress, start_demo
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import loss_figure
 from labkit.inspect.runs import config_diff, drop_empty_columns, summary_row
@@ -53,9 +53,9 @@ def demo_section() -> None:
     running = bool(progress and progress.active)
     st.subheader("Demo models")
     st.write("Trains an LSTM and a Transformer language model, then fine-tunes the LSTM, into the runs "
-             "folder. With WikiText-2 on disk: the laptop recipes cut to "
-             f"{DEMO_BUDGET_S:.0f} s of training each, then SST-2 sentiment when its files are on disk (about "
-             "3.5 minutes in all on a 2-core CPU); else tiny models on a small synthetic corpus that labkit "
+             "folder. With WikiText-2 on disk: the laptop recipes with one layer, cut to about a minute of "
+             "training each, then SST-2 sentiment when its files are on disk (under 3 minutes in all on a 2-core "
+             "CPU); else tiny models on a small synthetic corpus that labkit "
              "generates, then the number of a noun phrase (seconds). Then every page has something to show.")
     if st.button("Train demo models", type="primary", disabled=running, key="train_demo"):
         try:

@@ -70,7 +70,7 @@ if lms:
             "Perplexity is e to the mean loss per token: how many words the model hesitates between, on average.")
 else:
     body = ("No trained language model yet. **Train demo models** on the Runs page trains an LSTM and a "
-            "Transformer and fine-tunes the LSTM (about 3.5 minutes on a 2-core CPU with WikiText-2 on disk, seconds "
+            "Transformer and fine-tunes the LSTM (under 3 minutes on a 2-core CPU with WikiText-2 on disk, seconds "
             "without it); or run `labkit pretrain "
             "--preset laptop` (and again with `--model transformer`) for models that learn WikiText-2 in 10 minutes.")
 step(bool(lms), "1. Train the demo models", body, ("views/runs.py", "Runs"), ("views/curves.py", "Loss curves"))

@@ -12,9 +12,20 @@ import torch
 from labkit.data import DataConfig
 from labkit.data.lm import corpus_lines, load_lm_data
 from labkit.data.synthetic import INTRANSITIVE, NOUNS, synthetic_lines, synthetic_splits
-from labkit.demo import DEMO_RUNS, JOB_FILE, demo_names, demo_preset, demo_progress, demo_task, wikitext2_on_disk
+from labkit.demo import (
+    DEMO_BUDGET_S,
+    DEMO_RUNS,
+    JOB_FILE,
+    demo_names,
+    demo_preset,
+    demo_progress,
+    demo_task,
+    lm_budget,
+    wikitext2_on_disk,
+)
 from labkit.experiments import train_demo_models
 from labkit.inspect.curves import last_step
+from labkit.presets import PRESETS
 from labkit.runs import load_run
 
 
@@ -52,6 +63,9 @@ def test_demo_names_step_aside_for_existing_runs(tmp_path):
 
 def test_demo_presets_and_task_follow_the_corpus(tmp_path, monkeypatch):
     assert demo_preset("synthetic", "lstm") == "tiny-lstm" and demo_preset("wikitext-2", "lstm") == "demo-lstm"
+    for family in ("lstm", "transformer"):  # the progress bar's clock: each preset's own budget
+        assert lm_budget("wikitext-2", family) == PRESETS[f"demo-{family}"]["train"]["time_budget_s"]
+        assert lm_budget("synthetic", family) == DEMO_BUDGET_S and "time_budget_s" not in PRESETS[f"tiny-{family}"]["train"]
     real = Path(os.environ.get("LABKIT_DATA") or tmp_path / "none") / "sst2"
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
