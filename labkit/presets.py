@@ -103,12 +103,13 @@ MODELS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "transformer")
 
 
 def resolve_preset(name: str, model: str | None = None) -> dict[str, dict[str, Any]]:
-    """`classic-lstm`, or a size plus `model` (`tiny` + `gru` -> the tiny LSTM preset as a GRU)."""
+    """`classic-lstm`, or a size plus `model`: that size's preset for the model when there is one
+    (`laptop` + `gru` -> `laptop-gru`), else the size's LSTM preset with that cell (`tiny` + `gru`)."""
     if model is not None and model not in MODELS:
         raise LabkitError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     if name in SIZES:
         family = "transformer" if model == "transformer" else "lstm"
-        name = f"{name}-{family}"
+        name = f"{name}-{model}" if f"{name}-{model}" in PRESETS else f"{name}-{family}"
     if name not in PRESETS:
         raise LabkitError(f"unknown preset {name!r}; choose one of "
                           f"{', '.join([*SIZES, *PRESETS])}")
