@@ -23,18 +23,13 @@ from typing import Any
 
 import torch
 
+from labkit.cli.common import duration
 from labkit.data import DataConfig, load_lm_data
 from labkit.models import config_from_dict
 from labkit.presets import resolve_preset
 from labkit.runs import read_metrics
 from labkit.train import TrainConfig
 from labkit.train.pretrain import pretrain
-
-
-def duration(text: str) -> float:
-    text = text.strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1], None)
-    return float(text[:-1]) * scale if scale else float(text)
 
 
 def value(text: str) -> Any:
