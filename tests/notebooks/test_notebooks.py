@@ -1,6 +1,7 @@
-"""The notebooks: each one runs headless, end to end, with a real kernel in the smoke profile;
-they are stored without outputs; and notebook 06 runs in JupyterLab in a real browser, where
-bertviz must draw with every non-local request blocked.
+"""The notebooks: they are stored without outputs; each one runs end to end in the smoke profile
+in JupyterLab in a real browser, with a real kernel and every non-local request blocked (bertviz
+must draw offline), and the notebook JupyterLab saves must hold the outputs a smoke run makes.
+Without Chromium, each runs headless with nbclient instead and the same checks read its outputs.
 
 The smoke runs read the corpora from $LABKIT_DATA when it is set and fall back to the synthetic
 corpus and task when it is not; they never download (LABKIT_OFFLINE=1). Their runs go to a
@@ -76,7 +77,35 @@ def test_stored_without_outputs(path):
     assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
 
 
+def check_outputs(nb, path: Path) -> None:
+    """What a smoke run of notebook `path` must have left in its cells' outputs."""
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any(PLOTLY in o.get("data", {}) for o in outputs), "no plotly figure drawn"
+    per_cell = max(sum(PLOTLY in o.get("data", {}) for o in c.outputs) for c in nb.cells if c.cell_type == "code")
+    assert per_cell <= 4, f"a cell drew {per_cell} figures: a live curve must redraw one figure, not add new ones"
+    # (JupyterLab's plotly renderer stores a PNG of each figure beside its JSON when it saves)
+    assert not any("image/png" in o.get("data", {}) and PLOTLY not in o.get("data", {}) for o in outputs), \
+        "a matplotlib-style image slipped in"
+    assert any(WIDGET in o.get("data", {}) for o in outputs), "no widget (controls or tqdm bar)"
+    summary = nb.cells[-1].outputs
+    assert summary and summary[-1]["data"]["text/markdown"].startswith("- "), "no closing summary"
+    assert "nan" not in summary[-1]["data"]["text/markdown"].lower().split()
+    assert not {"“”", "''", "None"} & set(summary[-1]["data"]["text/markdown"].split()), "an empty or None value"
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "** →" not in printed and "\n →" not in printed, "a prompt printed as nothing"
+    for i, cell in enumerate(nb.cells):  # a table shown once, not by display() and again as the cell's value
+        tables = [o["data"]["text/html"] for o in cell.get("outputs", []) if "<table" in o.get("data", {}).get("text/html", "")]
+        assert len(tables) == len(set(tables)), f"cell {i} shows the same table twice"
+    if path.stem.startswith("06"):
+        frames = [o["data"]["text/html"] for o in outputs if "srcdoc=" in o.get("data", {}).get("text/html", "")]
+        assert len(frames) == 2, "the bertviz head view and model view"
+        assert all("cdn" not in f.lower() and "require.js" not in f for f in frames)
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM.exists(), reason="the JupyterLab run below checks the same outputs, from the "
+                                              "notebook it saves; this headless run stands in without a browser")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_in_the_smoke_profile(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
@@ -98,36 +127,24 @@ def test_runs_in_the_smoke_profile(path, tmp_path, monkeypatch):
     _times[path.stem] = time.perf_counter() - start
     slowest = ", ".join(f"cell {i} {t:.1f}s" for t, i in sorted(cell_times, reverse=True)[:3])
     print(f"\n{path.stem}: {_times[path.stem]:.1f}s (slowest: {slowest})")
-
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any(PLOTLY in o.get("data", {}) for o in outputs), "no plotly figure drawn"
-    per_cell = max(sum(PLOTLY in o.get("data", {}) for o in c.outputs) for c in nb.cells if c.cell_type == "code")
-    assert per_cell <= 4, f"a cell drew {per_cell} figures: a live curve must redraw one figure, not add new ones"
-    assert not any("image/png" in o.get("data", {}) for o in outputs), "a matplotlib-style image slipped in"
-    assert any(WIDGET in o.get("data", {}) for o in outputs), "no widget (controls or tqdm bar)"
-    summary = nb.cells[-1].outputs
-    assert summary and summary[-1]["data"]["text/markdown"].startswith("- "), "no closing summary"
-    assert "nan" not in summary[-1]["data"]["text/markdown"].lower().split()
-    assert not {"“”", "''", "None"} & set(summary[-1]["data"]["text/markdown"].split()), "an empty or None value"
-    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "** →" not in printed and "\n →" not in printed, "a prompt printed as nothing"
-    for i, cell in enumerate(nb.cells):  # a table shown once, not by display() and again as the cell's value
-        tables = [o["data"]["text/html"] for o in cell.get("outputs", []) if "<table" in o.get("data", {}).get("text/html", "")]
-        assert len(tables) == len(set(tables)), f"cell {i} shows the same table twice"
-    if path.stem.startswith("06"):
-        frames = [o["data"]["text/html"] for o in outputs if "srcdoc=" in o.get("data", {}).get("text/html", "")]
-        assert len(frames) == 2, "the bertviz head view and model view"
-        assert all("cdn" not in f.lower() and "require.js" not in f for f in frames)
+    check_outputs(nb, path)
 
 
-@pytest.mark.slow
-def test_all_six_in_the_time_budget():
-    if len(_times) < len(NOTEBOOKS):
-        pytest.skip("runs only after every smoke notebook test ran in this session")
-    total = sum(_times.values())
-    print("\nsmoke notebook times: " + ", ".join(f"{k} {v:.0f}s" for k, v in _times.items()) + f"; total {total:.0f}s")
-    assert total < SMOKE_BUDGET_S
+def saved_with_outputs(path: Path, page, timeout_s: float = 30.0):
+    """The notebook at `path` once JupyterLab has written it with its outputs. It waits through
+    `page`: Playwright's sync API passes the save request through the page's request filter (see
+    offline_browser) only while a call of its own runs, never during a plain sleep."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            nb = nbformat.read(path, as_version=4)
+            if nb.cells[-1].get("outputs"):
+                return nb
+        except (OSError, ValueError):
+            pass  # not written yet, or being written
+        if time.monotonic() > deadline:
+            raise AssertionError(f"JupyterLab did not save {path.name} with its outputs in {timeout_s:.0f} s")
+        page.wait_for_timeout(300)
 
 
 # --- JupyterLab in a real browser ---------------------------------------------------------
@@ -197,7 +214,8 @@ HEAD_VIEW_FITS = """() => { const f = document.querySelectorAll('.jp-OutputArea 
 def test_in_jupyterlab_offline_at_1600_px(path, jupyterlab, capsys):
     """Each notebook run whole in JupyterLab in Chromium, 1600 px wide, every non-local request
     blocked: no Python traceback, no chart that drew nothing, a closing summary; screenshots of
-    the charts. Notebook 06's bertviz views must draw inside their frames, nothing cut off."""
+    the charts. Notebook 06's bertviz views must draw inside their frames, nothing cut off. The
+    notebook JupyterLab saves then passes the smoke run's checks of its outputs (`check_outputs`)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     from offline_browser import chart_marks, problems
@@ -226,6 +244,9 @@ def test_in_jupyterlab_offline_at_1600_px(path, jupyterlab, capsys):
             last.or_(failed).first.wait_for(timeout=420_000)
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
             run_s = time.perf_counter() - t0
+            page.get_by_role("menuitem", name="File", exact=True).click()
+            page.locator(".lm-Menu").get_by_text("Save Notebook", exact=True).click()
+            saved = saved_with_outputs(tmp / "lab" / path.name, page)  # the outputs the kernel sent: checked below
             plots = page.locator(".jp-OutputArea .js-plotly-plot")
             counts_seen: list[int] = []  # widget outputs (interact, live curves) draw after the kernel is idle:
             while len(counts_seen) < 30 and (len(counts_seen) < 3 or len(set(counts_seen[-3:])) > 1):
@@ -264,6 +285,8 @@ def test_in_jupyterlab_offline_at_1600_px(path, jupyterlab, capsys):
         print(f"\n{path.stem} in JupyterLab at 1600 px: all cells ran in {run_s:.1f}s; {len(charts)} plotly figures; "
               f"bertviz SVG elements per view {counts}; head view height {fits}; non-local requests blocked: "
               f"{len(blocked)} {json.dumps(blocked[:5])}; screenshots {shots}")
+    _times[path.stem] = run_s
+    check_outputs(saved, path)
     assert not found, found
     assert charts and all(c["marks"] > 0 for c in charts)
     assert summary.strip(), "no closing summary"
@@ -273,3 +296,12 @@ def test_in_jupyterlab_offline_at_1600_px(path, jupyterlab, capsys):
         assert len(counts) == 2 and min(counts) > 100, f"bertviz views drew {counts} SVG elements"
         assert fits[0] <= fits[1], f"the head view needs {fits[0]} px and its frame is {fits[1]} px: cut off"
         assert sliders >= 2
+
+
+@pytest.mark.slow
+def test_all_six_in_the_time_budget():
+    if len(_times) < len(NOTEBOOKS):
+        pytest.skip("runs only after every notebook ran in the smoke profile in this session")
+    total = sum(_times.values())
+    print("\nsmoke notebook times: " + ", ".join(f"{k} {v:.0f}s" for k, v in _times.items()) + f"; total {total:.0f}s")
+    assert total < SMOKE_BUDGET_S
