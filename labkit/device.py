@@ -57,6 +57,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        # emulated bf16 is slower than fp32, and oneDNN has no bf16 LSTM kernel for such a CPU
+        raise LabkitError("--precision bf16: this CPU has no native bf16 matrix products (AVX-512 BF16 or AMX); "
+                          "use --precision fp32 (or auto, which picks it here)")
     return precision
 
 
