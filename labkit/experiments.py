@@ -238,8 +238,9 @@ def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_
     lstm = next(name for name, family in names.items() if family == "lstm")
     task = demo.demo_task(corpus)
     tuned = demo.classifier_name(lstm, task)
+    # labkit's fine-tuning recipe without its language-model step, which the demo has no time for
     config = FinetuneConfig(task=task, train_size=2000 if task == "sst2" else 4000, epochs=3, max_steps=steps,
-                            eval_every=max(1, min(50, steps // 2)), time_budget_s=demo.FINETUNE_BUDGET_S,
+                            lm_steps=0, eval_every=max(1, min(50, steps // 2)), time_budget_s=demo.FINETUNE_BUDGET_S,
                             device="cpu")
     cards[tuned] = finetune(Path(root) / lstm, config, Path(root) / tuned, callbacks=callbacks)
     return cards

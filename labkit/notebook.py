@@ -67,7 +67,7 @@ BUDGET_SIZES: dict[str, dict[str, Any]] = {
     "gpu": dict(size="laptop", seconds=300.0, seeds=(0, 1), items=100, data={}),
 }
 FINETUNE_SIZES: dict[str, dict[str, Any]] = {
-    "smoke": dict(epochs=1, max_steps=12, eval_every=4, val_size=200, patience=100),
+    "smoke": dict(epochs=1, max_steps=12, eval_every=4, val_size=200, patience=100, lm_steps=2),
     "cpu": dict(epochs=2, max_steps=400, eval_every=50, val_size=1000),
     "gpu": dict(epochs=3, eval_every=200, val_size=2000),
 }
@@ -232,7 +232,11 @@ def probe_pair(lab: Lab, task: str, *, progress: bool = True) -> experiments.Pro
 
 
 def finetune_recipe(lab: Lab, **changes: Any) -> FinetuneConfig:
-    return FinetuneConfig(**(FINETUNE_SIZES[lab.profile] | {"device": str(lab.device)} | changes))
+    """labkit's fine-tuning recipe at the profile's size, on the task `load_finetune_task` loads."""
+    task = "sst2" if lab.real_task else "number"
+    data_dir = str(lab.sst2) if lab.real_task else None
+    return FinetuneConfig(**({"task": task, "data_dir": data_dir} | FINETUNE_SIZES[lab.profile]
+                             | {"device": str(lab.device)} | changes))
 
 
 # --- measurements -------------------------------------------------------------------------
@@ -249,11 +253,9 @@ def generation_speed(model: nn.Module, tokenizer: Any, prompt: str, n_tokens: in
 
 
 def load_finetune_task(lab: Lab, tokenizer: Any, config: FinetuneConfig) -> TaskData:
-    """SST-2 encoded for `tokenizer` (all of train: take subsets with `TaskData.subset`), or the
-    synthetic number task when SST-2 or WikiText-2 is missing."""
-    task = "sst2" if lab.real_task else "number"
-    return load_task(task, TextEncoder(tokenizer), data_dir=str(lab.sst2) if lab.real_task else None,
-                     val_size=config.val_size)
+    """The task of `config` (from `finetune_recipe`: SST-2, or the synthetic number task when SST-2
+    or WikiText-2 is missing) encoded for `tokenizer`; all of train: take subsets with `TaskData.subset`."""
+    return load_task(config.task, TextEncoder(tokenizer), data_dir=config.data_dir, val_size=config.val_size)
 
 
 def finetune_run(lab: Lab, base: str | Path, task: TaskData, name: str, *, on_eval: Any = None,

@@ -66,7 +66,7 @@ def _build(root: Path) -> Path:
                                context_length=CONTEXT, dropout=0.0),
              train.replace(lr=5e-3), data_config, root / TRANSFORMER, data=data, callbacks=[TimelineRecorder()])
 
-    tune = FinetuneConfig(task="number", max_steps=6, eval_every=3, val_size=50, batch_size=16, device="cpu")
+    tune = FinetuneConfig(task="number", max_steps=6, lm_steps=0, eval_every=3, val_size=50, batch_size=16, device="cpu")
     finetune(root / LSTM, tune, root / CLASSIFIER)
     finetune(root / LSTM, tune.replace(from_scratch=True), root / SCRATCH)
     finetune(root / TRANSFORMER, tune.replace(lr_body=3e-2), root / CLASSIFIER_TF)  # a high rate: heads that move

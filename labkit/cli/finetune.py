@@ -113,12 +113,12 @@ def add_finetune(sub: Any) -> None:
                    help="random weights instead of RUN's (the baseline)")
     p.add_argument("--pooling", choices=("mean", "last", "max", "concat"), help="sentence vector: the masked "
                    "mean of the hidden states, the last token's, their maximum, or all three side by side "
-                   "(default: last for an RNN, mean for a Transformer)")
+                   "(default: concat)")
     p.add_argument("--train-size", type=int, metavar="N", help="use N labelled sentences "
                    "(a learning curve; default: all)")
     p.add_argument("--val-size", type=int, metavar="N", help="sentences held out from the training ones for "
                    "model selection (default: 2000)")
-    p.add_argument("--epochs", type=int, metavar="N", help="passes over the labelled sentences (default: 3)")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the labelled sentences (default: 10)")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (equal budgets)")
     p.add_argument("--batch-size", type=int, metavar="N", help="(default: 32)")
     p.add_argument("--lr-body", type=float, metavar="LR", help="(default: 5e-4)")
@@ -126,15 +126,16 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--lr-decay", type=float, metavar="X", help="discriminative rates: each lower layer group of "
                    "the body trains at the rate of the one above divided by X (ULMFiT: 2.6; default: 1)")
     p.add_argument("--schedule", choices=("cosine", "linear"), help="the decay after the warm-up; linear with a "
-                   "short warm-up is ULMFiT's slanted triangular schedule (default: cosine)")
+                   "short warm-up is ULMFiT's slanted triangular schedule (default: linear)")
     p.add_argument("--warmup-frac", type=float, metavar="F", help="warm-up over this share of the steps "
-                   "(default: 0.05)")
+                   "(default: 0.1)")
     p.add_argument("--lm-steps", type=int, metavar="N", help="first fine-tune the language model on the task's "
-                   "training text (no labels) for N steps (ULMFiT; default: 0)")
+                   "training text (no labels) for N steps, 0 for none (ULMFiT; default: 200 for an RNN, 60 for a "
+                   "Transformer)")
     p.add_argument("--lm-lr", type=float, metavar="LR", help="the learning rate of that step (default: 1e-3)")
     p.add_argument("--lm-text", choices=("labelled", "all"), help="what that step reads: the labelled sentences, "
                    "or every training sentence of the task with its label unread (semi-supervised; never the "
-                   "validation or test sentences) (default: labelled)")
+                   "validation or test sentences) (default: all)")
     p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
                    "much training time: seconds, or 90s, 3m")
     p.add_argument("--eval-every", type=int, metavar="N", help="validate every N steps (default: 200)")

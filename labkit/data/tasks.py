@@ -33,13 +33,17 @@ class TaskData:
     test: list[tuple[list[int], int]]
     labels: tuple[str, ...]
     oov_rate: float  # share of tokens that map to <unk> after normalisation
+    # every training sentence of the task when `train` is a subset of them (`subset`): the text a
+    # language-model step on the task may read, labels unread
+    all_train: list[tuple[list[int], int]] | None = None
 
     def subset(self, n: int | None, seed: int = 0) -> TaskData:
         """The first `n` training examples of a seeded shuffle (all with None); the same val and test."""
         if n is None or n >= len(self.train):
             return self
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-        return TaskData([self.train[i] for i in order], self.val, self.test, self.labels, self.oov_rate)
+        return TaskData([self.train[i] for i in order], self.val, self.test, self.labels, self.oov_rate,
+                        self.all_train or self.train)
 
 
 class TextEncoder:

@@ -428,7 +428,7 @@ def test_sigkill_during_fine_tuning_checkpoints_never_loses_the_run(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     steps = 150
     args = ["--task", "number", "--max-steps", str(steps), "--eval-every", "3", "--val-size", "64",
-            "--batch-size", "16", "--patience", "1000", "--no-progress"]
+            "--batch-size", "16", "--patience", "1000", "--lm-steps", "0", "--no-progress"]
 
     def finetune(*more: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "labkit", "finetune", *more], cwd=tmp_path,

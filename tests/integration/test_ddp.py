@@ -195,7 +195,7 @@ def test_two_processes_fine_tune_like_one(tmp_path: Path) -> None:
     ok(finish(start(tmp_path, *COMMON, "--model", "lstm", "--steps", "4", "--name", "lm"))[0])
     args = ["lm", "--task", "number", "--train-size", "90", "--batch-size", "8", "--epochs", "2",
             "--eval-every", "6", "--log-every", "1", "--val-size", "64", "--precision", "fp32", "--no-progress",
-            "--mode", "gradual", "--dropout", "0"]  # (each process draws its own dropout masks)
+            "--mode", "gradual", "--dropout", "0", "--lm-steps", "0"]  # (each process draws its own dropout masks)
     single, ddp = finish(start(tmp_path, *args, "--name", "single", command="finetune"),
                          start(tmp_path, *args, "--name", "ddp", processes=2, command="finetune"))
     ok(single)

@@ -55,7 +55,7 @@ class StopAt(Callback):
 def test_resume_reproduces_the_uninterrupted_fine_tuning_losses(family, mode, stop, tmp_path):
     # 200 sentences in batches of 16: 13 steps an epoch, so step 13 ends epoch 0 (gradual
     # unfreezing opens a group there) and step 9 is in the middle of it.
-    config = FinetuneConfig(mode=mode, epochs=2, batch_size=16, eval_every=4, lr_body=3e-3, lr_head=1e-2,
+    config = FinetuneConfig(mode=mode, lm_steps=0, epochs=2, batch_size=16, eval_every=4, lr_body=3e-3, lr_head=1e-2,
                             log_every=1, device="cpu", precision="fp32", patience=50, dropout=0.3)
 
     def trainer(root, callbacks):
@@ -87,7 +87,7 @@ def test_resume_reproduces_the_uninterrupted_fine_tuning_losses(family, mode, st
 
 
 def test_patience_stops_fine_tuning_and_the_test_uses_the_best_weights(tmp_path):
-    config = FinetuneConfig(epochs=20, batch_size=16, eval_every=2, lr_body=1e-6, lr_head=1e-6, patience=2,
+    config = FinetuneConfig(epochs=20, lm_steps=0, batch_size=16, eval_every=2, lr_body=1e-6, lr_head=1e-6, patience=2,
                             device="cpu", precision="fp32")
     torch.manual_seed(0)
     history = History()
@@ -117,7 +117,8 @@ def test_finetune_cli_resume_after_sigint(tmp_path: Path):
     done = labkit("pretrain", "--preset", "tiny", "--corpus", "synthetic", "--name", "lm", "--steps", "6",
                   "--eval-every", "6", "--eval-tokens", "2000", "--no-progress")
     assert done.returncode == 0, done.stderr
-    common = ["--task", "number", "--epochs", "2", "--batch-size", "16", "--eval-every", "50", "--no-progress"]
+    common = ["--task", "number", "--epochs", "2", "--batch-size", "16", "--eval-every", "50", "--lm-steps", "0",
+              "--no-progress"]
     straight = labkit("finetune", "lm", *common, "--name", "straight")
     assert straight.returncode == 0, straight.stderr
     assert "number test accuracy" in straight.stdout
@@ -148,7 +149,7 @@ def test_finetune_cli_resume_after_sigint(tmp_path: Path):
 
 
 def test_gradual_unfreezing_opens_a_group_with_the_first_batch_of_each_epoch():
-    config = FinetuneConfig(mode="gradual", epochs=3, batch_size=16, eval_every=100, log_every=1, device="cpu")
+    config = FinetuneConfig(mode="gradual", lm_steps=0, epochs=3, batch_size=16, eval_every=100, log_every=1, device="cpu")
     torch.manual_seed(0)
     model = build_classifier(body_config("transformer"), config)
     opened = {}

@@ -18,7 +18,7 @@ def test_finetune_a_tiny_pretrained_lstm_on_an_sst2_slice(labkit_data, tmp_path)
              TrainConfig(max_steps=20, batch_size=8, seq_len=32, eval_every=20, device="cpu"),
              DataConfig(data_dir=str(labkit_data), max_vocab=3000, train_tokens=20_000,
                         eval_tokens=2_000), tmp_path / "lm")
-    config = FinetuneConfig(train_size=400, val_size=200, epochs=1, eval_every=5, device="cpu",
+    config = FinetuneConfig(train_size=400, val_size=200, epochs=1, lm_steps=0, eval_every=5, device="cpu",
                             data_dir=str(labkit_data))
     card = finetune(tmp_path / "lm", config, tmp_path / "cls")
     assert card["train_size"] == 400 and card["status"] == "finished"
@@ -56,6 +56,10 @@ def test_finetune_and_predict_through_the_cli(labkit_data, tmp_path):
     assert "sst2 dev accuracy" in done.stdout
     card = __import__("json").loads((tmp_path / "cls" / "card.json").read_text())
     assert card["mode"] == "frozen" and card["train_size"] == 200
+    # the default recipe's LM step: 200 steps for an RNN, on every SST-2 training sentence but the
+    # 2,000 held out for validation (67,349 - 2,000), labels unread
+    assert (card["lm_steps"], card["lm_text_sentences"]) == (200, 65_349)
+    assert card["lm_val_loss_after"] < card["lm_val_loss_before"]
     done = labkit("predict", "cls", "a gorgeous film", "a dull mess")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()

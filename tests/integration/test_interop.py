@@ -234,7 +234,7 @@ def test_imported_gpt2_is_evaluated_generated_and_finetuned_like_any_run(tmp_pat
     out = ok(labkit("generate", "g", "--prompt", "the robot", "--temperature", "0", "--max-tokens", "10",
                     "--allow-unk", "--no-stream", cwd=tmp_path))
     assert out.stdout == text + "\n"
-    ok(labkit("finetune", "g", "--task", "number", "--max-steps", "2", "--eval-every", "1", "--val-size", "20",
+    ok(labkit("finetune", "g", "--task", "number", "--max-steps", "2", "--lm-steps", "0", "--eval-every", "1", "--val-size", "20",
               "--device", "cpu", "--no-progress", "--name", "g-number", cwd=tmp_path))
     assert RunDir(tmp_path / "runs" / "g-number").read_card()["status"] == "finished"
 
@@ -486,7 +486,8 @@ def test_tensorboard_scalars_live_and_exported_equal_the_metrics_records(tmp_pat
     assert event_values(tmp_path / "exported" / "tb-run") == expected
     refused(labkit("export", "tb-run", "--format", "tensorboard", tmp_path / "exported", cwd=tmp_path), "already exists")
 
-    ok(labkit("finetune", "tb-run", "--task", "number", "--max-steps", "4", "--eval-every", "2", "--log-every", "2",
+    ok(labkit("finetune", "tb-run", "--task", "number", "--max-steps", "4", "--lm-steps", "0", "--eval-every", "2",
+              "--log-every", "2",
               "--val-size", "20", "--device", "cpu", "--no-progress", "--name", "tb-ft", "--tensorboard", "tb",
               cwd=tmp_path))
     tuned = event_values(tmp_path / "tb" / "tb-ft")

@@ -14,7 +14,7 @@ from labkit.data.tasks import TaskData
 from labkit.models import RNNConfig, TransformerConfig, build_model
 from labkit.train import TrainConfig
 from labkit.train.adapt import adapt_language_model, task_text
-from labkit.train.finetune import FinetuneConfig, build_classifier, finetuner
+from labkit.train.finetune import FinetuneConfig, build_classifier, finetuner, lm_steps
 from labkit.train.schedule import lr_at
 
 V = 40
@@ -109,7 +109,7 @@ def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch)
     monkeypatch.setattr("labkit.train.finetune.adapt_language_model", spy)
     model = build_model(RNNConfig(vocab_size=tokenizer.vocab_size, d_embed=8, d_hidden=8, n_layers=1, dropout=0.0))
     base = {"train": TrainConfig(batch_size=4, seq_len=8).to_dict()}
-    config = FinetuneConfig(task="number", train_size=50, val_size=300, lm_steps=2, device="cpu")
+    config = FinetuneConfig(task="number", train_size=50, val_size=300, lm_steps=2, lm_text="labelled", device="cpu")
     labelled = load_task("number", TextEncoder(tokenizer), val_size=300, train_size=50)
     assert adapt(model, tokenizer, labelled, config, base)["lm_text_sentences"] == 50
     assert seen["train"] == [tuple(ids) for ids, _ in labelled.train]
@@ -118,5 +118,28 @@ def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch)
     assert result["lm_text_sentences"] == len(everything.train) == 8000 and len(seen["train"]) == 8000
     assert set(seen["train"]) >= {tuple(ids) for ids, _ in labelled.train}
     assert seen["val"] == [tuple(ids) for ids, _ in labelled.val]  # still scored on the held-out sentences
+    subset = everything.subset(50, seed=3)  # a notebook's draw from the task it encoded once: no second encoding
+    assert subset.all_train is everything.train and len(subset.train) == 50
+    monkeypatch.setattr("labkit.train.finetune.encoded_task", None)
+    assert adapt(model, tokenizer, subset, config.replace(lm_text="all"), base)["lm_text_sentences"] == 8000
+    assert seen["train"] == [tuple(ids) for ids, _ in everything.train]
     with pytest.raises(ValueError, match="lm_text"):
         FinetuneConfig(lm_text="test")
+
+
+def test_the_defaults_are_the_measured_recipe():
+    """docs/results.md's final recipe: concat pooling, a slanted triangular schedule (10% warm-up,
+    linear decay), no discriminative rates, an LM step on all of the task's training text (200
+    steps for an RNN body, 60 for a Transformer), up to 10 epochs."""
+    config = FinetuneConfig()
+    assert (config.mode, config.pooling, config.schedule, config.warmup_frac, config.lr_decay, config.lm_text,
+            config.epochs) == ("full", "concat", "linear", 0.1, 1.0, "all", 10)
+    assert lm_steps(config, body("rnn")) == 200 and lm_steps(config, body("transformer")) == 60
+    assert lm_steps(config.replace(lm_steps=0), body("rnn")) == 0 and lm_steps(config.replace(lm_steps=7), {}) == 7
+    for family in ("rnn", "transformer"):
+        model = build_classifier(body(family), config)
+        assert model.config.pooling == "concat" and model.head.in_features == 3 * 16
+        assert build_classifier(body(family), config.replace(pooling=None)).config.pooling == \
+            ("last" if family == "rnn" else "mean")
+    trainer = finetuner(build_classifier(body("rnn"), config), task(), config.replace(batch_size=8))
+    assert (trainer.config.schedule, trainer.config.max_steps, trainer.config.warmup_steps) == ("linear", 100, 10)
