@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject's addopts): one worker per core, at most 4: most tests run single-threaded
     code or single-threaded subprocesses, so a 2-core machine runs two at once."""
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4))
+    return min(cores(), 4)
 
 
 # Files whose tests take minutes are handed to the workers first (each file stays whole, in order, in
@@ -35,8 +40,7 @@ def pytest_configure(config) -> None:
     if workers > 1:
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // workers)
+        threads = max(1, cores() // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(threads)
 
