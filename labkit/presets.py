@@ -31,12 +31,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Designed for a 2-core laptop CPU: 10 minutes of training on all of WikiText-2 (the full
     # vocabulary), an adaptive softmax, evaluations every minute of training (docs/results.md).
+    # The warm-up is its steps or a quarter of the steps that fit in the budget, whichever is fewer:
+    # a slower CPU fits fewer steps in 10 minutes than the Transformer's 300 (docs/results.md).
     # One recurrent layer: in 10 minutes it reached validation perplexity 167.5 where two reached 194.7.
     "laptop-lstm": {
         "model": dict(family="rnn", cell="lstm", d_embed=256, d_hidden=256, n_layers=1, dropout=0.1,
                       tie_weights=False, output="adaptive"),
         "train": dict(optimizer="adamw", lr=4e-3, weight_decay=0.01, schedule="cosine", warmup_steps=100,
-                      batch_size=32, seq_len=64, grad_clip=0.5, max_steps=1_000_000, time_budget_s=600.0,
+                      warmup_share=0.25, batch_size=32, seq_len=64, grad_clip=0.5, max_steps=1_000_000, time_budget_s=600.0,
                       eval_every=1_000_000, eval_every_s=60.0, log_every=20),
         "data": dict(),
     },
@@ -44,7 +46,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(family="transformer", d_model=256, n_layers=4, n_heads=4, d_ff=1024, context_length=128,
                       dropout=0.1, tie_weights=False, output="adaptive"),
         "train": dict(optimizer="adamw", lr=2e-3, weight_decay=0.1, schedule="cosine", warmup_steps=300,
-                      batch_size=24, seq_len=128, grad_clip=1.0, max_steps=1_000_000, time_budget_s=600.0,
+                      warmup_share=0.25, batch_size=24, seq_len=128, grad_clip=1.0, max_steps=1_000_000, time_budget_s=600.0,
                       eval_every=1_000_000, eval_every_s=60.0, log_every=20),
         "data": dict(),
     },
@@ -93,11 +95,13 @@ PRESETS["laptop-gru"] = _variant("laptop-lstm", model=dict(cell="gru", n_layers=
 # The app's demo on WikiText-2 (`labkit demo`): the laptop recipes cut to about a minute of
 # training each, the full vocabulary, one layer each (two layers stayed on the unigram plateau
 # for the LSTM's whole minute and were 50 points worse for the Transformer), validated once, at the
-# end (docs/results.md).
-PRESETS["demo-lstm"] = _variant("laptop-lstm", train=dict(time_budget_s=55.0, eval_every_s=None, warmup_steps=30))
+# end (docs/results.md), each with its fixed warm-up, as measured.
+PRESETS["demo-lstm"] = _variant(
+    "laptop-lstm", train=dict(time_budget_s=55.0, eval_every_s=None, warmup_steps=30, warmup_share=None))
 PRESETS["demo-transformer"] = _variant(
     "laptop-transformer", model=dict(n_layers=1, context_length=64),
-    train=dict(lr=3e-3, warmup_steps=50, batch_size=32, seq_len=64, time_budget_s=65.0, eval_every_s=None))
+    train=dict(lr=3e-3, warmup_steps=50, batch_size=32, seq_len=64, time_budget_s=65.0, eval_every_s=None,
+               warmup_share=None))
 SIZES = ("tiny", "demo", "laptop", "classic", "medium")
 MODELS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "transformer")
 

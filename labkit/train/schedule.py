@@ -27,12 +27,25 @@ def lr_at(step: int, base_lr: float, *, warmup: int, total: int, min_ratio: floa
     return base_lr * (min_ratio + (1.0 - min_ratio) * left)
 
 
+PACE_STEPS = 20  # steps timed before a warm-up share trusts the pace to count the budget's steps
+
+
 def steps_in_budget(step: int, elapsed: float, budget_s: float | None, max_steps: int, warmup: int) -> int:
     """The step at which a schedule ends: `max_steps`, or, with a time budget, the number of
-    steps that fit in it at the pace so far (so the decay ends when the budget does)."""
+    steps that fit in it at the pace so far, once `warmup` steps are done (so the decay ends
+    when the budget does)."""
     if budget_s and elapsed > 0 and step > warmup:
         return min(max_steps, max(step + 1, round(step * budget_s / elapsed)))
     return max_steps
+
+
+def warmup_for(config: Any, total: int) -> int:
+    """The warm-up of a `TrainConfig` in a run of `total` steps: `warmup_steps`, or with a
+    `warmup_share`, at most that share of the steps (on a slow machine a time budget holds fewer
+    steps than a fixed warm-up, which would leave the rate below its peak and never decay it)."""
+    if config.warmup_share is None:
+        return config.warmup_steps
+    return min(config.warmup_steps, max(1, round(config.warmup_share * total)))
 
 
 def scheduled_lr(config: Any, step: int, elapsed: float, plateau: PlateauDivider | None = None) -> float:
@@ -41,8 +54,9 @@ def scheduled_lr(config: Any, step: int, elapsed: float, plateau: PlateauDivider
     if plateau is not None:
         return plateau.lr
     c = config
-    total = steps_in_budget(step, elapsed, c.time_budget_s, c.max_steps, c.warmup_steps)
-    return lr_at(step, c.lr, warmup=c.warmup_steps, total=total, min_ratio=c.min_lr_ratio, kind=c.schedule)
+    timed = c.warmup_steps if c.warmup_share is None else min(c.warmup_steps, PACE_STEPS)
+    total = steps_in_budget(step, elapsed, c.time_budget_s, c.max_steps, timed)
+    return lr_at(step, c.lr, warmup=warmup_for(c, total), total=total, min_ratio=c.min_lr_ratio, kind=c.schedule)
 
 
 class PlateauDivider:

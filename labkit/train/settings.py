@@ -20,6 +20,8 @@ class TrainConfig(JSONConfig):
     weight_decay: float = 0.01
     schedule: str = "cosine"  # cosine | linear (decay) | constant | plateau (divide by 4 when validation stalls)
     warmup_steps: int = 0
+    warmup_share: float | None = None  # the warm-up lasts at most this share of the run's steps (those that
+    # fit in the time budget at the pace so far, or max_steps): a fixed warm-up suits a slower machine too
     min_lr_ratio: float = 0.1
     max_steps: int = 1000
     time_budget_s: float | None = None  # stop after this much training time, whatever the step
@@ -57,6 +59,8 @@ class TrainConfig(JSONConfig):
                 raise ValueError(f"{name} must be a number >= 0")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if self.warmup_share is not None and not 0 < self.warmup_share < 1:
+            raise ValueError("warmup_share must be in (0, 1)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be in [0, 1]")
         if self.eval_every_s is not None and not 0 < self.eval_every_s < math.inf:

@@ -13,7 +13,7 @@ from labkit.errors import LabkitError, RunError
 from labkit.models import RNNConfig, TransformerConfig, build_model
 from labkit.runs import MetricsWriter, RunDir, list_runs, load_state, read_metrics, safe_run_path
 from labkit.train import Callback, History, TrainConfig, Trainer, TrainingStopped
-from labkit.train.schedule import PlateauDivider, lr_at
+from labkit.train.schedule import PlateauDivider, lr_at, scheduled_lr
 
 
 def toy_data(n_lines: int = 300, seed: int = 0) -> LMData:
@@ -65,6 +65,24 @@ def test_warmup_then_cosine():
     assert lrs[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lr_at(500, 2.0, warmup=0, total=10, kind="constant") == 2.0
+
+
+def test_a_warmup_share_fits_the_warmup_to_the_steps_a_budget_holds():
+    c = TrainConfig(lr=1.0, warmup_steps=300, warmup_share=0.25, time_budget_s=100.0, max_steps=10**6, min_lr_ratio=0.0)
+    fixed = c.replace(warmup_share=None)
+    # 4 steps a second: 400 steps fit in the budget, so the warm-up is 100 steps, not 300
+    assert scheduled_lr(c, 40, 10.0) == pytest.approx(41 / 100)
+    assert scheduled_lr(fixed, 40, 10.0) == pytest.approx(41 / 300)
+    # a third of the way down the cosine from step 100 to 400: 0.5 * (1 + cos(pi / 3)) = 0.75
+    assert scheduled_lr(c, 200, 50.0) == pytest.approx(0.75)
+    assert scheduled_lr(fixed, 200, 50.0) == pytest.approx(201 / 300)
+    # a fast machine (2,000 steps in the budget) keeps the fixed warm-up
+    assert scheduled_lr(c, 200, 10.0) == scheduled_lr(fixed, 200, 10.0) == pytest.approx(201 / 300)
+    # a run counted in steps: a quarter of max_steps
+    steps = c.replace(time_budget_s=None, max_steps=400)
+    assert scheduled_lr(steps, 49, 0.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="warmup_share"):
+        TrainConfig(warmup_share=1.0)
 
 
 def test_plateau_divider_divides_by_four_on_a_stall():
