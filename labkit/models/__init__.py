@@ -35,7 +35,7 @@ __all__ = ["CELLS", "FAMILIES", "ActivationCache", "ClassifierConfig", "HookPoin
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     family = data.get("family") if isinstance(data, dict) else None
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise LabkitError(f"model config has family {family!r}; expected one of "
                           f"{', '.join(FAMILIES)}")
     return FAMILIES[family][0].from_dict(data)

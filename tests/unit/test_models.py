@@ -230,3 +230,9 @@ def test_classifier_pooling_ignores_padding(make, pooling):
         by_hand = {"last": h[-1], "mean": h.mean(0), "max": h.amax(0), "concat": torch.cat([h[-1], h.amax(0), h.mean(0)])}
         torch.testing.assert_close(scores[1], classifier.head(by_hand[pooling]), atol=1e-6, rtol=1e-5)
     assert classifier.head.in_features == classifier.body.width * (3 if pooling == "concat" else 1)
+
+
+@pytest.mark.parametrize("family", [[], {}, None, 3, "cnn"])
+def test_a_config_whose_family_is_not_a_known_name_is_refused(family):
+    with pytest.raises(LabkitError, match="model config has family"):
+        config_from_dict({"family": family, "cell": "lstm"})
