@@ -1,7 +1,8 @@
 """Trainer events. Subclass `Callback` and override what you need.
 
 A notebook draws live curves from `on_step` / `on_eval`; the CLI shows a progress bar. Every
-hook receives the trainer and one plain dict (the same record that goes to metrics.jsonl).
+hook receives the trainer and one plain dict (the same record that goes to metrics.jsonl; for
+`on_eval_start`, the step and the split about to be evaluated).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 class Callback:
     def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_eval_start(self, trainer: Trainer, record: dict[str, Any]) -> None: ...  # {"step", "split", "whole"}
 
     def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 

@@ -119,8 +119,11 @@ class Classification:
     def step_record(self, loss: float) -> dict[str, Any]:
         return {"epoch": self.epoch}
 
+    def validates_in_part(self, trainer: Trainer) -> bool:
+        return False  # the held-out sentences are few: every validation reads them all
+
     @torch.inference_mode()
-    def evaluate(self, trainer: Trainer, split: str) -> dict[str, Any]:
+    def evaluate(self, trainer: Trainer, split: str, whole: bool = False) -> dict[str, Any]:
         """Accuracy, mean loss and the confusion matrix (rows: true label, columns: predicted)."""
         model = trainer.model
         model.eval()
@@ -146,7 +149,8 @@ class Classification:
     def selection_value(self, result: dict[str, Any]) -> float:
         return result["accuracy"]
 
-    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None) -> dict[str, Any]:
+    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None,
+             val_full: dict[str, Any] | None = None) -> dict[str, Any]:
         from labkit.models import count_parameters
 
         card = {**self.info, "epochs_run": self.epoch + 1, "train_size": len(self.task.train),

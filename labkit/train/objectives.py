@@ -110,15 +110,23 @@ class LanguageModeling:
         return (f"sliding windows of {config.seq_len} tokens, stride {self.stride(config)}: every token scored once, "
                 f"each after at least {config.seq_len - self.stride(config)} tokens of context")
 
+    def validates_in_part(self, trainer: Trainer) -> bool:
+        """Whether periodic validations score only the start of the validation split (`val_tokens`)."""
+        n = trainer.config.val_tokens
+        return n is not None and self.data.valid.numel() > n + 1
+
     @torch.inference_mode()
-    def evaluate(self, trainer: Trainer, split: str) -> dict[str, Any]:
-        """Mean per-token loss over the whole split, perplexity and word-level perplexity. Every
-        target of the split is scored once, by both families: an RNN carries its state through
-        the split; a model of fixed context reads sliding windows (`strided_windows`), so that
-        each token it scores has at least `seq_len - stride` tokens of context."""
+    def evaluate(self, trainer: Trainer, split: str, whole: bool = False) -> dict[str, Any]:
+        """Mean per-token loss over the split, perplexity and word-level perplexity. Every target
+        of the split is scored once, by both families: an RNN carries its state through the
+        split; a model of fixed context reads sliding windows (`strided_windows`), so that each
+        token it scores has at least `seq_len - stride` tokens of context. With `val_tokens` set,
+        the validation split is scored on its first `val_tokens` targets unless `whole`."""
         model, c = trainer.model, trainer.config
         model.eval()
         stream = self.data.split(split)
+        if split == "valid" and not whole and self.validates_in_part(trainer):
+            stream = stream[: c.val_tokens + 1]  # N targets
         nll, count, state = 0.0, 0, None
         if self.stateful:  # one row, so that the state runs unbroken through the split; long windows (no
             # gradient is kept, so the window is only how often the output layer runs)
@@ -150,7 +158,23 @@ class LanguageModeling:
             self._train_fpt = train_flops_per_token(trainer.model, trainer.config.seq_len, self.data.train)
         return self._train_fpt
 
-    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None) -> dict[str, Any]:
+    def unigram_val_ppl(self) -> float:
+        """The validation perplexity of a unigram model: each token's frequency in the training text
+        (add-one smoothed, so that a token never seen in training costs a finite amount). The level a
+        language model must get below to have learned more than word counts (labkit.inspect.quality)."""
+        if not hasattr(self, "_unigram_ppl"):
+            vocab = self.data.tokenizer.vocab_size
+            counts = torch.bincount(self.data.train, minlength=vocab).double() + 1
+            logp = counts.log() - counts.sum().log()
+            targets = self.data.valid[1:]  # the targets an evaluation scores
+            self._unigram_ppl = math.exp(min(-logp[targets].mean().item(), 50)) if targets.numel() else math.inf
+        return self._unigram_ppl
+
+    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None,
+             val_full: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The language model's part of the card. With `val_full` (the whole validation split, scored
+        once at the end when periodic validations read part of it) the best_val figures are the whole
+        split's for the weights kept, and the part's best is `best_val_*_part`."""
         model = trainer.model
         flops = self.train_flops_per_token(trainer) * trainer.tokens_seen
         peak = matmul_peak(trainer.device, torch.bfloat16 if trainer.precision == "bf16" else torch.float32)
@@ -159,7 +183,14 @@ class LanguageModeling:
                 "mfu": flops / trainer.elapsed / peak if trainer.elapsed and peak else None,
                 "epochs": self.epoch, "eval_method": self.eval_method(trainer.config),
                 "best_val_loss": best if math.isfinite(best) else None,
-                "best_val_ppl": math.exp(min(best, 50)) if math.isfinite(best) else None}
+                "best_val_ppl": math.exp(min(best, 50)) if math.isfinite(best) else None,
+                "unigram_val_ppl": self.unigram_val_ppl()}
+        if self.validates_in_part(trainer):
+            card["val_tokens"] = trainer.config.val_tokens
+        if val_full:
+            card.update(best_val_loss_part=card["best_val_loss"], best_val_ppl_part=card["best_val_ppl"],
+                        best_val_loss=val_full["loss"], best_val_ppl=val_full["ppl"],
+                        best_val_word_ppl=val_full["word_ppl"], val_full_tokens=val_full["tokens"])
         if test:
             card.update(test_loss=test["loss"], test_ppl=test["ppl"], test_word_ppl=test["word_ppl"],
                         test_tokens=test["tokens"])

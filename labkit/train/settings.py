@@ -34,6 +34,8 @@ class TrainConfig(JSONConfig):
     eval_every: int = 200
     eval_every_s: float | None = None  # also evaluate each time this much training time has passed
     eval_batch_size: int = 10
+    val_tokens: int | None = None  # language models: each periodic validation scores only the first N tokens of the
+    # validation split (cheap enough to evaluate often); the whole split is scored once, at the end (`val_full_*`)
     eval_stride: int | None = None  # a model without carried state is scored in windows of seq_len
     # tokens that move by this many (None: seq_len // 2), so each token sees seq_len - stride before it
     log_every: int = 10
@@ -72,5 +74,7 @@ class TrainConfig(JSONConfig):
             raise ValueError("betas must be two numbers in [0, 1)")
         if self.eval_stride is not None and not 1 <= self.eval_stride <= self.seq_len:
             raise ValueError(f"eval_stride must be in [1, seq_len = {self.seq_len}]")
+        if self.val_tokens is not None and self.val_tokens < 1:
+            raise ValueError("val_tokens must be at least 1")
         if self.patience is not None and self.patience < 1:
             raise ValueError("patience must be at least 1")

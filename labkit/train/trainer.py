@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,17 +29,20 @@ from labkit.data.lm import LMData
 from labkit.device import denormals_flushed, pick_device, resolve_precision, tune_for_training
 from labkit.errors import LabkitError
 from labkit.models import count_parameters
-from labkit.runs import MetricsWriter, RunDir, load_state, load_weights, read_metrics
+from labkit.runs import MetricsWriter, RunDir, load_weights, read_metrics
 from labkit.train import distributed
 from labkit.train.callbacks import Callback
+from labkit.train.checkpoints import Checkpoints
 from labkit.train.classification import Classification
 from labkit.train.interrupts import StopSignals, TrainingStopped
 from labkit.train.objectives import LanguageModeling
 from labkit.train.schedule import PlateauDivider, scheduled_lr
 from labkit.train.settings import TrainConfig
 
+RUNNING_CARD_EVERY_S = 5.0  # how often a running run's card is rewritten with its step and tokens
 
-class Trainer:
+
+class Trainer(Checkpoints):
     """Trains `model` on `objective` (an Objective, or LMData for language modelling) with
     `config`; writes the run directory `run` (None: nothing is written) and calls `callbacks`
     (objects with any of on_step, on_eval, on_checkpoint, on_end)."""
@@ -64,6 +66,10 @@ class Trainer:
         self.plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None
         self._sign = 1.0 if self.objective.select[1] == "min" else -1.0  # selection value x this: lower is better
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0  # (elapsed: training wall time, over resumes)
+        self.wall_clock = 0.0  # the run's wall-clock time, evaluations and checkpoints included, over resumes
+        self._clock_from: float | None = None  # when this process's fit() started counting wall_clock
+        self._card_written = 0.0  # when the running card was last written (time.monotonic)
+        self.stopped_by: str | None = None  # "max steps", "time budget" or "patience", once fit() ends
         self.best, self.bad_evals = math.inf, 0  # the best selection value (x _sign), evaluations since it
         self._last_eval_step = -1  # the step whose validation is logged (and checkpointed)
         self._best_state: dict[str, torch.Tensor] | None = None  # the best weights, when no run keeps them
@@ -151,6 +157,7 @@ class Trainer:
         signals = StopSignals(lambda signum: setattr(self, "_stop_signal", signum))
         if self.writes:
             self.run.remove_stale_files()  # what a killed run left half-written
+        self._clock_from = time.monotonic()
         self._write_status("running")
         self.dist.check(self._write_error)
         self.optimizer  # noqa: B018 made before the clock starts: it imports torch._dynamo (~1 s)
@@ -158,6 +165,7 @@ class Trainer:
         try:
             while self.step < c.max_steps and (c.patience is None or self.bad_evals < c.patience):
                 if c.time_budget_s is not None and self.elapsed >= c.time_budget_s:
+                    self.stopped_by = "time budget"
                     break
                 t0, before = time.perf_counter(), self.elapsed
                 info = self.train_step()
@@ -174,6 +182,8 @@ class Trainer:
                     window_start, window_tokens = now, 0
                     self._log(record)
                     self._emit("on_step", record)
+                    if time.monotonic() - self._card_written >= RUNNING_CARD_EVERY_S:
+                        self._write_status("running")  # viewers read the step and tokens from the card
                 if (self.step % c.eval_every == 0 or timed) and self.step < c.max_steps:
                     self._periodic_eval()
                 # Alone, a signal that came during this step's callbacks or evaluation stops
@@ -190,6 +200,7 @@ class Trainer:
             raise
         finally:
             signals.restore()
+        self.stopped_by = self.stopped_by or ("max steps" if self.step >= c.max_steps else "patience")
         return self._finish()
 
     def _agree(self) -> int | None:
@@ -204,12 +215,14 @@ class Trainer:
             self.dist.check(self._write_error)
         return int(sig) or None
 
-    def _evaluate_on_main(self, split: str) -> dict[str, Any]:
+    def _evaluate_on_main(self, split: str, whole: bool = False) -> dict[str, Any]:
         """`evaluate` on rank 0; the numbers every rank needs (its `shared_keys`) broadcast."""
+        self._emit("on_eval_start", {"step": self.step, "split": split, "whole": whole or split == "test"
+                                     or not self.objective.validates_in_part(self)})
         if not self.dist.enabled:
-            return self.evaluate(split)
+            return self.evaluate(split, whole)
         keys = self.objective.shared_keys
-        result = self.evaluate(split) if self.dist.is_main else dict.fromkeys(keys, 0.0)
+        result = self.evaluate(split, whole) if self.dist.is_main else dict.fromkeys(keys, 0.0)
         return result | dict(zip(keys, self.dist.broadcast([result[k] for k in keys])))
 
     def _on_main(self, write: Callable[[], Any]) -> None:
@@ -250,11 +263,18 @@ class Trainer:
         if self.objective.test_weights == "best":
             self.load_best()
         test = self._evaluate_on_main("test")
-        card = self.card(status="finished", test=test)
-        if not (self.metrics and any(r.get("step") == self.step and "test_loss" in r
-                                     for r in read_metrics(self.metrics.path))):
+        logged = read_metrics(self.metrics.path) if self.metrics else []
+        if not any(r.get("step") == self.step and "test_loss" in r for r in logged):
             # (logged already when a kill came between this record and the card)
             self._log({"step": self.step, "tokens": self.tokens_seen, **self.objective.eval_record("test", test)})
+        val_full = None
+        if self.objective.validates_in_part(self):  # the whole validation split, once, for the weights kept
+            self.load_best()
+            val_full = self._evaluate_on_main("valid", whole=True)
+            record = {f"val_full_{k[len('val_'):]}": v for k, v in self.objective.eval_record("valid", val_full).items()}
+            if not any(r.get("step") == self.step and "val_full_loss" in r for r in logged):
+                self._log({"step": self.step, "tokens": self.tokens_seen, **record})
+        card = self.card(status="finished", test=test, val_full=val_full)
         self._on_main(lambda: self.run.write_card(card))
         self.dist.check(self._write_error)
         self._emit("on_end", card)
@@ -267,74 +287,28 @@ class Trainer:
         elif self._best_state is not None:
             self.model.load_state_dict(self._best_state)
 
-    def evaluate(self, split: str = "valid") -> dict[str, Any]:
-        """The objective's evaluation of the model on `split` ("valid" or "test")."""
-        return self.objective.evaluate(self, split)
-
-    # --- checkpoints and resume -------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything to resume, independent of the number of processes: the data position
-        and RNG are the same on every rank (rank 0's RNG is kept)."""
-        state = {
-            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-            "best": self.best, "bad_evals": self.bad_evals, "last_eval_step": self._last_eval_step,
-            "optimizer": self.optimizer.state_dict(), "objective": self.objective.state_dict(self),
-            "rng_torch": torch.get_rng_state(),
-            "plateau": self.plateau.state_dict() if self.plateau else None, "world_size": self.dist.world_size,
-        }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def save_checkpoint(self) -> None:
-        if not self.run:
-            return
-        state = self.state_dict()  # on every rank: gathering the RNN state takes them all
-        saved: list[Any] = []
-        self._on_main(lambda: saved.append(self.run.save_checkpoint(self.model, state, self.step)))
-        self.dist.check(self._write_error)
-        if saved:
-            self._emit("on_checkpoint", {"step": self.step, "checkpoint": str(saved[0].relative_to(self.run.root))})
-
-    def resume(self, checkpoint: os.PathLike | str) -> None:
-        """Continue exactly where a checkpoint left off: weights, optimizer, RNG, data position."""
-        checkpoint = Path(checkpoint)
-        load_weights(self.model, RunDir.checkpoint_weights(checkpoint))
-        state = load_state(RunDir.checkpoint_state(checkpoint))
-        if "objective" not in state and "batches" in state:  # written by labkit before the objectives
-            state = state | {"objective": {k: state[k] for k in ("batches", "epoch", "rnn_state")},
-                             "best": state["best_val_loss"], "bad_evals": 0}
-        try:
-            self.objective.load_state_dict(self, state["objective"])
-            self.objective.before_step(self)  # which parameters train, before the optimizer is made
-            self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng_torch"])
-            if "rng_cuda" in state and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-            self.elapsed, self.best = float(state["elapsed"]), float(state["best"])
-            self.bad_evals, self._last_eval_step = int(state["bad_evals"]), int(state.get("last_eval_step", -1))
-            if self.plateau and state["plateau"]:
-                self.plateau.load_state_dict(state["plateau"])
-        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
-            raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
-                              "start a new run instead of --resume") from None
-        if self.dist.rank > 0:
-            self._seed_dropout(self.config.seed, self.step)
-        if self.metrics:
-            self.metrics.truncate_after(self.step)  # steps after the checkpoint run again
+    def evaluate(self, split: str = "valid", whole: bool = False) -> dict[str, Any]:
+        """The objective's evaluation of the model on `split` ("valid" or "test"); `whole`: all of the
+        validation split even when periodic validations read part of it (`val_tokens`)."""
+        return self.objective.evaluate(self, split, whole)
 
     # --- reporting --------------------------------------------------------------------
-    def card(self, status: str, test: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    def _wall_clock(self) -> float:
+        """Seconds of the run's wall clock so far: earlier processes' (resumed runs) plus this fit()'s."""
+        return self.wall_clock + (time.monotonic() - self._clock_from if self._clock_from is not None else 0.0)
+
+    def card(self, status: str, test: dict[str, Any] | None = None, val_full: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
         best = self._sign * self.best
         return {
             "status": status, "kind": self.objective.kind, "labkit_version": __version__,
             "torch_version": torch.__version__, "parameters": count_parameters(self.model),
             "steps": self.step, "max_steps": self.config.max_steps, "tokens_seen": self.tokens_seen,
-            "wall_time_s": round(self.elapsed, 2),
+            "wall_time_s": round(self.elapsed, 2), "wall_clock_s": round(self._wall_clock(), 2),
             "tokens_per_s": self.tokens_seen / self.elapsed if self.elapsed else None,
             "device": str(self.device), "processes": self.dist.world_size, "precision": self.precision,
-            **self.objective.card(self, best, test), "pid": os.getpid(), "updated_at": time.time(), **extra,
+            "stopped_by": self.stopped_by, **self.objective.card(self, best, test, val_full), "pid": os.getpid(),
+            "updated_at": time.time(), **extra,
         }
 
     def _emit(self, event: str, record: dict[str, Any]) -> None:
@@ -347,4 +321,5 @@ class Trainer:
             self._on_main(lambda: self.metrics.write(record))
 
     def _write_status(self, status: str, **extra: Any) -> None:
+        self._card_written = time.monotonic()
         self._on_main(lambda: self.run.write_card(self.card(status=status, **extra)))

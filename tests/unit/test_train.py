@@ -292,3 +292,90 @@ def test_measuring_the_matmul_peak_leaves_the_training_random_numbers_alone():
     before = torch.get_rng_state()
     assert matmul_peak(torch.device("cpu"), torch.float32, repeats=1) > 0
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# --- validation on part of the split, the card's clocks and reasons -------------------------
+def test_periodic_validations_read_val_tokens_and_the_end_reads_the_whole_split(tmp_path):
+    torch.manual_seed(0)
+    data = toy_data()
+    whole = data.valid.numel() - 1  # the targets of the validation split
+    model = tiny_model("rnn", data.tokenizer.vocab_size, dropout=0.0)
+    trainer = Trainer(model, data, train_config(max_steps=6, eval_every=2, val_tokens=40), RunDir(tmp_path))
+    starts = []
+    trainer.callbacks.append(type("Seen", (Callback,), {"on_eval_start": lambda self, t, r: starts.append(dict(r))})())
+    assert trainer.evaluate("valid")["tokens"] == 40 and trainer.evaluate("valid", whole=True)["tokens"] == whole
+    card = trainer.fit()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    periodic = [r for r in records if "val_loss" in r]
+    full = [r for r in records if "val_full_loss" in r]
+    assert [r["step"] for r in periodic] == [2, 4, 6] and [r["step"] for r in full] == [6]
+    # what the events said each evaluation would read: three parts, the test split, the whole split
+    assert [(s["step"], s["split"], s["whole"]) for s in starts] == [
+        (2, "valid", False), (4, "valid", False), (6, "valid", False), (6, "test", True), (6, "valid", True)]
+    # the card's best figures are the whole split's for the weights kept (the best part's), computed
+    # again here from the saved weights; the part's best stays beside them
+    best = min(periodic, key=lambda r: r["val_loss"])
+    assert card["best_val_loss_part"] == pytest.approx(best["val_loss"])
+    from labkit.runs import load_weights
+    load_weights(model, tmp_path / "model.safetensors")
+    again = trainer.evaluate("valid", whole=True)
+    assert card["best_val_loss"] == pytest.approx(again["loss"]) == pytest.approx(full[0]["val_full_loss"])
+    assert card["best_val_ppl"] == pytest.approx(math.exp(again["loss"])) and card["val_full_tokens"] == whole
+    assert card["val_tokens"] == 40
+
+
+def test_without_val_tokens_every_validation_reads_the_whole_split(tmp_path):
+    data = toy_data()
+    trainer = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data, train_config(max_steps=2, eval_every=1),
+                      RunDir(tmp_path))
+    assert trainer.evaluate("valid")["tokens"] == data.valid.numel() - 1
+    card = trainer.fit()
+    assert "val_tokens" not in card and "best_val_loss_part" not in card
+    assert not any("val_full_loss" in r for r in read_metrics(tmp_path / "metrics.jsonl"))
+
+
+def test_the_unigram_level_is_the_hand_counted_one():
+    # train: a a a b (+ <eos>s); every line "a b": the add-one unigram model's loss by hand
+    tok = WordTokenizer.train(["a a a b"], split="whitespace", specials=("<unk>", "<eos>"))
+    train, valid = tok.encode_lines(["a a a b"] * 3), tok.encode_lines(["a b"] * 2)
+    data = LMData(tok, train, valid, valid, {"train": 1.0, "valid": 1.0, "test": 1.0})
+    from labkit.train.objectives import LanguageModeling
+    counts = {t: int((train == t).sum()) + 1 for t in range(tok.vocab_size)}
+    total = sum(counts.values())
+    by_hand = math.exp(-sum(math.log(counts[int(t)] / total) for t in valid[1:]) / (valid.numel() - 1))
+    assert LanguageModeling(data).unigram_val_ppl() == pytest.approx(by_hand)
+    assert counts[tok.encode("a")[0]] == 10 and total == 15 + tok.vocab_size  # 9 a, 3 b, 3 <eos>, plus one each
+
+
+def test_the_card_says_what_stopped_training_and_the_wall_clock(tmp_path):
+    data = toy_data()
+    steps = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data, train_config(max_steps=3), RunDir(tmp_path / "a"))
+    card = steps.fit()
+    assert card["stopped_by"] == "max steps" and card["wall_clock_s"] >= card["wall_time_s"] > 0
+    timed = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data,
+                    train_config(max_steps=10**6, time_budget_s=0.3), RunDir(tmp_path / "b"))
+    assert timed.fit()["stopped_by"] == "time budget"
+    patient = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data,
+                      train_config(max_steps=10**6, eval_every=1, patience=1, lr=1e-9, warmup_steps=0),
+                      RunDir(tmp_path / "c"))
+    card = patient.fit()
+    assert card["stopped_by"] == "patience" and card["steps"] < 10**6
+
+
+def test_a_running_card_follows_the_steps(tmp_path, monkeypatch):
+    """Viewers read a running run's step and tokens from its card: rewritten while it trains."""
+    import labkit.train.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "RUNNING_CARD_EVERY_S", 0.0)  # at every logged step
+    data = toy_data()
+    seen = []
+
+    class ReadCard(Callback):
+        def on_step(self, trainer, record):
+            card = RunDir(tmp_path).read_card()
+            seen.append((card["status"], card["steps"], card["tokens_seen"]))
+
+    Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data, train_config(max_steps=4, log_every=1),
+            RunDir(tmp_path), [ReadCard()]).fit()
+    # each step's card is written after its callbacks: the one a step's callback reads is the step before's
+    assert [s[:2] for s in seen] == [("running", 0), ("running", 1), ("running", 2), ("running", 3)]
+    assert seen[-1][2] == 3 * 4 * 12  # batch 4 x 12 tokens a step, 3 steps

@@ -1,0 +1,73 @@
+"""The Trainer's checkpoints: everything a run needs to continue exactly where it stopped (weights,
+optimizer, RNG, the objective's data position and carried state, the clocks), written through the
+run directory (labkit.runs), and `resume` from one. A mixin of labkit.train.trainer.Trainer, kept
+apart so that the training loop reads on its own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labkit.errors import LabkitError
+from labkit.runs import RunDir, load_state, load_weights
+
+
+class Checkpoints:
+    """Trainer methods for checkpoints (the attributes they use are the Trainer's)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume, independent of the number of processes: the data position
+        and RNG are the same on every rank (rank 0's RNG is kept)."""
+        state = {
+            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "wall_clock": self._wall_clock(),
+            "best": self.best, "bad_evals": self.bad_evals, "last_eval_step": self._last_eval_step,
+            "optimizer": self.optimizer.state_dict(), "objective": self.objective.state_dict(self),
+            "rng_torch": torch.get_rng_state(),
+            "plateau": self.plateau.state_dict() if self.plateau else None, "world_size": self.dist.world_size,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_checkpoint(self) -> None:
+        if not self.run:
+            return
+        state = self.state_dict()  # on every rank: gathering the RNN state takes them all
+        saved: list[Any] = []
+        self._on_main(lambda: saved.append(self.run.save_checkpoint(self.model, state, self.step)))
+        self.dist.check(self._write_error)
+        if saved:
+            self._emit("on_checkpoint", {"step": self.step, "checkpoint": str(saved[0].relative_to(self.run.root))})
+
+    def resume(self, checkpoint: os.PathLike | str) -> None:
+        """Continue exactly where a checkpoint left off: weights, optimizer, RNG, data position."""
+        checkpoint = Path(checkpoint)
+        load_weights(self.model, RunDir.checkpoint_weights(checkpoint))
+        state = load_state(RunDir.checkpoint_state(checkpoint))
+        if "objective" not in state and "batches" in state:  # written by labkit before the objectives
+            state = state | {"objective": {k: state[k] for k in ("batches", "epoch", "rnn_state")},
+                             "best": state["best_val_loss"], "bad_evals": 0}
+        try:
+            self.objective.load_state_dict(self, state["objective"])
+            self.objective.before_step(self)  # which parameters train, before the optimizer is made
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng_torch"])
+            if "rng_cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            self.elapsed, self.best = float(state["elapsed"]), float(state["best"])
+            self.wall_clock = float(state.get("wall_clock", self.elapsed))  # (runs from before it was kept)
+            self.bad_evals, self._last_eval_step = int(state["bad_evals"]), int(state.get("last_eval_step", -1))
+            if self.plateau and state["plateau"]:
+                self.plateau.load_state_dict(state["plateau"])
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+            raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
+                              "start a new run instead of --resume") from None
+        if self.dist.rank > 0:
+            self._seed_dropout(self.config.seed, self.step)
+        if self.metrics:
+            self.metrics.truncate_after(self.step)  # steps after the checkpoint run again
