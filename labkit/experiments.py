@@ -92,7 +92,7 @@ def read_budget_run(path: str | Path) -> BudgetRun:
     run = RunDir(path)
     card = run.read_card()
     records = run_metrics(run.root)
-    curve, wall = run_curves(records, "tokens seen").val, run_curves(records, "wall time (s)").val
+    curve, wall = run_curves(records, "tokens seen").val, run_curves(records, "training time (s)").val
     per_token = (card["train_flops"] / card["tokens_seen"] if card.get("train_flops") and card.get("tokens_seen")
                  else TRAIN_FLOPS_PER_FORWARD * card.get("flops_per_token", 0))  # cards before train_flops
     val = [{"tokens": t, "train_flops": per_token * t, "elapsed_s": s, "val_loss": v}
@@ -212,36 +212,48 @@ def probe_pair(task: str, tokens: int, runs_root: str | Path, names: dict[str, s
 
 
 # --- the app's demo models ---------------------------------------------------------------------
-def train_demo_models(root: str | Path, *, steps: int = demo.DEMO_STEPS, budget_s: float | None = None,
-                      corpus: str | None = None, names: dict[str, str] | None = None,
-                      callbacks: list[Callback] | tuple = ()) -> dict[str, dict[str, Any]]:
-    """Train the demo models (labkit.demo) into `root`, one after the other: an LSTM and a
-    Transformer language model, then the LSTM fine-tuned on the demo task; returns their cards.
-    `budget_s` (default: the presets' own) caps each language model's training time."""
+# The demo's fine-tuning stages (docs/results.md, "The demo models"): no language-model step (its
+# seconds go to labelled sentences instead), concat pooling, a cosine decay over the stage's steps
+# (labkit.demo), batches of 64 drawn from all of the task's training sentences (12,800 of SST-2's
+# 65,000 in 200 steps: less than one epoch).
+DEMO_FINETUNE = dict(
+    sst2=dict(train_size=None, epochs=1, lm_steps=0, schedule="cosine", warmup_frac=0.05, batch_size=64,
+              lr_body=1e-3, lr_head=2e-3),
+    number=dict(train_size=4000, epochs=3, lm_steps=0, schedule="cosine", warmup_frac=0.05),
+)
+
+
+def train_demo_models(root: str | Path, *, steps: int | None = None, corpus: str | None = None,
+                      names: dict[str, str] | None = None, callbacks: list[Callback] | tuple = (),
+                      status: bool = False) -> dict[str, dict[str, Any]]:
+    """Train the demo models (labkit.demo) into `root`, one stage after the other: an LSTM and a
+    Transformer language model, each fine-tuned on the demo task, then the LSTM's network on the task
+    from scratch; returns their cards by run name. Every stage stops at its steps (`steps` replaces
+    them all), never at a time. `status`: report each stage's phase in the demo's status file."""
     from labkit.train.finetune import FinetuneConfig, finetune
 
     corpus = corpus or demo.demo_corpus()
-    names = names or demo.demo_names(root)
-    presets = {name: PRESETS[demo.demo_preset(corpus, family)] for name, family in names.items()}
+    task = demo.demo_task(corpus)
+    names = names or demo.demo_names(root, task)
+    plan = demo.demo_plan(names, corpus, task, steps)
+    first = PRESETS[demo.demo_preset(corpus, "lstm")]
     # The tiny presets' data settings with all the training text; the demo presets' own (all of it).
-    data_config = DataConfig(corpus=corpus, **(next(iter(presets.values()))["data"] | {"train_tokens": None}))
+    data_config = DataConfig(corpus=corpus, **(first["data"] | {"train_tokens": None}))
     data = load_lm_data(data_config)  # both presets share the data settings: load once
     cards = {}
-    for name, preset in presets.items():
-        budget = budget_s or demo.lm_budget(corpus, names[name])
-        train = TrainConfig.from_dict({**preset["train"], "max_steps": steps, "time_budget_s": budget,
-                                       "eval_every": max(1, steps // 4) if corpus == "synthetic" else 10**7,
-                                       "device": "cpu"})
-        model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
-        cards[name] = pretrain(model, train, data_config, Path(root) / name, data=data,
-                               callbacks=[*callbacks, TimelineRecorder()])
-    lstm = next(name for name, family in names.items() if family == "lstm")
-    task = demo.demo_task(corpus)
-    tuned = demo.classifier_name(lstm, task)
-    # cut to the demo's seconds: no language-model step, three epochs, and the pooling and schedule
-    # its measured run had (docs/results.md, "The demo models"): the last state, a cosine decay
-    config = FinetuneConfig(task=task, train_size=2000 if task == "sst2" else 4000, epochs=3, max_steps=steps,
-                            lm_steps=0, pooling=None, schedule="cosine", warmup_frac=0.05,
-                            eval_every=max(1, min(50, steps // 2)), time_budget_s=demo.FINETUNE_BUDGET_S, device="cpu")
-    cards[tuned] = finetune(Path(root) / lstm, config, Path(root) / tuned, callbacks=callbacks)
+    for stage in plan:
+        hooks = [*callbacks, *([demo.StatusFile(root, stage.run)] if status else [])]
+        out = Path(root) / stage.run
+        if stage.kind == "lm":
+            preset = PRESETS[demo.demo_preset(corpus, stage.family)]
+            train = TrainConfig.from_dict({**preset["train"], "max_steps": stage.steps, "time_budget_s": None,
+                                           "eval_every_s": None, "eval_every": max(1, stage.steps // 10),
+                                           "device": "cpu"})
+            model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
+            cards[stage.run] = pretrain(model, train, data_config, out, data=data, callbacks=[*hooks, TimelineRecorder()])
+        else:
+            config = FinetuneConfig(task=task, **DEMO_FINETUNE[task], max_steps=stage.steps,
+                                    eval_every=max(1, stage.steps // 5), from_scratch=stage.kind == "scratch",
+                                    device="cpu")
+            cards[stage.run] = finetune(Path(root) / stage.base, config, out, callbacks=hooks)
     return cards

@@ -9,6 +9,7 @@ import time
 import streamlit as st
 
 from labkit.demo import demo_progress, start_demo
+from labkit.errors import LabkitError
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import loss_figure
 from labkit.inspect.runs import config_diff, drop_empty_columns, summary_row
@@ -19,10 +20,10 @@ from panels import status, ui
 
 st.title("labkit runs")
 FORMATS = {"parameters": "{:,.0f}", "steps": "{:,.0f}", "tokens seen": "{:,.0f}", "best val ppl": "{:,.2f}",
-           "test ppl": "{:,.2f}", "accuracy": "{:.3f}", "wall time (s)": "{:,.1f}",
+           "test ppl": "{:,.2f}", "accuracy": "{:.3f}", "wall time (s)": "{:,.1f}", "training time (s)": "{:,.1f}",
            "training FLOPs": "{:.3g}", "MFU": "{:.1%}"}
 RESULTS = ("parameters", "steps", "tokens seen", "best val ppl", "test ppl", "accuracy", "wall time (s)",
-           "training FLOPs", "MFU")
+           "training time (s)", "training FLOPs", "MFU")
 root = common.root()
 
 
@@ -52,15 +53,16 @@ def demo_section() -> None:
     progress = demo_progress(root)
     running = bool(progress and progress.active)
     st.subheader("Demo models")
-    st.write("Trains an LSTM and a Transformer language model, then fine-tunes the LSTM, into the runs "
-             "folder. With WikiText-2 on disk: the laptop recipes with one layer, cut to about a minute of "
-             "training each, then SST-2 sentiment when its files are on disk (under 3 minutes in all on a 2-core "
-             "CPU); else tiny models on a small synthetic corpus that labkit "
-             "generates, then the number of a noun phrase (seconds). Then every page has something to show.")
+    st.write("Trains an LSTM and a Transformer language model, fine-tunes each on a sentence task, and trains the "
+             "LSTM's network on that task from scratch (the fair test of what pretraining bought), into the runs "
+             "folder. With WikiText-2 on disk: the demo recipes (two-layer Transformer), then SST-2 sentiment when its "
+             "files are on disk, about 5 minutes in all on a quiet 2-core CPU; else tiny models on a small synthetic "
+             "corpus that labkit generates, then the number of a noun phrase (seconds). Every run stops at a number of "
+             "steps, not a time: a slower machine makes the same models, later. Then every page has something to show.")
     if st.button("Train demo models", type="primary", disabled=running, key="train_demo"):
         try:
             start_demo(root)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, LabkitError) as e:
             st.error(f"Cannot start the demo training in `{root}`: {e}")
         else:
             st.rerun()
@@ -74,16 +76,18 @@ def demo_panel(running: bool) -> None:
         p = demo_progress(root)
         if p is None:
             return
-        done = ", ".join(f"{name} {s}/{n} steps" for name, (s, n) in p.steps.items())
         if p.finished:
-            st.success(f"Demo models ready ({p.corpus}): {', '.join(p.runs)}. Every page works on them.")
+            st.success(f"Demo models ready ({p.corpus}): {', '.join(p.runs)}. Every page works on them. {p.describe()}")
         elif p.active:
-            elapsed = time.time() - p.started_at
-            st.progress(min(p.fraction, 1.0), text=f"Training on {p.corpus}: {done} ({elapsed:.0f} s)")
+            st.progress(p.fraction, text=p.describe())
             curves = {name: load_curves(root / name) for name in p.runs if (root / name).is_dir()}
-            if any(c.train.x for c in curves.values()):
+            curves = {name: c for name, c in curves.items() if c.train.x or c.val.x}
+            if curves:
                 ui.chart(loss_figure(curves, smoothing=0.3), "demo_curves")
+            else:
+                st.caption("The live loss curve starts with the first logged training steps.")
         else:
+            done = ", ".join(f"{name} {s:,}/{n:,} steps" for name, (s, n) in p.steps.items())
             st.error(f"The demo training stopped before finishing ({done}). Its log:")
             st.code(p.log_tail or "(empty)", language=None)
         if running and not p.active:
@@ -125,6 +129,8 @@ def run_table() -> None:
         elif run_status(info) == "incomplete":
             st.warning(f"**{info.path.name}**: has a config but no results card yet (training has "
                        "not started, or the run was cut short before its first record).")
+        else:
+            common.quality_note(info)
 
 
 run_table()
@@ -155,6 +161,7 @@ if readable:
     info = next((i for i in readable if i.path.name == name), None)
     if info is not None:
         st.markdown(f"Status: **{status.status(info)}**")
+        common.quality_note(info)
         left, right = st.columns(2)
         with left:
             st.caption("results card")
