@@ -21,6 +21,7 @@ from typing import Any
 import streamlit as st
 
 from labkit.errors import LabkitError
+from labkit.inspect import quality
 from labkit.runs import (
     LoadedRun,
     RunDir,
@@ -204,6 +205,14 @@ def try_load(info: RunInfo) -> tuple[LoadedRun | None, str | None]:
         return None, f"**{info.path.name}** cannot be loaded: {e}"
     except Exception as e:  # a half-written or foreign file: say so, keep the page alive
         return None, f"**{info.path.name}** cannot be loaded ({type(e).__name__}: {str(e)[:300]})"
+
+
+def quality_note(info: RunInfo) -> bool:
+    """The run's quality warning (labkit.inspect.quality) on the page, when it has one; whether it had."""
+    said = quality.warning(info, md_escape(info.path.name))
+    if said:
+        st.warning(said, icon=":material/warning:")
+    return bool(said)
 
 
 def corpus(info: RunInfo) -> str:

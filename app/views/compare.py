@@ -58,6 +58,8 @@ name_b = ui.pick_run("Run B", others, "cmp_run_b", default=others.index(next((n 
 if name_a is None or name_b is None:
     st.stop()
 chosen = [name_a, name_b]
+for name in chosen:
+    common.quality_note(by_name[name])
 runs = {}
 for name in chosen:
     loaded = common.load(by_name[name])

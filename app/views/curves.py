@@ -35,6 +35,8 @@ smoothing = c4.slider("smoothing (TensorBoard's de-biased EMA)", 0.0, 0.99, 0.6,
                            "start is not pulled to zero. The raw curve stays faint behind it.")
 selected = [i for i in infos if i.path.name in chosen]
 live = [i.path.name for i in selected if run_status(i) == "running"]
+for info in selected:
+    common.quality_note(info)
 
 
 @st.fragment(run_every=common.REFRESH_S if live else None)

@@ -28,7 +28,7 @@ st.markdown("A pretrained language model already knows a lot about text; fine-tu
             "trained **from scratch** on the same sentences: each condition below is drawn as its own line.")
 rows = [clf.summary(i) for i in infos]
 ui.table(drop_empty_columns(rows), "ft_table", {"accuracy": "{:.3f}", "val_accuracy": "{:.3f}", "train_size": "{:,.0f}",
-                                                "wall time (s)": "{:,.1f}"})
+                                                "training time (s)": "{:,.1f}"})
 
 st.subheader("Learning curve")
 points = [r for r in rows if r["train_size"] and r["accuracy"] is not None]
@@ -44,6 +44,7 @@ name = ui.pick_run("Run", [i.path.name for i in infos], "ft_run")
 if name is None:
     st.stop()
 info = next(i for i in infos if i.path.name == name)
+common.quality_note(info)
 summary = clf.summary(info)
 left, right = st.columns(2)
 with left:

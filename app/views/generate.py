@@ -47,6 +47,8 @@ length = s5.slider("length (tokens)", 1, 300, 40, key="gen_len")
 stop_at_eos = st.toggle("stop at <eos> (end of line)", value=True, key="gen_eos")
 
 chosen = [n for n in (first, second) if n not in (None, NONE)]
+for name in chosen:
+    common.quality_note(by_name[name])
 clicked = st.button("Generate", type="primary", key="gen_go", disabled=not chosen)
 header = st.empty()
 columns = st.columns(max(len(chosen), 1))

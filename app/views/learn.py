@@ -43,6 +43,7 @@ name = ui.pick_run("Run", names, "learn_run", default=names.index(recorded[0]) i
 if name is None:
     st.stop()
 info = by_name[name]
+common.quality_note(info)
 live = run_status(info) == "running"
 
 
@@ -93,13 +94,14 @@ def timeline() -> None:
     at = snapshots[index]
     loss = f", validation loss {at.val_loss:.3f} nats/token" if at.val_loss is not None else ""
     st.markdown(f"**Step {at.step:,}**" + (f" ({at.tokens_seen:,} tokens seen{loss})" if at.tokens_seen else loss))
-    left, right = st.columns(2)
+    probes = [s for s in snapshots if s.probes]
+    left, right = st.columns(2) if probes else (st.container(), None)
     with left:
         fig = loss_figure({name: load_curves(info.path)}, smoothing=0.6)
         fig.add_vline(x=at.step, line=dict(color="#1f2328", width=1, dash="dot"))
         ui.chart(fig, "learn_loss")
-        probes = [s for s in snapshots if s.probes]
-        if probes:
+    if right is not None:
+        with right:
             kinds = sorted({k for s in probes for k in s.probes})
             chance = CHANCE.get(kinds[0]) if len(kinds) == 1 else None
             ui.chart(figures.series_figure([s.step for s in probes], {k: [s.probes.get(k, np.nan) for s in probes]
@@ -108,13 +110,12 @@ def timeline() -> None:
                                            chance=chance), "learn_probes")
             st.caption("Probe accuracy on labkit's synthetic tests: agreement (is the verb's number that of a distant "
                        "subject?), copy or recall (continue a sequence seen earlier in the text).")
-    with right:
-        if at.attention is not None:
-            ui.chart(attention_grid_figure(at.attention, at.tokens), "learn_attention")
-            st.caption(f"Every head's attention on the run's fixed sentence at step {at.step:,}: rows are queries, "
-                       "columns keys.")
-        elif not probes:
-            st.caption("This snapshot holds no attention (an RNN records probe scores only).")
+    if at.attention is not None:  # the whole width: a panel per head
+        ui.chart(attention_grid_figure(at.attention, at.tokens), "learn_attention")
+        st.caption(f"Every head's attention on the run's fixed sentence at step {at.step:,}: rows are queries, "
+                   "columns keys.")
+    elif not probes:
+        st.caption("This snapshot holds no attention (an RNN records probe scores only).")
     if any(s.head_stats for s in snapshots):
         heads_over_time(snapshots, at)
 

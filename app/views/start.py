@@ -7,6 +7,8 @@ import math
 
 import streamlit as st
 
+from labkit.inspect import quality
+from labkit.inspect.style import count
 from labkit.runs import RunInfo, model_label, run_kind, run_status
 
 import common
@@ -28,7 +30,7 @@ PAGES = [  # (page, what it teaches)
 
 
 # Streamlit's own icon font, served with the app: emoji would need a font the machine may not have.
-DONE, TO_DO = ":material/check_circle:", ":material/radio_button_unchecked:"
+DONE, TO_DO, WEAK = ":material/check_circle:", ":material/radio_button_unchecked:", ":material/warning:"
 
 
 def number(card: dict | None, key: str) -> float | None:
@@ -41,10 +43,15 @@ def val_ppl(info: RunInfo) -> float | None:
     return number(info.card, "best_val_ppl") or number(info.card, "test_ppl")
 
 
-def step(done: bool, title: str, body: str, *links: tuple[str, str]) -> None:
+def step(done: bool, title: str, body: str, *links: tuple[str, str], runs: list[RunInfo] = ()) -> None:
+    """A step of the path: ticked when done, unless one of the `runs` it rests on has not learned
+    enough to show anything (labkit.inspect.quality): then a warning sign and why, instead."""
+    weak = [w for w in (quality.warning(i, common.md_escape(i.path.name)) for i in runs) if w] if done else []
     with st.container(border=True):
-        st.markdown(f"{DONE if done else TO_DO} **{title}**")
+        st.markdown(f"{WEAK if weak else DONE if done else TO_DO} **{title}**")
         st.markdown(body)
+        for said in weak:
+            st.warning(said, icon=WEAK)
         for columns, (page, label) in zip(st.columns(max(len(links), 1)), links):
             columns.page_link(page, label=f"Open {label}", icon=":material/arrow_forward:")
 
@@ -70,23 +77,26 @@ if lms:
             "Perplexity is e to the mean loss per token: how many words the model hesitates between, on average.")
 else:
     body = ("No trained language model yet. **Train demo models** on the Runs page trains an LSTM and a "
-            "Transformer and fine-tunes the LSTM (under 3 minutes on a 2-core CPU with WikiText-2 on disk, seconds "
-            "without it); or run `labkit pretrain "
+            "Transformer and fine-tunes both (about 5 minutes on a quiet 2-core CPU with WikiText-2 and SST-2 on disk, "
+            "seconds without them); or run `labkit pretrain "
             "--preset laptop` (and again with `--model transformer`) for models that learn WikiText-2 in 10 minutes.")
-step(bool(lms), "1. Train the demo models", body, ("views/runs.py", "Runs"), ("views/curves.py", "Loss curves"))
+step(bool(lms), "1. Train the demo models", body, ("views/runs.py", "Runs"), ("views/curves.py", "Loss curves"),
+     runs=lms)
 
 if transformers:
     t = transformers[0]
     model = (t.config or {}).get("model") or {}
     layers, heads = model.get("n_layers"), model.get("n_heads")
-    size = f"{layers} layers × {heads} heads, {layers * heads} heads in all" if layers and heads else "its heads"
+    ok = all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (layers, heads))
+    size = (f"{count(layers, 'layer')} × {count(heads, 'head')}, {count(layers * heads, 'head')} in all" if ok
+            else "its heads")
     body = (f"**{common.md_escape(t.name)}** has {size}. On Attention, see where each head looks on a sentence "
             "you type, and switch one off to see which predictions it carried; Watch it learn replays its "
             "heads over training.")
 else:
     body = "This needs a Transformer run: the demo models include one."
 step(bool(transformers), "2. Look at a head", body, ("views/attention.py", "Attention"),
-     ("views/learn.py", "Watch it learn"))
+     ("views/learn.py", "Watch it learn"), runs=transformers[:1])
 
 if rnns and transformers:
     r, t = min(rnns, key=val_ppl), min(transformers, key=val_ppl)
@@ -99,7 +109,8 @@ if rnns and transformers:
             + "Compare shows where the difference comes from, token by token.")
 else:
     body = "This needs an RNN run and a Transformer run (the demo models are one of each)."
-step(bool(rnns and transformers), "3. Compare the families", body, ("views/compare.py", "Compare"))
+step(bool(rnns and transformers), "3. Compare the families", body, ("views/compare.py", "Compare"),
+     runs=[min(rnns, key=val_ppl), min(transformers, key=val_ppl)] if rnns and transformers else [])
 
 if classifiers:
     best = max(classifiers, key=lambda i: number(i.card, "accuracy"))
@@ -115,7 +126,7 @@ else:
     body = ("No fine-tuned run yet: `labkit finetune RUN` puts a classifier on a pretrained run and trains it on "
             "SST-2 (`--task number` for the synthetic task); `--from-scratch` trains the same model without "
             "pretraining, to compare.")
-step(bool(classifiers), "4. Fine-tune", body, ("views/finetune.py", "Fine-tuning"))
+step(bool(classifiers), "4. Fine-tune", body, ("views/finetune.py", "Fine-tuning"), runs=classifiers)
 
 st.header("The pages")
 for page, label, teaches in PAGES:

@@ -53,7 +53,9 @@ def page(root: Path, view: str | None) -> AppTest:
 def test_the_runs_page_names_each_damaged_file(root: Path, monkeypatch) -> None:
     monkeypatch.delenv("LABKIT_RUNS", raising=False)
     at = page(root, "runs")
-    said = [m.value for m in [*at.warning, *at.error]]
+    # (these runs trained 4 steps: each also carries the "has not learned enough" note, about its
+    # numbers, not its files; left out here)
+    said = [m.value for m in [*at.warning, *at.error] if "has not learned enough" not in m.value]
 
     def about(run: str) -> str:
         found = [text for text in said if f"**{run}**" in text]
