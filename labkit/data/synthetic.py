@@ -47,6 +47,7 @@ NAMES = ["mia", "leo", "ana", "sam", "ivy", "max", "zoe", "tom", "eva", "ben"]
 PLACES = ["the market", "the river", "the school", "the forest", "the castle"]
 OBJECTS = ["a book", "an apple", "a key", "a letter", "a map"]
 
+MAX_REDRAWS = 200  # agreement_items: draws per item before the model's vocabulary is said to lack the grammar
 DEMO_DISTANCES = (0, 0, 0, 0, 1, 2, 3, 4, 5)  # mostly adjacent: the demo corpus is about all of English
 SEPARATOR = "|"
 
@@ -207,17 +208,27 @@ class AgreementItem:
 
 
 def agreement_items(n_per_distance: int, distances: tuple[int, ...] = (0, 2, 4, 6, 8, 10, 12), seed: int = 0,
-                    attract: float = 1.0) -> list[AgreementItem]:
+                    attract: float = 1.0, known: Callable[[str], bool] | None = None) -> list[AgreementItem]:
     """`n_per_distance` items at each distance, half singular and half plural subjects. By default
-    every gap noun is an attractor (the hard case); `attract=0.5` matches the training text."""
+    every gap noun is an attractor (the hard case); `attract=0.5` matches the training text.
+    `known`: which words a model's vocabulary has; items with another word (both verb forms
+    included) are drawn again, so that a model trained on other text (WikiText-2 lacks "waits") is
+    tested in its own words. With every word known the items are those drawn without `known`."""
     rng = random.Random(seed)
     items = []
     for distance in distances:
         for i in range(n_per_distance):
             plural = i % 2 == 1
-            subject = subject_phrase(rng, plural, distance, attract)
-            singular = rng.choice(list(INTRANSITIVE) + list(TRANSITIVE))
-            forms = (singular, (INTRANSITIVE | TRANSITIVE)[singular])
+            for _ in range(MAX_REDRAWS):
+                subject = subject_phrase(rng, plural, distance, attract)
+                singular = rng.choice(list(INTRANSITIVE) + list(TRANSITIVE))
+                forms = (singular, (INTRANSITIVE | TRANSITIVE)[singular])
+                if known is None or all(known(w) for w in (*subject.words, *forms)):
+                    break
+            else:
+                raise LabkitError(f"no agreement sentence at distance {distance} in {MAX_REDRAWS} draws uses only "
+                                  "words the model knows: its vocabulary lacks too much of the grammar (it was "
+                                  "trained on other text: synthetic and synthetic-agreement runs know every word)")
             items.append(AgreementItem(" ".join(subject.words), forms[plural], forms[not plural],
                                        distance, subject.attractors, plural))
     return items
