@@ -5,35 +5,11 @@ labels that can be read, axis titles."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from labkit.inspect import style
-
-
-def marker_scale(quantity: str, **kw: Any) -> dict[str, Any]:
-    """style.scale's heatmap arguments (zmin, zmax, zmid) as a marker's (cmin, cmax, cmid)."""
-    return {("c" + k[1:] if k.startswith("z") else k): v for k, v in style.scale(quantity, **kw).items()}
-
-
-def effect_figure(tokens: Sequence[str], delta: np.ndarray, base: np.ndarray, ablated: np.ndarray, *,
-                  title: str) -> go.Figure:
-    """Per predicted token: the change in log-probability (nats) when a part is switched off, the
-    bars coloured on the signed scale (red: the token lost probability, the part helped it)."""
-    top = max(float(np.abs(delta).max()) if len(delta) else 0.0, 1e-3)
-    labels = style.tick_labels(tokens)
-    fig = go.Figure(go.Bar(
-        x=labels, y=delta, name="change in log p",
-        marker=dict(color=delta, **marker_scale("change", zmax=top), colorbar=style.colorbar("change", title="Δ log p (nats)")),
-        customdata=np.stack([np.exp(base), np.exp(ablated)], axis=-1),
-        hovertemplate="%{x}<br>p %{customdata[0]:.3f} → %{customdata[1]:.3f}<br>Δ log p %{y:+.3f} nats<extra></extra>"))
-    fig.add_hline(y=0, line=dict(color=style.CHANCE, width=1))
-    fig.update_xaxes(title_text="predicted token", tickangle=-45)
-    fig.update_yaxes(title_text="Δ log p (nats): switched off − intact")
-    fig.update_layout(title=title)
-    return style.apply(fig, height=400)
 
 
 def grid_figure(z: np.ndarray, *, quantity: str, unit: str, x_title: str, y_title: str, title: str = "",
@@ -53,16 +29,6 @@ def grid_figure(z: np.ndarray, *, quantity: str, unit: str, x_title: str, y_titl
     fig.update_xaxes(title_text=x_title)
     fig.update_layout(title=title or None)
     return style.apply(fig, height=max(260, 140 + 48 * rows))
-
-
-def bars_figure(labels: Sequence[str], values: Sequence[float], *, x_title: str, y_title: str, title: str = "") -> go.Figure:
-    """Values per named part (units, say), largest first as given."""
-    fig = go.Figure(go.Bar(x=list(labels), y=list(values), name=y_title, marker_color=style.LINE_COLORS[0],
-                           hovertemplate="%{x}: %{y:+.4f}<extra></extra>"))
-    fig.update_xaxes(title_text=x_title, type="category")
-    fig.update_yaxes(title_text=y_title)
-    fig.update_layout(title=title or None)
-    return style.apply(fig, height=340)
 
 
 def series_figure(x: Sequence[float], series: dict[str, Sequence[float]], *, x_title: str, y_title: str,
@@ -100,36 +66,3 @@ def long_attention_figure(matrix: np.ndarray, edges: Sequence[int], *, title: st
     fig.update_xaxes(title_text="key tokens")
     fig.update_layout(title=title)
     return style.apply(fig, height=720)
-
-
-def by_head(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
-    """A (layers, heads) array of one value from rows {"layer", "head", key, ...}."""
-    L = max(r["layer"] for r in rows) + 1
-    H = max(r["head"] for r in rows) + 1
-    z = np.full((L, H), np.nan)
-    for r in rows:
-        z[r["layer"], r["head"]] = r[key]
-    return z
-
-
-def lens_figure(tokens: Sequence[str], targets: Sequence[str], layer_names: Sequence[str],
-                top_tokens: Sequence[Sequence[Sequence[str]]], top_probs: Sequence[Sequence[Sequence[float]]],
-                target_logp: np.ndarray) -> go.Figure:
-    """The logit lens as a layer x position grid, the top layer on top: each cell names the layer's
-    likeliest next token and is coloured by the probability it gives the actual next token."""
-    L, T = target_logp.shape
-    order = list(range(L))[::-1]  # the top layer first
-    p = np.exp(target_logp[order])
-    text = [[style.shorten(style.token_text(top_tokens[i][t][0]), 8) + (" ✓" if top_tokens[i][t][0] == targets[t] else "")
-             for t in range(T)] for i in order]
-    hover = [[f"reads {style.token_text(tokens[t])}, next is {style.token_text(targets[t])}<br>"
-              + "<br>".join(f"{style.token_text(w)} {q:.3f}" for w, q in zip(top_tokens[i][t], top_probs[i][t]))
-              for t in range(T)] for i in order]
-    fig = go.Figure(go.Heatmap(
-        z=p, x=style.tick_labels(tokens), y=[f"{i}: {layer_names[i]}" for i in order], text=text,
-        texttemplate="%{text}" if T <= 40 else None, textfont=dict(size=style.TICK_SIZE), customdata=hover,
-        **style.scale("probability"), colorbar=style.colorbar("probability", title="p(actual next token)"),
-        name="logit lens", hovertemplate="%{y}<br>%{customdata}<extra></extra>"))
-    fig.update_xaxes(title_text="input token (the prediction is of the token after it)", tickangle=-45)
-    fig.update_yaxes(title_text="layer read")
-    return style.apply(fig, height=max(300, 170 + 60 * L))

@@ -11,12 +11,13 @@ import numpy as np
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect import EmptyInput
+from labkit.inspect import EmptyInput, style
+from labkit.inspect import inside_plots as ip
 from labkit.inspect.surgery import ablate, head_importance, unit_importance
 from labkit.runs import LoadedRun, RunInfo
 
 import common
-from panels import figures, ui
+from panels import ui
 
 
 @st.cache_data(max_entries=16, show_spinner="Ranking the heads (each one switched off in turn)...")
@@ -53,14 +54,14 @@ def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: s
         return
     for notice in effect.notices:
         st.warning(notice)
-    ui.chart(figures.effect_figure(effect.tokens, effect.delta, effect.base_logp, effect.ablated_logp,
-                                   title=f"{what} switched off"), f"{key}_effect")
+    ui.chart(ip.token_effect_figure(effect, title=f"{what} switched off"), f"{key}_effect")
     most = int(np.argmax(np.abs(effect.delta)))
-    st.caption(f"With {what} switched off, the mean loss on this sentence changes by {effect.loss_increase:+.3f} "
-               f"nats/token. The prediction that changes most is token {most} "
-               f"({common.md_escape(effect.tokens[most])}): p {np.exp(effect.base_logp[most]):.3f} → "
-               f"{np.exp(effect.ablated_logp[most]):.3f}. Each bar is log p(token | the tokens before it) with the "
-               "part switched off minus with it in place: red, the part helped that prediction; blue, it hurt it.")
+    st.caption(f"With {what} switched off, the mean loss on this sentence changes by "
+               f"{style.number(effect.loss_increase, signed=True)} nats/token. The prediction that changes most is "
+               f"token {most} ({common.md_escape(effect.tokens[most])}): p {style.number(np.exp(effect.base_logp[most]))} "
+               f"→ {style.number(np.exp(effect.ablated_logp[most]))}. Each bar is the token's loss (−log p, given the "
+               "tokens before it) with the part switched off minus with it in place: red, the loss rose (the part "
+               "helped that prediction); blue, it fell (the part hurt it). The ranking uses the same colours.")
 
 
 def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str) -> tuple[dict, str]:
@@ -73,15 +74,11 @@ def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], 
                              key=f"{key}_heads", help="Each head's output is set to zero: it adds nothing to the "
                                                       "residual stream. The default is the head whose removal costs most.")
     with right:
-        z = figures.by_head(ranking, "loss_increase")
-        ui.chart(figures.grid_figure(z, quantity="change", unit="nats/token", x_title="head", y_title="layer",
-                                     x_labels=[f"H{h}" for h in range(config.n_heads)],
-                                     y_labels=[f"L{layer}" for layer in range(config.n_layers)],
-                                     zmax=float(np.nanmax(np.abs(z))) or 1e-3,
-                                     title="loss increase with each head removed alone"), f"{key}_ranking")
+        ui.chart(ip.head_importance_figure(ranking), f"{key}_ranking")
         st.caption(f"Mean next-token loss over {len(texts)} sentences (this one and the examples) with one head "
-                   f"switched off, minus the intact model's. Costliest: "
-                   + ", ".join(f"{head_name((r['layer'], r['head']))} {r['loss_increase']:+.3f}" for r in ranking[:3]) + ".")
+                   f"switched off, minus the intact model's: red, the loss rose (the head helped). Costliest: "
+                   + ", ".join(f"{head_name((r['layer'], r['head']))} {style.number(r['loss_increase'], signed=True)}"
+                               for r in ranking[:3]) + ".")
     return {"heads": heads}, ", ".join(map(head_name, heads)) or "nothing"
 
 
@@ -100,9 +97,7 @@ def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str
     units = left.multiselect("Units", list(range(run.model.width)), default=[r["unit"] for r in ranking[:3]],
                              key=f"{key}_units::{layer}", help="The default is the three units whose removal costs most.")
     with right:
-        ui.chart(figures.bars_figure([f"u{r['unit']}" for r in ranking], [r["loss_increase"] for r in ranking],
-                                     x_title=f"unit of layer {layer}", y_title="loss increase (nats/token)",
-                                     title="the units whose removal alone costs most"), f"{key}_ranking")
+        ui.chart(ip.unit_importance_figure(ranking, title="the units whose removal alone costs most"), f"{key}_ranking")
         st.caption(f"Mean next-token loss over {len(texts)} sentences with one unit of layer {layer} set to zero, "
                    f"minus the intact model's; the {len(ranking)} costliest of {run.model.width}.")
     return {"units": [(layer, u) for u in units]}, (f"unit{'s' if len(units) > 1 else ''} "

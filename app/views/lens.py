@@ -8,12 +8,13 @@ import streamlit as st
 
 from labkit.errors import LabkitError
 from labkit.inspect import EmptyInput
-from labkit.inspect.lens import logit_lens
+from labkit.inspect import inside_plots as ip
+from labkit.inspect.lens import layer_label, logit_lens
 from labkit.inspect.style import token_text
 from labkit.runs import model_label
 
 import common
-from panels import figures, ui
+from panels import ui
 
 st.title("Logit lens")
 st.markdown("A model's output layer reads the top of the network. The **logit lens** feeds it each layer's state "
@@ -26,6 +27,7 @@ name = ui.pick_run("Run", list(by_name), "lens_run", format_func=lambda n: f"{n}
 if name is None:
     st.stop()
 info = by_name[name]
+common.quality_note(info)
 example = st.selectbox("Example sentence", common.examples(info), key="lens_example")
 text = st.text_area("Sentence (type your own)", value=example, key=f"lens_text::{example}", height=80)
 loaded = common.load(info)
@@ -42,21 +44,21 @@ except LabkitError as e:
 for notice in lens.notices:
     st.warning(notice)
 
-ui.chart(figures.lens_figure(lens.tokens, lens.target_tokens, lens.layer_names, lens.top_tokens, lens.top_probs,
-                             lens.target_logp), "lens_grid")
+ui.chart(ip.lens_figure(lens), "lens_grid")
 loss = -lens.target_logp.mean(1)  # (L,) nats per token, bottom layer first
 right = (lens.target_rank == 1).mean(1)
 st.caption("Each cell: the layer's likeliest next token (✓ when it is the actual next token), coloured by the "
            "probability the layer gives the actual next token; hover for its five likeliest. Column t has read "
            "<eos> and the sentence up to its token t; it predicts token t + 1. Mean loss by layer (bottom first): "
-           + ", ".join(f"{n} {v:.2f} nats ({r:.0%} right)" for n, v, r in zip(lens.layer_names, loss, right)) + ".")
+           + ", ".join(f"{layer_label(n)} {v:.2f} nats ({r:.0%} right)" for n, v, r in zip(lens.layer_names, loss, right))
+           + ". The embeddings row reads the input words alone, before any layer has mixed in their context.")
 
 T = len(lens.tokens)
 position = st.select_slider("Position", options=list(range(T)), value=T - 1, key=f"lens_position::{len(lens.tokens)}",
                             format_func=lambda t: f"{t}: {token_text(lens.tokens[t])} → {token_text(lens.target_tokens[t])}")
 rows = []
 for i in reversed(range(len(lens.layer_names))):
-    row = {"layer": lens.layer_names[i], "rank of the actual next token": int(lens.target_rank[i][position]),
+    row = {"layer": layer_label(lens.layer_names[i]), "rank of the actual next token": int(lens.target_rank[i][position]),
            "p(actual)": float(np.exp(lens.target_logp[i][position]))}
     row |= {f"guess {k + 1}": f"{token_text(w)} ({p:.2f})"
             for k, (w, p) in enumerate(zip(lens.top_tokens[i][position], lens.top_probs[i][position]))}

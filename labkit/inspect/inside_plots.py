@@ -13,77 +13,101 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from labkit.inspect import style
+from labkit.inspect.lens import layer_label
 from labkit.inspect.plots import COLORS
 
 AXIS_FONT = dict(size=style.TICK_SIZE, color=style.INK)
 
 
 def lens_figure(lens: Any, *, max_label_tokens: int = 40) -> go.Figure:
-    """Layers (rows, the top layer at the top) x positions: the colour is the probability the layer
-    gives the actual next token, the text the layer's top guess; hover for its top candidates."""
+    """The logit lens (`labkit.inspect.lens.Lens`) as a grid of what each layer would predict: rows
+    are the points read (the embeddings at the bottom, the top layer on top), columns the positions.
+    A cell names the layer's likeliest next token (✓ when it is the actual next token) and is
+    coloured by the probability the layer gives the actual next token; hover for its top guesses
+    and the actual token's rank."""
     L, T = lens.target_logp.shape
-    prob = np.exp(lens.target_logp)[::-1]  # (L, T), top layer first
-    guesses = [[style.shorten(style.token_text(lens.top_tokens[i][t][0]), 8) for t in range(T)] for i in range(L)][::-1]
-    hover = [[("<br>".join(f"{style.token_text(w)} {p:.2f}" for w, p in zip(lens.top_tokens[i][t], lens.top_probs[i][t]))
-               + f"<br>next: {style.token_text(lens.target_tokens[t]) if lens.target_tokens else '?'} "
-               f"(rank {int(lens.target_rank[i][t])})") for t in range(T)] for i in range(L)][::-1]
-    rows = [name.rsplit(".", 1)[0].replace("blocks.", "block ").replace("layers.", "layer ") for name in lens.layer_names][::-1]
-    fig = go.Figure(go.Heatmap(z=prob, x=style.tick_labels(lens.tokens), y=rows, text=guesses, texttemplate="%{text}",
-                               textfont=dict(size=11), customdata=hover, **style.scale("probability"),
-                               colorbar=style.colorbar("probability", title="P(next token)"), name="logit lens",
-                               hovertemplate="%{y}, after %{x}<br>%{customdata}<extra></extra>"))
-    fig.update_xaxes(title_text="position: the token just read", showticklabels=T <= max_label_tokens, tickangle=-45,
-                     tickfont=AXIS_FONT)
-    fig.update_yaxes(title_text="read out after", tickfont=AXIS_FONT)
-    return style.apply(fig, height=170 + 48 * L)
+    order = list(range(L))[::-1]  # the top layer first
+    prob = np.exp(lens.target_logp)[order]  # (L, T)
+    targets = lens.target_tokens or ["?"] * T
+    text = [[style.shorten(style.token_text(lens.top_tokens[i][t][0]), 8)
+             + (" ✓" if lens.top_tokens[i][t][0] == targets[t] else "") for t in range(T)] for i in order]
+    hover = [[f"reads {style.token_text(lens.tokens[t])}, next is {style.token_text(targets[t])} "
+              f"(rank {int(lens.target_rank[i][t]):,} here)<br>"
+              + "<br>".join(f"{style.token_text(w)} {style.number(p)}"
+                            for w, p in zip(lens.top_tokens[i][t], lens.top_probs[i][t]))
+              for t in range(T)] for i in order]
+    rows = [layer_label(lens.layer_names[i]) for i in order]
+    fig = go.Figure(go.Heatmap(z=prob, x=style.tick_labels(lens.tokens), y=rows, text=text,
+                               texttemplate="%{text}" if T <= max_label_tokens else None, textfont=dict(size=11),
+                               customdata=hover, **style.scale("probability"),
+                               colorbar=style.colorbar("probability", title="p(actual next token)"), name="logit lens",
+                               hovertemplate="%{y}<br>%{customdata}<extra></extra>"))
+    fig.update_xaxes(title_text="input token (the prediction is of the token after it)", tickangle=-45,
+                     showticklabels=T <= max_label_tokens, tickfont=AXIS_FONT)
+    fig.update_yaxes(title_text="read out after", tickfont=AXIS_FONT, type="category")
+    return style.apply(fig, height=max(300, 170 + 60 * L))
+
+
+def _loss_marker(values: np.ndarray, top: float) -> dict[str, Any]:
+    """Bars coloured on the "loss change" scale (a heatmap's zmin/zmax/zmid as cmin/cmax/cmid)."""
+    scale = style.scale("loss change", zmax=top)
+    return dict(color=values, colorscale=scale["colorscale"], cmin=scale["zmin"], cmax=scale["zmax"],
+                cmid=scale.get("zmid"), colorbar=style.colorbar("loss change"))
 
 
 def token_effect_figure(effect: Any, *, title: str = "") -> go.Figure:
-    """Per predicted token, the change in its log-probability when the parts are switched off
-    (`TokenEffect.delta`, nats): red bars where the parts helped predict it, blue where they hurt."""
-    delta = np.asarray(effect.delta, dtype=float)
-    colors = ["#b2182b" if d < 0 else "#2166ac" for d in delta]
-    labels = style.tick_labels(effect.tokens)
-    fig = go.Figure(go.Bar(x=labels, y=delta, marker_color=colors, name="change",
-                           customdata=np.stack([effect.base_logp, effect.ablated_logp], -1),
-                           hovertemplate="%{x}<br>log p %{customdata[0]:.2f} → %{customdata[1]:.2f} "
-                                         "(%{y:+.2f} nats)<extra></extra>"))
+    """Per predicted token, how much its loss (-log p, nats) changes when the parts are switched
+    off (`TokenEffect`): red where it rose (the parts helped predict that token), blue where it fell
+    (they hurt), on the same scale as `head_importance_figure`."""
+    change = -np.asarray(effect.delta, dtype=float)  # loss switched off - loss intact
+    top = max(float(np.abs(change).max()) if change.size else 0.0, 1e-6)
+    base, ablated = np.exp(np.asarray(effect.base_logp, float)), np.exp(np.asarray(effect.ablated_logp, float))
+    hover = [f"p {style.number(b)} → {style.number(a)}<br>Δ loss {style.number(c, signed=True)} nats"
+             for b, a, c in zip(base, ablated, change)]
+    fig = go.Figure(go.Bar(x=style.tick_labels(effect.tokens), y=change, marker=_loss_marker(change, top),
+                           name="loss change", customdata=hover, hovertemplate="%{x}<br>%{customdata}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color=style.INK, width=1))
     fig.update_xaxes(title_text="predicted token", tickangle=-45, tickfont=AXIS_FONT)
-    fig.update_yaxes(title_text="change in log-probability (nats)")
-    loss = -float(delta.mean()) if delta.size else 0.0
-    fig.update_layout(title=title or f"switched off: the loss rises by {loss:+.3f} nats/token", bargap=0.2)
-    return style.apply(fig, height=380)
+    fig.update_yaxes(title_text="Δ loss (nats): switched off − intact")
+    loss = float(change.mean()) if change.size else 0.0
+    fig.update_layout(title=title or f"switched off: the loss changes by {style.number(loss, signed=True)} nats/token",
+                      bargap=0.2)
+    return style.apply(fig, height=400)
 
 
-def head_importance_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
+def head_importance_figure(rows: Sequence[dict[str, Any]], *, title: str = "") -> go.Figure:
     """`surgery.head_importance` as a layer x head map: how much the mean loss rises (nats/token)
-    when that head alone is switched off; on the signed scale (a head can also hurt)."""
+    when that head alone is switched off; red a head that helped, blue one that hurt (a head can)."""
     L = max((r["layer"] for r in rows), default=-1) + 1
     H = max((r["head"] for r in rows), default=-1) + 1
     z = np.zeros((L, H))
     for r in rows:
         z[r["layer"], r["head"]] = r["loss_increase"]
     top = float(np.abs(z).max()) if z.size else 0.0
-    fig = go.Figure(go.Heatmap(z=z, x=[f"H{h}" for h in range(H)], y=[f"L{i}" for i in range(L)],
-                               **style.scale("change", zmax=max(top, 1e-6)), texttemplate="%{z:+.3f}",
+    text = [[style.number(float(v), signed=True, digits=2) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=[f"H{h}" for h in range(H)], y=[f"L{i}" for i in range(L)], text=text,
+                               **style.scale("loss change", zmax=max(top, 1e-6)), texttemplate="%{text}",
                                textfont=dict(size=style.TICK_SIZE), name="loss increase",
-                               colorbar=style.colorbar("change", title="Δ loss (nats/token)"),
-                               hovertemplate="%{y} %{x}: loss %{z:+.4f} nats/token without it<extra></extra>"))
+                               colorbar=style.colorbar("loss change"),
+                               hovertemplate="%{y} %{x}: loss %{text} nats/token without it<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text="layer")
     fig.update_xaxes(title_text="head", side="bottom")
-    fig.update_layout(title="what each head is worth: the loss rise when it alone is switched off")
-    return style.apply(fig, height=200 + 50 * L)
+    fig.update_layout(title=title or "the loss rise when each head alone is switched off")
+    return style.apply(fig, height=max(260, 200 + 50 * L))
 
 
-def unit_importance_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """`surgery.unit_importance`: the units whose removal raises the loss most, largest first."""
-    fig = go.Figure(go.Bar(x=[f"unit {r['unit']}" for r in rows], y=[r["loss_increase"] for r in rows],
-                           marker_color="#2166ac", name="loss increase",
-                           hovertemplate="%{x}: loss %{y:+.4f} nats/token without it<extra></extra>"))
+def unit_importance_figure(rows: Sequence[dict[str, Any]], *, title: str = "") -> go.Figure:
+    """`surgery.unit_importance`: the units whose removal raises the loss most, largest first, on
+    the same red (helped) / blue (hurt) scale as the heads."""
+    values = np.array([r["loss_increase"] for r in rows], dtype=float)
+    top = max(float(np.abs(values).max()) if values.size else 0.0, 1e-6)
+    fig = go.Figure(go.Bar(x=[f"u{r['unit']}" for r in rows], y=values, marker=_loss_marker(values, top),
+                           name="loss increase", customdata=[style.number(v, signed=True) for v in values],
+                           hovertemplate="%{x}: loss %{customdata} nats/token without it<extra></extra>"))
     layer = rows[0]["layer"] if rows else 0
-    fig.update_xaxes(title_text=f"unit of layer {layer}", tickangle=-45)
+    fig.update_xaxes(title_text=f"unit of layer {layer}", tickangle=-45, type="category")
     fig.update_yaxes(title_text="Δ loss (nats/token)")
+    fig.update_layout(title=title or None)
     return style.apply(fig, height=360)
 
 

@@ -41,9 +41,21 @@ class Lens:
 
 
 def lens_points(model: nn.Module) -> list[str]:
-    """The hook points the lens reads, bottom layer first."""
-    kind = "layers.{}.hidden" if model.carries_state else "blocks.{}.resid_post"
-    return [kind.format(i) for i in range(model.config.n_layers)]
+    """The hook points the lens reads, bottom first: the embeddings (a Transformer's token and
+    position embeddings, the stream into block 0; an RNN's word embeddings when they are as wide as
+    its hidden state, which the output layer reads), then each layer's output."""
+    if model.carries_state:
+        bottom = ["embed"] if model.config.d_embed == model.width else []
+        return bottom + [f"layers.{i}.hidden" for i in range(model.config.n_layers)]
+    return ["blocks.0.resid_pre"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layers)]
+
+
+def layer_label(point: str) -> str:
+    """A lens row's name for a reader: "embeddings", "block 0", "layer 1"."""
+    if point in ("embed", "blocks.0.resid_pre"):
+        return "embeddings"
+    parts = point.split(".")
+    return f"{'block' if parts[0] == 'blocks' else 'layer'} {parts[1]}" if len(parts) > 1 else point
 
 
 def read_out(model: nn.Module, state: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from test_hooks import by_hand
 from test_surgery import Letters
 
-from labkit.inspect.lens import logit_lens
+from labkit.inspect.lens import layer_label, logit_lens
 from labkit.models import RNNConfig, TransformerConfig, build_model
 
 TEXT = "d b b c a d"
@@ -33,9 +33,11 @@ def test_the_top_layers_lens_is_the_models_own_prediction(family):
     inputs = torch.tensor([[tok.eos_id, *ids[:-1]]])
     with torch.no_grad():
         logp = torch.log_softmax(model(inputs).logits[0].float(), -1)  # (T, V)
-    L = model.config.n_layers
-    assert lens.layer_names == [f"{'layers' if family == 'rnn' else 'blocks'}.{i}.{'hidden' if family == 'rnn' else 'resid_post'}"
-                                for i in range(L)]
+    L = model.config.n_layers + 1  # the embeddings, then each layer
+    assert lens.layer_names == ["embed" if family == "rnn" else "blocks.0.resid_pre"] + [
+        f"{'layers' if family == 'rnn' else 'blocks'}.{i}.{'hidden' if family == 'rnn' else 'resid_post'}"
+        for i in range(L - 1)]
+    assert [layer_label(n) for n in lens.layer_names[:2]] == ["embeddings", "layer 0" if family == "rnn" else "block 0"]
     assert lens.tokens == ["a", "g", "b", "c", "a", "f", "f"] and lens.target_tokens == list("gbcaffe")
     assert np.asarray(lens.top_probs).shape == (L, 7, 3) and lens.target_logp.shape == lens.target_rank.shape == (L, 7)
     np.testing.assert_allclose(lens.target_logp[-1], logp[torch.arange(7), ids].numpy(), atol=1e-5)
@@ -71,17 +73,22 @@ def test_an_earlier_transformer_layer_reads_as_the_hand_computation_says():
     ids = tok.encode(TEXT)
     inputs = [tok.eos_id, *ids[:-1]]
     lens = logit_lens(model, tok, TEXT, top_k=4)
+    # the embeddings row: token t's embedding is (a_t, -a_t, b_t, -b_t), zero mean and unit variance,
+    # so the final LayerNorm leaves it as it is and the identity head reads it as the logits
+    embedded = torch.stack([a, -a, b, -b], 1).double()[inputs]  # (T, 4)
+    first = torch.log_softmax(embedded / math.sqrt(1 + 1e-5), -1)
+    np.testing.assert_allclose(lens.target_logp[0], first[torch.arange(6), ids].numpy(), atol=1e-5)
     # after block 0 the stream is the hand-set one-layer model's: the final LayerNorm and the
     # identity head read out by_hand's logits
     expected = torch.log_softmax(by_hand(inputs, a, b).double(), -1)  # (T, 4)
-    np.testing.assert_allclose(lens.target_logp[0], expected[torch.arange(6), ids].numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.sort(lens.top_probs[0], -1)[:, ::-1], np.sort(expected.exp().numpy(), -1)[:, ::-1],
+    np.testing.assert_allclose(lens.target_logp[1], expected[torch.arange(6), ids].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.sort(lens.top_probs[1], -1)[:, ::-1], np.sort(expected.exp().numpy(), -1)[:, ::-1],
                                atol=1e-5)
-    assert lens.target_rank[0].tolist() == [int((expected[t] > expected[t, ids[t]] + 1e-9).sum()) + 1 for t in range(6)]
+    assert lens.target_rank[1].tolist() == [int((expected[t] > expected[t, ids[t]] + 1e-9).sum()) + 1 for t in range(6)]
     with torch.no_grad():
         own = torch.log_softmax(model(torch.tensor([inputs])).logits[0].double(), -1)
-    np.testing.assert_allclose(lens.target_logp[1], own[torch.arange(6), ids].numpy(), atol=1e-5)
-    assert np.abs(lens.target_logp[1] - lens.target_logp[0]).max() > 0.01  # block 1 changed the reading
+    np.testing.assert_allclose(lens.target_logp[2], own[torch.arange(6), ids].numpy(), atol=1e-5)
+    assert np.abs(lens.target_logp[2] - lens.target_logp[1]).max() > 0.01  # block 1 changed the reading
 
 
 def test_an_earlier_rnn_layer_reads_as_the_hand_computation_says():
@@ -105,7 +112,8 @@ def test_an_earlier_rnn_layer_reads_as_the_hand_computation_says():
     h0 = torch.stack([sum(alpha ** (t - k) * x[k] for k in range(t + 1)) for t in range(5)])
     W, bias = model.head.weight.detach().double(), model.head.bias.detach().double()
     lens = logit_lens(model, tok, text)
-    for layer, h in ((0, h0), (1, 2 * h0)):
+    assert lens.layer_names == ["embed", "layers.0.hidden", "layers.1.hidden"]
+    for layer, h in ((0, x), (1, h0), (2, 2 * h0)):  # the embeddings, as wide as the hidden state, then each layer
         expected = torch.log_softmax(h @ W.T + bias, -1)
         np.testing.assert_allclose(lens.target_logp[layer], expected[torch.arange(5), ids].numpy(), atol=1e-5)
     assert math.isfinite(float(lens.target_logp.sum()))
