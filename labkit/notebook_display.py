@@ -36,7 +36,7 @@ def house_style(export: str = "png") -> None:
 
 # --- live curves --------------------------------------------------------------------------
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-X_KEYS = {"step": "step", "tokens": "tokens", "wall time (s)": "elapsed_s"}
+X_KEYS = {"step": "step", "tokens": "tokens", "training time (s)": "elapsed_s"}
 
 
 class LiveCurves:

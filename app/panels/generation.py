@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from labkit.generate import Stream
+from labkit.generate import Candidate, Stream
 from labkit.inspect.attention import clean_text
 from labkit.inspect.plots import next_token_figure, token_probability_figure
 from labkit.inspect.style import shorten
@@ -65,7 +65,8 @@ def show(name: str, r: dict[str, Any], settings: dict[str, Any], count: int) -> 
     if token.top:
         context = shorten(" ".join(t.text for t in tokens[max(0, step - 4):step]), 40)
         title = f"step {step}: after “{context or '(the prompt)'}”, drew “{token.text}”"
-        ui.chart(next_token_figure(token.top, chosen=token.id, title=title), f"gen_next::{name}")
+        drawn = Candidate(token.id, token.text, token.model_prob, token.prob)
+        ui.chart(next_token_figure(token.top, chosen=token.id, title=title, drawn=drawn), f"gen_next::{name}")
         st.caption(sampling_note(token.top, settings))
     with st.expander("Per-token table"):
         ui.table([{"#": i, "token": t.text, "p (model)": t.model_prob, "p (sampling)": t.prob, "entropy (nats)": t.entropy}

@@ -4,6 +4,7 @@ instead of quietly showing another one."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,11 +46,20 @@ def clicked_point(event: Any) -> dict[str, Any] | None:
     return points[0] if points else None
 
 
+def _whole_numbers(values: pd.Series) -> bool:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                                 for v in present)
+
+
 def table(rows: Sequence[dict[str, Any]], key: str, formats: dict[str, str] | None = None, **kwargs: Any) -> None:
-    """A table whose missing values are blank; `formats` maps a column to a format ("{:,.2f}")."""
+    """A table whose missing values are blank in every column; `formats` maps a column to a format
+    ("{:,.2f}"); other columns of whole numbers get thousands separators."""
     frame = pd.DataFrame(list(rows))
     shown = {c: f for c, f in (formats or {}).items() if c in frame.columns}
-    st.dataframe(frame.style.format(shown, na_rep=""), hide_index=True, width="stretch", key=key, **kwargs)
+    shown |= {c: "{:,.0f}" for c in frame.columns if c not in shown and _whole_numbers(frame[c])}
+    styled = frame.style.format(na_rep="").format(shown, na_rep="")
+    st.dataframe(styled, hide_index=True, width="stretch", key=key, **kwargs)
 
 
 def when(timestamp: Any) -> str:

@@ -10,13 +10,14 @@ from labkit.errors import LabkitError
 from labkit.inspect.attention import MAX_TOKENS, EmptyInput, capture_attention, head_stats, sink_heads
 from labkit.inspect.bertviz_offline import head_view_html, model_view_html
 from labkit.inspect.plots import attention_grid_figure, head_stats_figure
+from labkit.inspect.style import count
 from labkit.runs import is_transformer
 
 import common
 from panels import finetuned, longinput, surgery, ui
 
-TABS = ["bertviz: head view", "bertviz: model view", "heatmaps", "head statistics", "surgery",
-        "before / after fine-tuning", "long inputs"]
+# Short names: seven tabs side by side fit a 1,100-pixel window with the sidebar open.
+TABS = ["head view", "model view", "heatmaps", "statistics", "surgery", "fine-tuning", "long inputs"]
 
 st.title("Attention")
 infos, all_infos = common.language_models(is_transformer)
@@ -30,6 +31,7 @@ name = ui.pick_run("Transformer run", list(by_name), "attn_run")
 if name is None:
     st.stop()
 info = by_name[name]
+common.quality_note(info)
 example = st.selectbox("Example sentence", common.examples(info), key="attn_example")
 text = st.text_area("Sentence (type your own)", value=example, key=f"attn_text::{example}", height=80)
 
@@ -49,7 +51,7 @@ if capture is not None:
         st.warning(notice)
     if loaded.tokenizer.unk_id is not None and loaded.tokenizer.unk_id in capture.ids:
         st.caption("Words outside the run's vocabulary show as <unk>: that is what the model sees.")
-    st.caption(f"{len(capture.tokens)} tokens, {capture.n_layers} layers x {capture.n_heads} heads.")
+    st.caption(f"{count(len(capture.tokens), 'token')}, {count(capture.n_layers, 'layer')} x {count(capture.n_heads, 'head')}.")
 
 tabs = dict(zip(TABS, st.tabs(TABS, key="attn_tab", on_change="rerun")))
 
@@ -79,20 +81,20 @@ def statistics() -> None:
 
 def sentence_views(tab: str) -> None:
     """The tabs that read the sentence's attention capture."""
-    if tab == "bertviz: head view":
+    if tab == "head view":
         st.caption("Lines join each token (left) to the tokens it attends to (right); hover a token to isolate "
                    "it, click a head's colour to toggle it. Drawn offline; the buttons under it save it as SVG or PNG.")
         st.iframe(head_view_html(capture), height="content")
-    elif tab == "bertviz: model view":
+    elif tab == "model view":
         st.caption("Every layer (rows) and head (columns) at once; click a thumbnail to enlarge it.")
         st.iframe(model_view_html(capture), height="content")
     elif tab == "heatmaps":
         st.caption("Rows are queries, columns are keys; grey cells are hidden by the causal mask (a token cannot "
                    "look at later tokens).")
         ui.chart(attention_grid_figure(capture.attention, capture.tokens), "attn_grid")
-    elif tab == "head statistics":
+    elif tab == "statistics":
         statistics()
-    elif tab == "before / after fine-tuning":
+    elif tab == "fine-tuning":
         finetuned.panel(info, capture, text, all_infos, "attn_ft")
 
 

@@ -86,7 +86,7 @@ def summary(info: RunInfo) -> dict[str, Any]:
             "condition": condition(card, config), "from_scratch": scratch if isinstance(scratch, bool) else None,
             "mode": card.get("mode"), "train_size": _number(card.get("train_size")),
             "accuracy": _number(card.get("accuracy")), "val_accuracy": _number(card.get("val_accuracy")),
-            "steps": card.get("steps"), "wall time (s)": _number(card.get("wall_time_s"))}
+            "steps": card.get("steps"), "training time (s)": _number(card.get("wall_time_s"))}
 
 
 def accuracy_curve(run_path: str | Path, key: str = "val_accuracy") -> tuple[list[float], list[float]]:

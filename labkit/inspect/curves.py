@@ -15,7 +15,7 @@ from typing import Any
 
 from labkit.runs import run_metrics
 
-X_AXES = {"step": "step", "tokens seen": "tokens", "wall time (s)": "elapsed_s"}
+X_AXES = {"step": "step", "tokens seen": "tokens", "training time (s)": "elapsed_s"}
 METRICS = {"loss": ("loss", "val_loss"), "perplexity": ("ppl", "val_ppl")}
 
 

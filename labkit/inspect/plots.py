@@ -177,7 +177,7 @@ def token_probability_figure(tokens: Sequence[Any], title: str = "") -> go.Figur
                              line=dict(color="#54A24B"), customdata=text,
                              hovertemplate="%{customdata}<br>entropy %{y:.2f} nats<extra></extra>"),
                   secondary_y=True)
-    every = max(1, math.ceil(len(tokens) / 40))  # at most 40 labels: they stay apart
+    every = max(1, math.ceil(len(tokens) / 20))  # at most 20 labels: they stay apart in a half-width column
     fig.update_yaxes(title_text="probability", range=[0, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="entropy (nats)", secondary_y=True, rangemode="tozero", showgrid=False)
     fig.update_xaxes(title_text="generated token", range=[-0.5, max(len(tokens), 10) - 0.5], tickangle=-45,
@@ -186,20 +186,31 @@ def token_probability_figure(tokens: Sequence[Any], title: str = "") -> go.Figur
     return style.apply(fig, height=400)
 
 
-def next_token_figure(candidates: Sequence[Any], *, chosen: int | None = None, title: str = "") -> go.Figure:
+def next_token_figure(candidates: Sequence[Any], *, chosen: int | None = None, title: str = "",
+                      drawn: Any = None) -> go.Figure:
     """One generation step's distribution: the top candidates (Candidate-likes: id, text,
     model_prob, sampling_prob), best first, under the model (temperature 1) and as sampled from
-    (after temperature, top-k and top-p: 0 where they cut a token). `chosen`: the id picked."""
-    labels = [f"{style.token_text(c.text)}" + (" ◀" if c.id == chosen else "") for c in candidates]
+    (after temperature, top-k and top-p: 0 where they cut a token). `chosen`: the id picked;
+    `drawn`: that token as a Candidate-like, drawn as a last bar when it is not among the
+    candidates. The axis ends just past the longest bar, so that a flat distribution (ten
+    tokens of 0.1% each) still draws bars that can be read."""
+    rows = list(candidates)
+    outside = drawn is not None and all(c.id != drawn.id for c in rows)
+    if outside:
+        rows.append(drawn)
+    labels = [f"{style.token_text(c.text)}" + (" ◀" if c.id == chosen else "")
+              + (f" (drawn; not in the top {len(rows) - 1})" if outside and c is drawn else "") for c in rows]
     fig = go.Figure([
-        go.Bar(y=labels, x=[c.model_prob for c in candidates], name="model (temperature 1)", orientation="h",
-               marker_color="#9ca3af", hovertemplate="%{y}: %{x:.3f} under the model<extra></extra>"),
-        go.Bar(y=labels, x=[c.sampling_prob for c in candidates], name="sampled from", orientation="h",
-               marker_color="#7c3aed", hovertemplate="%{y}: %{x:.3f} as sampled<extra></extra>")])
+        go.Bar(y=labels, x=[c.model_prob for c in rows], name="model (temperature 1)", orientation="h",
+               marker_color="#9ca3af", hovertemplate="%{y}: %{x:.4f} under the model<extra></extra>"),
+        go.Bar(y=labels, x=[c.sampling_prob for c in rows], name="sampled from", orientation="h",
+               marker_color="#7c3aed", hovertemplate="%{y}: %{x:.4f} as sampled<extra></extra>")])
+    top = max([c.model_prob for c in rows] + [c.sampling_prob for c in rows] + [1e-6])
     fig.update_yaxes(autorange="reversed", title_text="next token")
-    fig.update_xaxes(title_text="probability", range=[0, 1])
+    fig.update_xaxes(title_text="probability", range=[0, min(1.0, top * 1.12)],
+                     tickformat=".0%" if top >= 0.05 else ".2%")
     fig.update_layout(barmode="group", title=title or None, legend=dict(orientation="h", y=-0.2))
-    return style.apply(fig, height=max(260, 90 + 34 * len(candidates)))
+    return style.apply(fig, height=max(260, 90 + 34 * len(rows)))
 
 
 def confusion_matrix_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str] | None = None) -> go.Figure:

@@ -16,7 +16,8 @@ def summary_row(info: RunInfo) -> dict[str, Any]:
             "parameters": card.get("parameters"), "steps": card.get("steps"),
             "tokens seen": card.get("tokens_seen"), "best val ppl": card.get("best_val_ppl"),
             "test ppl": card.get("test_ppl"), "accuracy": card.get("accuracy"),
-            "wall time (s)": card.get("wall_time_s"), "training FLOPs": card.get("train_flops"),
+            "wall time (s)": card.get("wall_clock_s"), "training time (s)": card.get("wall_time_s"),
+            "training FLOPs": card.get("train_flops"),
             "MFU": card.get("mfu"), "problem": info.error or ""}
 
 

@@ -47,6 +47,9 @@ COLORSCALES: dict[str, Scale] = {
     "share": Scale("Blues", 0.0, 1.0, "share"),  # a saliency row's share of |score|
     "surprisal": Scale("Reds", 0.0, None, "bits"),
     "change": Scale("RdBu", -1.0, 1.0, "change", zmid=0.0),  # signed: red less, blue more
+    # surgery's one meaning: the loss with a part switched off minus with it in place; red where the
+    # loss rose (the part helped), blue where it fell (the part hurt), on the heatmaps and bars alike
+    "loss change": Scale("RdBu_r", -1.0, 1.0, "Δ loss (nats)", zmid=0.0),
     "divergence": Scale("Oranges", 0.0, 1.0, "total variation"),  # how far two distributions are apart
     "probability": Scale("Purples", 0.0, 1.0, "probability"),
     "entropy": Scale("Viridis", 0.0, None, "nats"),
@@ -105,12 +108,47 @@ def apply(fig: go.Figure, *, height: int | None = None) -> go.Figure:
                      automargin=True, gridcolor=GRID, zerolinecolor=GRID)
     fig.update_yaxes(tickfont=dict(size=TICK_SIZE, color=INK), title_font=dict(size=FONT["size"]),
                      automargin=True, gridcolor=GRID, zerolinecolor=GRID)
+    titles = [note for note in fig.layout.annotations if note.yref == "paper" and note.yanchor == "bottom"
+              and note.showarrow is False]  # make_subplots' panel titles
     for note in fig.layout.annotations:  # subplot titles; a chance line's label keeps its colour
         if note.yref == "paper":
             note.font = dict(size=FONT["size"], color=INK)
-    if fig.layout.margin.t is None:
-        fig.update_layout(margin=dict(l=10, r=10, t=50 if fig.layout.title.text else 30, b=10))
+    per_row: dict[float, int] = {}
+    for note in titles:
+        per_row[round(note.y, 3)] = per_row.get(round(note.y, 3), 0) + 1
+    for note in titles:  # panels side by side share the width: long titles wrap instead of running into each other
+        note.text = wrap(note.text, max(14, PANEL_TITLE_CHARS // per_row[round(note.y, 3)]))
+    if fig.layout.title.text:
+        # the title on its own line under plotly's toolbar (top right), which it would otherwise run under
+        fig.update_layout(title=dict(x=0, xanchor="left", xref="paper", yref="container", y=1, yanchor="top",
+                                     pad=dict(t=TOOLBAR_PX), automargin=True))
+    if fig.layout.legend.y is not None or fig.layout.showlegend or len(fig.data) > 1:
+        # the legend in a row of its own at the bottom, below the axis titles: never over the data
+        fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"))
+    if fig.layout.margin.t is None:  # room for the toolbar, then the title, then the top row's panel titles
+        lines = max((note.text.count("<br>") + 1 for note in titles if note.y >= max(n.y for n in titles) - 1e-3),
+                    default=0)
+        top = TOOLBAR_PX + (30 if fig.layout.title.text else 4) + 18 * lines
+        fig.update_layout(margin=dict(l=10, r=10, t=top, b=10))
     return fig
+
+
+TOOLBAR_PX = 34  # the height plotly's toolbar takes at the top right of a chart
+PANEL_TITLE_CHARS = 60  # characters of panel title a full-width row holds, shared by the panels side by side
+
+
+def wrap(text: str | None, width: int) -> str | None:
+    """`text` in lines of at most `width` characters (broken at spaces, joined with <br>)."""
+    if not text or len(text) <= width or "<br>" in text:
+        return text
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join([*lines, line])
 
 
 def chance_line(fig: go.Figure, y: float, label: str = "chance", **kw: Any) -> go.Figure:
@@ -134,6 +172,25 @@ def export_config(fmt: str = "png", *, filename: str = "labkit-chart") -> dict[s
 # one format: PNG at 2x here; SVG_EXPORT_CONFIG is the same with an SVG download.
 EXPORT_CONFIG = export_config("png")
 SVG_EXPORT_CONFIG = export_config("svg")
+
+
+def number(x: float, *, signed: bool = False, digits: int = 3) -> str:
+    """A value with the precision it needs: three significant digits, so that a small value never
+    reads as 0.000 ("0.42", "0.0031", "2.1e-05"; "+0.0120" signed)."""
+    if not math.isfinite(x):
+        return str(x)
+    sign = "+" if signed else ""
+    if x == 0:
+        return f"{sign}0" if not signed else "0"
+    if abs(x) < 1e-3 or abs(x) >= 1e6:
+        return f"{x:{sign}.{digits - 1}e}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:{sign}.{decimals}f}"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 layer", "2 layers", "1,024 tokens": a number with its noun, in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def token_text(token: str) -> str:

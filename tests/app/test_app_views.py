@@ -15,9 +15,9 @@ import pytest
 
 from labkit.data.synthetic import synthetic_splits
 from labkit.generate import SamplingConfig, generate
-from labkit.inspect import attention_change, capture_attention, perplexity_by_frequency, token_counts
+from labkit.inspect import attention_change, capture_attention, perplexity_by_frequency, style, token_counts
 from labkit.inspect.attention import long_attention
-from labkit.inspect.lens import logit_lens
+from labkit.inspect.lens import layer_label, logit_lens
 from labkit.inspect.surgery import ablate, head_importance, unit_importance
 from labkit.inspect.timeline import read_timeline
 from labkit.runs import RunDir, load_run
@@ -107,11 +107,11 @@ def test_attention_surgery_switches_heads_off_as_the_library_does(root, runs):
     top = (ranking[0]["layer"], ranking[0]["head"])
     assert at.multiselect(key="attn_surgery_heads").value == [top]  # the costliest head, to start with
     effect = ablate(tf.model, tf.tokenizer, SENTENCE, heads=[top])
-    assert bars(effect_fig) == pytest.approx(effect.delta, abs=1e-6)
+    assert bars(effect_fig) == pytest.approx(-effect.delta, abs=1e-6)  # each token's loss change: -Δ log p
     at.multiselect(key="attn_surgery_heads").set_value([(0, 1), (1, 2)]).run()
     effect = ablate(tf.model, tf.tokenizer, SENTENCE, heads=[(0, 1), (1, 2)])
-    assert bars(charts(at)[1]) == pytest.approx(effect.delta, abs=1e-6)
-    assert f"changes by {effect.loss_increase:+.3f} nats/token" in texts(at.caption)
+    assert bars(charts(at)[1]) == pytest.approx(-effect.delta, abs=1e-6)
+    assert f"changes by {style.number(effect.loss_increase, signed=True)} nats/token" in texts(at.caption)
     at.multiselect(key="attn_surgery_heads").set_value([]).run()
     assert "Pick something to switch off." in texts(at.caption) and len(charts(at)) == 1
 
@@ -128,13 +128,13 @@ def test_compare_surgery_switches_an_rnns_units_or_layer_off(root, runs):
     units_fig, effect_fig = charts(at)[:2]  # the LSTM's column comes first
     assert bars(units_fig) == pytest.approx([r["loss_increase"] for r in ranking], abs=1e-6)
     effect = ablate(lstm.model, lstm.tokenizer, SENTENCE, units=[(0, r["unit"]) for r in ranking[:3]])
-    assert bars(effect_fig) == pytest.approx(effect.delta, abs=1e-6)
+    assert bars(effect_fig) == pytest.approx(-effect.delta, abs=1e-6)
     at.multiselect(key=f"{key}_units::0").set_value([5]).run()
-    assert bars(charts(at)[1]) == pytest.approx(ablate(lstm.model, lstm.tokenizer, SENTENCE, units=[(0, 5)]).delta,
+    assert bars(charts(at)[1]) == pytest.approx(-ablate(lstm.model, lstm.tokenizer, SENTENCE, units=[(0, 5)]).delta,
                                                 abs=1e-6)
     at.radio(key=f"{key}_what").set_value("the whole layer's state").run()
     effect = ablate(lstm.model, lstm.tokenizer, SENTENCE, layers=[0])
-    assert bars(charts(at)[0]) == pytest.approx(effect.delta, abs=1e-6)
+    assert bars(charts(at)[0]) == pytest.approx(-effect.delta, abs=1e-6)
     assert "With layer 0's state switched off" in texts(at.caption)
 
 
@@ -143,7 +143,7 @@ def test_attention_before_and_after_fine_tuning(root, runs):
     tf, tuned = runs[appruns.TRANSFORMER], runs[appruns.CLASSIFIER_TF]
     at = app(root, "attention")
     at.selectbox(key="attn_run").set_value(appruns.TRANSFORMER).run()
-    tab(at, "attn_tab", "before / after fine-tuning")
+    tab(at, "attn_tab", "fine-tuning")
     assert at.selectbox(key="attn_ft_run").value == appruns.CLASSIFIER_TF
     before = capture_attention(tf.model, tf.tokenizer, SENTENCE).attention
     after = capture_attention(tuned.model, tuned.tokenizer, SENTENCE).attention
@@ -210,7 +210,8 @@ def test_logit_lens_page_shows_each_layers_prediction(root, runs, name):
     at.select_slider(key=f"lens_position::{len(lens.tokens)}").set_value(2).run()
     table = at.dataframe[0].value
     top = len(lens.layer_names) - 1
-    assert list(table["layer"]) == lens.layer_names[::-1]
+    assert list(table["layer"]) == [layer_label(n) for n in lens.layer_names[::-1]]
+    assert list(table["layer"])[-1] == "embeddings" and len(table) == runs[name].model.config.n_layers + 1
     assert table["rank of the actual next token"].iloc[0] == lens.target_rank[top][2]
     assert table["guess 1"].iloc[0] == f"{lens.top_tokens[top][2][0]} ({lens.top_probs[top][2][0]:.2f})"
 

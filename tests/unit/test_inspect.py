@@ -86,7 +86,7 @@ def test_run_curves_split_train_and_validation_on_any_x_axis():
     assert (c.val.x, c.val.y) == ([2], [4.5])
     c = run_curves(RECORDS, "tokens seen", "perplexity")
     assert c.train.x == [64, 128, 192] and c.val.y == [pytest.approx(math.exp(4.5))]
-    assert run_curves(RECORDS, "wall time (s)").train.x == [0.1, 0.2, 0.3]
+    assert run_curves(RECORDS, "training time (s)").train.x == [0.1, 0.2, 0.3]
 
 
 def test_load_curves_tolerates_missing_and_torn_files(tmp_path):

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from plotly.subplots import make_subplots
 
 from labkit.generate import Candidate, GeneratedToken
 from labkit.inspect import compare_plots as cp
@@ -231,14 +232,53 @@ def test_surprisal_figure_and_html_share_one_colour_scale():
 def test_inside_figures_put_the_top_layer_first_and_mark_the_step_shown():
     figs = inside_figures()
     lens = figs["lens"].data[0]
-    assert list(lens.y) == ["block 1", "block 0"] and lens.colorbar.title.text == "P(next token)"
-    assert list(lens.x) == ["0 <eos>", "1 the", "2 cat"] and lens.text[0][0] == "cat"
-    assert [b for b in figs["effect"].data[0].marker.color] == ["#b2182b", "#2166ac", "#2166ac", "#b2182b"]
-    importance = figs["importance"].data[0]
+    assert list(lens.y) == ["block 1", "block 0"] and lens.colorbar.title.text == "p(actual next token)"
+    # the top guess is "cat" everywhere; the actual next tokens are the, cat, sat: a tick at position 1 only
+    assert list(lens.x) == ["0 <eos>", "1 the", "2 cat"] and [row[:3] for row in lens.text] == [["cat", "cat ✓", "cat"]] * 2
+    # surgery: one colour meaning. The bars are each token's loss change (-Δ log p): a token whose log p
+    # fell by 1 when the parts were switched off rose by 1 in loss; the heads' map is their loss rise;
+    # both on the same red-for-a-rise scale, centred on 0.
+    effect, importance = figs["effect"].data[0], figs["importance"].data[0]
+    assert list(effect.y) == [1.0, -0.5, 0.0, 0.2] and list(effect.marker.color) == [1.0, -0.5, 0.0, 0.2]
     assert importance.z.tolist() == [[0.0, 0.3], [-0.1, 0.0]] and (importance.zmin, importance.zmax) == (-0.3, 0.3)
+    assert effect.marker.colorscale == importance.colorscale and effect.marker.cmid == importance.zmid == 0
+    assert importance.colorscale[-1][1] == "rgb(103,0,31)"  # RdBu reversed: the top (a loss rise) is dark red
+    assert [list(row) for row in importance.text] == [["0", "+0.30"], ["-0.10", "0"]]
     timeline = figs["timeline"]
-    assert [a.text for a in timeline.layout.annotations if a.yref == "paper"] == [
+    assert [a.text.replace("<br>", " ") for a in timeline.layout.annotations if a.yref == "paper"] == [
         "induction score", "previous-token share", "attention entropy (nats)", "probe accuracy"]
     assert {s.x0 for s in timeline.layout.shapes} == {4} and len(timeline.layout.shapes) == 4
     copy = next(t for t in timeline.data if t.name == "copy")
     assert list(copy.x) == [2, 4] and list(copy.y) == [0.2, 0.4]
+
+
+def test_titles_sit_under_the_toolbar_legends_below_the_data_and_panel_titles_wrap():
+    fig = style.apply(go.Figure([go.Scatter(x=[0, 1], y=[0, 1], name="a"), go.Scatter(x=[0, 1], y=[1, 0], name="b")],
+                                layout=dict(title="a title", legend=dict(y=1.1))))
+    title, legend = fig.layout.title, fig.layout.legend
+    assert (title.yref, title.y, title.yanchor, title.pad.t, title.x, title.xanchor) == \
+        ("container", 1, "top", style.TOOLBAR_PX, 0, "left")
+    assert fig.layout.margin.t == style.TOOLBAR_PX + 30
+    assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0, "bottom")
+    # three panels side by side: each title wraps at 60 // 3 = 20 characters, at spaces
+    panels = style.apply(make_subplots(rows=1, cols=3, subplot_titles=["demo-transformer: gradient × input", "b", "c"]))
+    assert panels.layout.annotations[0].text == "demo-transformer:<br>gradient × input"
+    assert panels.layout.margin.t == style.TOOLBAR_PX + 4 + 2 * 18  # the toolbar, then two lines of panel title
+    assert style.wrap("one two three four", 9) == "one two<br>three<br>four"
+    assert style.wrap("short", 9) == "short" and style.wrap("unbreakable-word", 4) == "unbreakable-word"
+
+
+def test_numbers_keep_the_precision_they_need():
+    assert [style.number(x) for x in (0.42, 0.0031, 2.1e-05, 123.456, 0.0)] == ["0.420", "0.00310", "2.10e-05", "123", "0"]
+    assert style.number(0.012, signed=True) == "+0.0120" and style.number(-0.1, signed=True, digits=2) == "-0.10"
+    assert style.count(1, "layer") == "1 layer" and style.count(1024, "token") == "1,024 tokens"
+
+
+def test_next_token_bars_scale_to_the_data_and_show_a_drawn_token_outside_the_top():
+    top = [Candidate(i, f"w{i}", 0.001, 0.0015) for i in range(10)]  # a flat distribution: 0.1% each
+    drawn = Candidate(99, "rare", 0.0002, 0.0003)
+    fig = plots.next_token_figure(top, chosen=99, drawn=drawn)
+    assert fig.layout.xaxis.range == pytest.approx((0, 0.0015 * 1.12))  # not 0..1: the bars can be read
+    assert list(fig.data[0].y)[-1] == "rare ◀ (drawn; not in the top 10)" and list(fig.data[0].x)[-1] == 0.0002
+    inside = plots.next_token_figure(top, chosen=3, drawn=top[3])
+    assert len(inside.data[0].y) == 10 and list(inside.data[0].y)[3] == "w3 ◀"
