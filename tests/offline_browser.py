@@ -6,6 +6,12 @@ other than localhost is aborted and recorded, as are the page's JavaScript error
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +23,92 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
 LOCAL = {"127.0.0.1", "localhost", "::1"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app" / "main.py"
+# The Compare page's tabs after the first, each with a text that shows once it is drawn.
+COMPARE_TABS = (("surprisal", "bits/token"), ("loss by position", "windows of"), ("word frequency", "log-spaced buckets"),
+                ("agreement by distance", "chance is 50%"), ("surgery", "switched off"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    base: str  # http://127.0.0.1:PORT
+    started: float  # time.perf_counter() when the process was started
+    ready_s: float  # seconds until it answered its health check
+    log: Path
+
+
+@contextmanager
+def serving(command: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
+            what: str, timeout_s: float = 60) -> Iterator[float]:
+    """A server process started with `command`, waited for until `ready_url` answers 200 (the test
+    fails with its log's end if it dies or is not ready in `timeout_s`); stopped after. Yields the
+    seconds it took to answer."""
+    import pytest
+
+    log = open(log_path, "w+")  # noqa: SIM115
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"{what} did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.2)
+        yield time.perf_counter() - started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextmanager
+def streamlit_server(root: Path, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A fresh `streamlit run app/main.py` on a free local port, reading the runs folder `root`."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with serving(command, cwd=REPO, env=os.environ | {"LABKIT_RUNS": str(root)} | (env or {}),
+                 log_path=log_dir / "server.log", ready_url=base + "/_stcore/health", what="streamlit") as ready_s:
+        yield Server(base, started, ready_s, log_dir / "server.log")
+
+
+def wait_idle(page: Any, timeout_ms: int = 60_000) -> None:
+    """Until the script run ends (Streamlit shows a status widget while it runs)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout_ms)
+
+
+def plot_traces(page: Any, chart_index: int = 0) -> list[dict]:
+    """The traces plotly drew in the chart_index-th chart: name, type and point count."""
+    return page.evaluate("""(i) => {
+        const plots = document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        if (plots.length <= i || !plots[i].data) return [];
+        return plots[i].data.map(t => ({name: t.name, type: t.type || 'scatter',
+                                        n: (t.x || t.z || []).length}));
+    }""", chart_index)
 
 
 @dataclass
@@ -91,3 +183,42 @@ def problems(page: Any, *, charts_drawn_ms: int = 20_000) -> list[str]:
     except PlaywrightTimeout:
         found += [f"an empty chart ({c['title'] or 'untitled'})" for c in chart_marks(page) if not c["marks"]]
     return found
+
+
+# The layout of every visible chart and tab bar, read from the page: boxes that must not overlap
+# (a chart's title and plotly's toolbar, a legend and the plotting area, two panel titles), a
+# heatmap's plotting area too thin to read, a tab bar whose last tab is scrolled out of sight.
+_LAYOUT = """() => {
+    const box = e => { const r = e.getBoundingClientRect(); return {l: r.left, t: r.top, r: r.right, b: r.bottom}; };
+    const hit = (a, b, pad) => a.l < b.r - pad && b.l < a.r - pad && a.t < b.b - pad && b.t < a.b - pad;
+    const shown = e => e && e.offsetParent !== null && e.getBoundingClientRect().width > 0;
+    const found = [];
+    [...document.querySelectorAll('.js-plotly-plot')].filter(shown).forEach((p, i) => {
+        const name = ((p.querySelector('.gtitle') || {}).textContent || '').slice(0, 60) || `chart ${i}`;
+        const title = p.querySelector('.gtitle'), bar = p.querySelector('.modebar');
+        const plots = [...p.querySelectorAll('.cartesianlayer .subplot .bg, .nsewdrag')].filter(shown).map(box);
+        if (title && bar && shown(bar) && hit(box(title), box(bar), 1))
+            found.push(`${name}: the title lies under the plotly toolbar`);
+        const legend = p.querySelector('.legend');
+        if (legend && shown(legend)) {
+            const l = box(legend);
+            if (plots.some(a => hit(l, a, 2))) found.push(`${name}: the legend covers the plotting area`);
+        }
+        const labels = [...p.querySelectorAll('.annotation-text')].filter(shown).map(box);
+        for (let a = 0; a < labels.length; a++) for (let b = a + 1; b < labels.length; b++)
+            if (hit(labels[a], labels[b], 1)) { found.push(`${name}: two panel titles overlap`); a = labels.length; break; }
+        if (p.querySelector('.heatmaplayer image'))
+            plots.forEach(a => { if (a.r - a.l < 60 || a.b - a.t < 40)
+                found.push(`${name}: a heatmap drawn in a sliver (${Math.round(a.r - a.l)} x ${Math.round(a.b - a.t)} px)`); });
+    });
+    [...document.querySelectorAll('[role="tablist"]')].filter(shown).forEach(list => {
+        if (list.scrollWidth > list.clientWidth + 2)
+            found.push(`a tab bar hides tabs (${list.scrollWidth} px of tabs in ${list.clientWidth} px)`);
+    });
+    return found;
+}"""
+
+
+def layout_problems(page: Any) -> list[str]:
+    """What overlaps or cannot be read in the charts and tab bars `page` shows (see _LAYOUT)."""
+    return page.evaluate(_LAYOUT)

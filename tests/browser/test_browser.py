@@ -15,21 +15,15 @@ import json
 import math
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import appruns
-from offline_browser import CHROMIUM, OfflinePage, offline_page, problems
+from offline_browser import CHROMIUM, COMPARE_TABS, OfflinePage, offline_page, plot_traces, problems, streamlit_server, wait_idle
 
-REPO = Path(__file__).resolve().parents[2]
-APP = REPO / "app" / "main.py"
 WIDTH, HEIGHT = 1600, 1800
 README_SHOT = {"width": 1000, "colours": 96, "max_bytes": 200_000}  # the README's copies
 pytestmark = [pytest.mark.slow,
@@ -38,55 +32,13 @@ pytestmark = [pytest.mark.slow,
                                         "(apt-get install -y chromium; .ci/run does) to run the browser test")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A fresh `streamlit run` on a free local port; yields the base URL, the process start time,
     the seconds until the server answered, and the runs folder."""
     root = appruns.runs_root(tmp_path_factory)
-    port = free_port()
-    env = os.environ | {"LABKIT_RUNS": str(root)}
-    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.2)
-        yield base, started, time.perf_counter() - started, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Until the script run ends (Streamlit shows a status widget while it runs)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
+    with streamlit_server(root, tmp_path_factory.mktemp("streamlit")) as s:
+        yield s.base, s.started, s.ready_s, root
 
 
 def iframe_svg_elements(page, index: int) -> int:
@@ -95,16 +47,6 @@ def iframe_svg_elements(page, index: int) -> int:
         const f = [...document.querySelectorAll('iframe')][i];
         const d = f && f.contentDocument;
         return d ? d.querySelectorAll('#vis svg *').length : 0; }""", index)
-
-
-def plot_traces(page, chart_index: int = 0) -> list[dict]:
-    """The traces plotly drew in the chart_index-th chart: name, type and point count."""
-    return page.evaluate("""(i) => {
-        const plots = document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot');
-        if (plots.length <= i || !plots[i].data) return [];
-        return plots[i].data.map(t => ({name: t.name, type: t.type || 'scatter',
-                                        n: (t.x || t.z || []).length}));
-    }""", chart_index)
 
 
 class Visit:
@@ -213,7 +155,7 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     assert frame_shows_all(page, 0), "the head view is cut off: its save buttons are below the frame"
     v.check("05-attention-head-view", readme="attention")
     saved_head_view(page, v.shots)
-    v.tab("bertviz: model view")
+    v.tab("model view")
     page.wait_for_function("""() => {
         const f = [...document.querySelectorAll('iframe')].find(f => f.offsetParent !== null);
         return f && f.contentDocument && f.contentDocument.querySelectorAll('#vis svg *').length > 50; }""",
@@ -223,8 +165,8 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(state="attached")
     v.check("07-attention-heatmaps")
     saved_charts(page, v.shots)
-    for tab, shown in (("head statistics", "Attention sink"), ("surgery", "switched off"),
-                       ("before / after fine-tuning", "Total variation"), ("long inputs", "cells")):
+    for tab, shown in (("statistics", "Attention sink"), ("surgery", "switched off"),
+                       ("fine-tuning", "Total variation"), ("long inputs", "cells")):
         v.tab(tab)
         page.get_by_text(shown).filter(visible=True).first.wait_for(timeout=60_000)
         v.check("08-attention-" + tab.replace(" / ", "-").replace(" ", "-"))
@@ -239,9 +181,7 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     wait_idle(page)
     timings["compare page, to the saliency maps drawn (s)"] = time.perf_counter() - t0
     v.check("09-compare-saliency", readme="compare")
-    for tab, shown in (("surprisal", "bits/token"), ("loss by position", "windows of 32 tokens"),
-                       ("word frequency", "log-spaced buckets"), ("agreement by distance", "chance is 50%"),
-                       ("surgery", "switched off")):
+    for tab, shown in COMPARE_TABS:
         v.tab(tab)
         page.get_by_text(shown).filter(visible=True).first.wait_for(timeout=60_000)
         v.check("10-compare-" + tab.replace(" ", "-"))

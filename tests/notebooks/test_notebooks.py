@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from queue import Empty
 
 import nbformat
 import pytest
 
-from offline_browser import CHROMIUM, offline_page
+from offline_browser import CHROMIUM, free_port, offline_page, serving
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -144,12 +141,6 @@ def saved_with_outputs(path: Path, page, timeout_s: float = 30.0):
 
 
 # --- JupyterLab in a real browser ---------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def jupyterlab(tmp_path):
     """`jupyter lab` on a free local port with a token, serving copies of the notebooks (so the
@@ -173,30 +164,10 @@ def jupyterlab(tmp_path):
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
-    log = open(tmp_path / "jupyterlab.log", "w+")  # noqa: SIM115
-    proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"jupyter lab did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.3)
+    with serving(command, cwd=root, env=env, log_path=tmp_path / "jupyterlab.log",
+                 ready_url=f"{base}/api/status?token={token}", what="jupyter lab", timeout_s=90):
         yield base, token, tmp_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 HEAD_VIEW_FITS = """() => { const f = document.querySelectorAll('.jp-OutputArea iframe')[0];
