@@ -11,7 +11,7 @@ import streamlit as st
 
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import attention_grid_figure, loss_figure
-from labkit.inspect.timeline import Snapshot, read_timeline
+from labkit.inspect.timeline import MIN_RISE, Snapshot, largest_rise, read_timeline
 from labkit.runs import model_label, run_status
 from labkit.runs.timeline import timeline_path
 
@@ -49,15 +49,13 @@ live = run_status(info) == "running"
 
 def jump(snapshots: list[Snapshot], key: str) -> str:
     """The head whose score rose most between two evaluations in a row, said in words."""
-    steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
-    if len(steps) < 2:
+    if sum(1 for s in snapshots if s.head_stats and key in s.head_stats) < 2:
         return ""
-    rises = np.stack([b.head_stats[key] - a.head_stats[key] for a, b in zip(steps, steps[1:])])  # (N-1, L, H)
-    i, layer, head = np.unravel_index(int(np.nanargmax(rises)), rises.shape)
-    a, b = steps[i], steps[i + 1]
-    return (f" The largest rise of the {STATS[key][0]}: layer {layer}, head {head}, from "
-            f"{a.head_stats[key][layer, head]:.2f} at step {a.step:,} to {b.head_stats[key][layer, head]:.2f} at step "
-            f"{b.step:,}.")
+    rise = largest_rise(snapshots, key)
+    if rise is None:
+        return f" No head's {STATS[key][0]} rose by {MIN_RISE} or more between two evaluations in a row."
+    return (f" The largest rise of the {STATS[key][0]}: layer {rise.layer}, head {rise.head}, from {rise.before:.2f} "
+            f"at step {rise.from_step:,} to {rise.after:.2f} at step {rise.to_step:,}.")
 
 
 def heads_over_time(snapshots: list[Snapshot], at: Snapshot) -> None:

@@ -177,3 +177,35 @@ def read_timeline(run_path: str | Path) -> list[Snapshot]:
                                  seen if isinstance(seen, int) else None,
                                  float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None)
     return [by_step[s] for s in sorted(by_step)]
+
+
+@dataclass(frozen=True)
+class Rise:
+    """The largest rise of one head statistic between two evaluations in a row."""
+
+    layer: int
+    head: int
+    before: float
+    after: float
+    from_step: int
+    to_step: int
+
+
+MIN_RISE = 0.01  # less than this between two evaluations is no rise (a finding never calls 0.00 -> 0.00 one)
+
+
+def largest_rise(snapshots: list[Snapshot], key: str) -> Rise | None:
+    """Which head's `key` statistic ("induction", "previous_token", ...) rose most between two
+    evaluations in a row, or None when none rose by MIN_RISE or more (or there are fewer than two)."""
+    steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
+    if len(steps) < 2:
+        return None
+    rises = np.stack([b.head_stats[key] - a.head_stats[key] for a, b in zip(steps, steps[1:])])  # (N-1, L, H)
+    if not np.isfinite(rises).any():
+        return None
+    i, layer, head = np.unravel_index(int(np.nanargmax(rises)), rises.shape)
+    if not rises[i, layer, head] >= MIN_RISE:
+        return None
+    a, b = steps[i], steps[i + 1]
+    return Rise(int(layer), int(head), float(a.head_stats[key][layer, head]), float(b.head_stats[key][layer, head]),
+                a.step, b.step)

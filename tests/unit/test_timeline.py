@@ -163,3 +163,18 @@ def test_the_recorder_is_cheap_at_the_tiny_presets(tmp_path):
           f"{sum(spent) / card['wall_time_s']:.1%} of {card['wall_time_s']:.1f} s of training (tiny Transformer, "
           f"eval every {train.eval_every} steps)")
     assert len(spent) == 2
+
+
+def test_the_largest_rise_is_the_hand_picked_head_and_no_change_is_no_rise():
+    from labkit.inspect.timeline import Snapshot, largest_rise
+
+    def snap(step: int, grid: list[list[float]]) -> Snapshot:
+        return Snapshot(step, ["a"], head_stats={"induction": np.array(grid)})
+
+    flat = [snap(100, [[0.0, 0.02]]), snap(200, [[0.0, 0.02]]), snap(300, [[0.004, 0.02]])]
+    assert largest_rise(flat, "induction") is None  # 0.00 -> 0.00 (or 0.004) is not a rise
+    assert largest_rise(flat[:1], "induction") is None and largest_rise(flat, "entropy") is None
+    forming = [snap(100, [[0.0, 0.02]]), snap(200, [[0.05, 0.03]]), snap(300, [[0.61, 0.03]])]
+    rise = largest_rise(forming, "induction")
+    assert (rise.layer, rise.head, rise.from_step, rise.to_step) == (0, 0, 200, 300)
+    assert (rise.before, rise.after) == pytest.approx((0.05, 0.61))
