@@ -225,11 +225,12 @@ DEMO_FINETUNE = dict(
 
 def train_demo_models(root: str | Path, *, steps: int | None = None, corpus: str | None = None,
                       names: dict[str, str] | None = None, callbacks: list[Callback] | tuple = (),
-                      status: bool = False) -> dict[str, dict[str, Any]]:
+                      status: bool = False, precision: str = "auto") -> dict[str, dict[str, Any]]:
     """Train the demo models (labkit.demo) into `root`, one stage after the other: an LSTM and a
     Transformer language model, each fine-tuned on the demo task, then the LSTM's network on the task
     from scratch; returns their cards by run name. Every stage stops at its steps (`steps` replaces
-    them all), never at a time. `status`: report each stage's phase in the demo's status file."""
+    them all), never at a time. `status`: report each stage's phase in the demo's status file.
+    `precision`: "auto" (bf16 where the CPU has it), or "fp32" (what a CPU without bf16 runs)."""
     from labkit.train.finetune import FinetuneConfig, finetune
 
     corpus = corpus or demo.demo_corpus()
@@ -248,12 +249,12 @@ def train_demo_models(root: str | Path, *, steps: int | None = None, corpus: str
             preset = PRESETS[demo.demo_preset(corpus, stage.family)]
             train = TrainConfig.from_dict({**preset["train"], "max_steps": stage.steps, "time_budget_s": None,
                                            "eval_every_s": None, "eval_every": max(1, stage.steps // 10),
-                                           "device": "cpu"})
+                                           "device": "cpu", "precision": precision})
             model = config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size})
             cards[stage.run] = pretrain(model, train, data_config, out, data=data, callbacks=[*hooks, TimelineRecorder()])
         else:
             config = FinetuneConfig(task=task, **DEMO_FINETUNE[task], max_steps=stage.steps,
                                     eval_every=max(1, stage.steps // 5), from_scratch=stage.kind == "scratch",
-                                    device="cpu")
+                                    device="cpu", precision=precision)
             cards[stage.run] = finetune(Path(root) / stage.base, config, out, callbacks=hooks)
     return cards

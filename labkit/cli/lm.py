@@ -82,6 +82,7 @@ def read_prompt(name: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from labkit.inspect import quality
     from labkit.inspect.runs import drop_empty_columns, summary_row
     from labkit.runs import list_runs
 
@@ -100,4 +101,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for info in infos:
         if info.error:
             print(f"{info.path.name}: {info.error}")
+        elif said := quality.warning(info):
+            print(said.replace("**", ""))
     return 0
