@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "main.py"
 # The Compare page's tabs after the first, each with a text that shows once it is drawn.
 COMPARE_TABS = (("surprisal", "bits/token"), ("loss by position", "windows of"), ("word frequency", "log-spaced buckets"),
-                ("agreement by distance", "chance is 50%"), ("surgery", "switched off"))
+                ("agreement by distance", "chance is 50%"), ("surgery", "minus the intact model"))
 
 
 def free_port() -> int:
@@ -93,12 +93,22 @@ def streamlit_server(root: Path, log_dir: Path, env: dict[str, str] | None = Non
         yield Server(base, started, ready_s, log_dir / "server.log")
 
 
+RUNNING = '[data-testid="stApp"][data-test-script-state="running"]'
+
+
 def wait_idle(page: Any, timeout_ms: int = 60_000) -> None:
-    """Until the script run ends (Streamlit shows a status widget while it runs)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
+    """Until the script run ends: Streamlit marks its app root `data-test-script-state="running"`
+    while a script runs (its status widget is not shown with toolbarMode "minimal")."""
+    page.wait_for_function(f"() => !document.querySelector('{RUNNING}')", timeout=timeout_ms)
+
+
+def settle(page: Any, timeout_ms: int = 300_000) -> None:
+    """After a click: until the rerun it starts has begun (if it is not over already) and ended."""
+    try:
+        page.wait_for_selector(RUNNING, timeout=1_500)
+    except Exception:  # noqa: BLE001 (a fast rerun may start and end unseen)
+        pass
+    wait_idle(page, timeout_ms)
 
 
 def plot_traces(page: Any, chart_index: int = 0) -> list[dict]:

@@ -34,14 +34,15 @@ def head_name(head: tuple[int, int]) -> str:
     return f"L{head[0]} H{head[1]}"
 
 
-def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: str) -> None:
-    """The surgery view of one run on `text`; `texts` (the sentence and the examples) for the ranking."""
+def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: str, *, narrow: bool = False) -> None:
+    """The surgery view of one run on `text`; `texts` (the sentence and the examples) for the ranking.
+    `narrow`: the view sits in a column (Compare): its controls go above its charts, not beside them."""
     texts = tuple(dict.fromkeys(t for t in (text, *texts) if t.strip()))
     try:
         if run.model.carries_state:
-            cut, what = rnn_controls(info, run, texts, key)
+            cut, what = rnn_controls(info, run, texts, key, narrow)
         else:
-            cut, what = transformer_controls(info, run, texts, key)
+            cut, what = transformer_controls(info, run, texts, key, narrow)
         if not any(cut.values()):
             st.caption("Pick something to switch off.")
             return
@@ -64,10 +65,16 @@ def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: s
                "helped that prediction); blue, it fell (the part hurt it). The ranking uses the same colours.")
 
 
-def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str) -> tuple[dict, str]:
+def sides(narrow: bool) -> tuple:
+    """Where the controls and the ranking go: side by side, or one above the other in a column."""
+    return (st.container(), st.container()) if narrow else st.columns([2, 3])
+
+
+def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str,
+                         narrow: bool) -> tuple[dict, str]:
     config = run.model.config
     ranking = ranked_heads(run, str(info.path), common.stamp(info), texts)
-    left, right = st.columns([2, 3])
+    left, right = sides(narrow)
     options = [(layer, head) for layer in range(config.n_layers) for head in range(config.n_heads)]
     top = (ranking[0]["layer"], ranking[0]["head"])
     heads = left.multiselect("Heads to switch off", options, default=[top], format_func=head_name,
@@ -82,9 +89,9 @@ def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], 
     return {"heads": heads}, ", ".join(map(head_name, heads)) or "nothing"
 
 
-def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str) -> tuple[dict, str]:
+def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str, narrow: bool) -> tuple[dict, str]:
     config = run.model.config
-    left, right = st.columns([2, 3])
+    left, right = sides(narrow)
     layer = 0
     if config.n_layers > 1:
         layer = left.selectbox("Layer", list(range(config.n_layers)), key=f"{key}_layer")
@@ -97,7 +104,7 @@ def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str
     units = left.multiselect("Units", list(range(run.model.width)), default=[r["unit"] for r in ranking[:3]],
                              key=f"{key}_units::{layer}", help="The default is the three units whose removal costs most.")
     with right:
-        ui.chart(ip.unit_importance_figure(ranking, title="the units whose removal alone costs most"), f"{key}_ranking")
+        ui.chart(ip.unit_importance_figure(ranking, title="the costliest units, each switched off alone"), f"{key}_ranking")
         st.caption(f"Mean next-token loss over {len(texts)} sentences with one unit of layer {layer} set to zero, "
                    f"minus the intact model's; the {len(ranking)} costliest of {run.model.width}.")
     return {"units": [(layer, u) for u in units]}, (f"unit{'s' if len(units) > 1 else ''} "

@@ -187,7 +187,7 @@ def surgery_section() -> None:
     for col, n in zip(st.columns(2), chosen):
         with col:
             st.subheader(labels[n])
-            surgery.panel(by_name[n], runs[n], text, common.examples(by_name[n]), f"cmp_surgery::{n}")
+            surgery.panel(by_name[n], runs[n], text, common.examples(by_name[n]), f"cmp_surgery::{n}", narrow=True)
 
 
 SECTIONS = {"saliency vs attention": saliency_section, "surprisal": surprisal_section,

@@ -119,21 +119,25 @@ def apply(fig: go.Figure, *, height: int | None = None) -> go.Figure:
     for note in titles:  # panels side by side share the width: long titles wrap instead of running into each other
         note.text = wrap(note.text, max(14, PANEL_TITLE_CHARS // per_row[round(note.y, 3)]))
     if fig.layout.title.text:
-        # the title on its own line under plotly's toolbar (top right), which it would otherwise run under
-        fig.update_layout(title=dict(x=0, xanchor="left", xref="paper", yref="container", y=1, yanchor="top",
-                                     pad=dict(t=TOOLBAR_PX), automargin=True))
+        # the title on its own line under plotly's toolbar (top right), which it would otherwise run under;
+        # a long one in lines that a chart in a column still shows whole
+        fig.update_layout(title=dict(text=wrap(fig.layout.title.text, TITLE_CHARS), x=0, xanchor="left", xref="paper",
+                                     yref="container", y=1, yanchor="top", pad=dict(t=TITLE_PAD)))
     if fig.layout.legend.y is not None or fig.layout.showlegend or len(fig.data) > 1:
         # the legend in a row of its own at the bottom, below the axis titles: never over the data
         fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"))
     if fig.layout.margin.t is None:  # room for the toolbar, then the title, then the top row's panel titles
         lines = max((note.text.count("<br>") + 1 for note in titles if note.y >= max(n.y for n in titles) - 1e-3),
                     default=0)
-        top = TOOLBAR_PX + (30 if fig.layout.title.text else 4) + 18 * lines
+        title_lines = fig.layout.title.text.count("<br>") + 1 if fig.layout.title.text else 0
+        top = (TITLE_PAD + 6 + 20 * title_lines if title_lines else TOOLBAR_PX + 4) + 18 * lines
         fig.update_layout(margin=dict(l=10, r=10, t=top, b=10))
     return fig
 
 
 TOOLBAR_PX = 34  # the height plotly's toolbar takes at the top right of a chart
+TITLE_PAD = TOOLBAR_PX + 14  # from the top to a title's baseline: its first line starts under the toolbar
+TITLE_CHARS = 48  # a chart title's line: longer ones wrap
 PANEL_TITLE_CHARS = 60  # characters of panel title a full-width row holds, shared by the panels side by side
 
 
@@ -165,7 +169,8 @@ def export_config(fmt: str = "png", *, filename: str = "labkit-chart") -> dict[s
         raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
     return {"displaylogo": False, "displayModeBar": True, "responsive": True,
             "toImageButtonOptions": {"format": fmt, "scale": 2 if fmt == "png" else 1, "filename": filename},
-            "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+            # the camera, zoom, pan and reset: a toolbar that fits on one row above a narrow chart's title
+            "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]}
 
 
 # A config is JSON (Streamlit and Jupyter both pass it as such), so its one download button has

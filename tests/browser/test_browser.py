@@ -22,7 +22,17 @@ import pytest
 from PIL import Image
 
 import appruns
-from offline_browser import CHROMIUM, COMPARE_TABS, OfflinePage, offline_page, plot_traces, problems, streamlit_server, wait_idle
+from offline_browser import (
+    CHROMIUM,
+    COMPARE_TABS,
+    OfflinePage,
+    offline_page,
+    plot_traces,
+    problems,
+    settle,
+    streamlit_server,
+    wait_idle,
+)
 
 WIDTH, HEIGHT = 1600, 1800
 README_SHOT = {"width": 1000, "colours": 96, "max_bytes": 200_000}  # the README's copies
@@ -66,13 +76,11 @@ class Visit:
         """Pick `option` in the select box labelled `label`."""
         self.page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
         self.page.get_by_role("option", name=option, exact=True).click()
-        time.sleep(0.3)
-        wait_idle(self.page)
+        settle(self.page)
 
     def tab(self, name: str) -> None:
         self.page.get_by_role("tab", name=name, exact=True).click()
-        time.sleep(0.3)  # the click reruns the script: let its status widget appear
-        wait_idle(self.page)
+        settle(self.page)  # the click reruns the script
 
     def check(self, shot: str, *, readme: str | None = None) -> None:
         """The view as it is now: no traceback, every visible chart drew, no request left this
@@ -165,7 +173,7 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(state="attached")
     v.check("07-attention-heatmaps")
     saved_charts(page, v.shots)
-    for tab, shown in (("statistics", "Attention sink"), ("surgery", "switched off"),
+    for tab, shown in (("statistics", "Attention sink"), ("surgery", "minus the intact model"),
                        ("fine-tuning", "Total variation"), ("long inputs", "cells")):
         v.tab(tab)
         page.get_by_text(shown).filter(visible=True).first.wait_for(timeout=60_000)

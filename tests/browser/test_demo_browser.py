@@ -31,6 +31,7 @@ from offline_browser import (
     offline_page,
     plot_traces,
     problems,
+    settle,
     streamlit_server,
     wait_idle,
 )
@@ -82,12 +83,7 @@ class Walk:
         self.settle()
 
     def settle(self) -> None:
-        """Until the rerun a click started has ended (its status widget comes, then goes)."""
-        try:
-            self.page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=1_500)
-        except Exception:  # noqa: BLE001 (a fast rerun may come and go unseen)
-            pass
-        wait_idle(self.page, 300_000)
+        settle(self.page)  # (the module's function: until the click's rerun has ended)
 
     def check(self, shot: str) -> None:
         """No traceback, no empty chart; the layout at this width; a screenshot."""
@@ -239,7 +235,6 @@ def test_train_demo_models_then_every_page_meets_the_demo_goals(tmp_path_factory
     for where in ("start warnings", "runs warnings"):
         said = " ".join(found[where])
         assert f"{UNDERTRAINED} has not learned enough" in said, (where, said)
-        assert "demo-" not in said.split(f"{UNDERTRAINED} has not learned enough")[0], (where, said)
         assert not re.search(r"demo-[a-z0-9-]+ has not learned", said), (where, said)
     assert not any(found["finetune warnings"].values()), found["finetune warnings"]
     assert not walk.problems, walk.problems

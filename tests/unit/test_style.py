@@ -257,8 +257,8 @@ def test_titles_sit_under_the_toolbar_legends_below_the_data_and_panel_titles_wr
                                 layout=dict(title="a title", legend=dict(y=1.1))))
     title, legend = fig.layout.title, fig.layout.legend
     assert (title.yref, title.y, title.yanchor, title.pad.t, title.x, title.xanchor) == \
-        ("container", 1, "top", style.TOOLBAR_PX, 0, "left")
-    assert fig.layout.margin.t == style.TOOLBAR_PX + 30
+        ("container", 1, "top", style.TITLE_PAD, 0, "left")
+    assert fig.layout.margin.t == style.TITLE_PAD + 6 + 20  # the title's line under the toolbar, then the plot
     assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0, "bottom")
     # three panels side by side: each title wraps at 60 // 3 = 20 characters, at spaces
     panels = style.apply(make_subplots(rows=1, cols=3, subplot_titles=["demo-transformer: gradient × input", "b", "c"]))
