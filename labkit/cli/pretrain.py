@@ -60,8 +60,12 @@ def configs(args: argparse.Namespace, train: dict[str, Any], data: dict[str, Any
     data = data | overrides(args, DataConfig, {"data_dir": "data"})
     data |= {k: None for k in ("max_vocab", "train_tokens", "eval_tokens") if data.get(k) == 0}
     renames = {"max_steps": "steps", "time_budget_s": "time_budget"}
-    return (TrainConfig.from_dict(train | overrides(args, TrainConfig, renames)),
-            DataConfig.from_dict(data))
+    given_flags = overrides(args, TrainConfig, renames)
+    if "eval_every" in given_flags and "eval_every_s" not in given_flags:
+        # --eval-every N alone: validations every N steps only, not also every minute of a preset's
+        # clock (a fixed-step run on a slow CPU would otherwise spend most of its time validating)
+        given_flags["eval_every_s"] = None
+    return TrainConfig.from_dict(train | given_flags), DataConfig.from_dict(data)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -236,7 +240,10 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--schedule", dict(choices=("cosine", "linear", "constant", "plateau")), P),
             ("--grad-clip", x, f"max gradient norm, 0 = off {P}"),
             ("--grad-accum", n, "micro-batches per optimizer step (default: 1)"),
-            ("--eval-every", n, f"validate and save a checkpoint every N steps {P}"),
+            ("--eval-every", n, "validate and save a checkpoint every N steps, and only then: a preset's "
+             f"validations by training time are off {P}"),
+            ("--eval-every-s", dict(type=duration, metavar="TIME"), "also validate each time this much "
+             "training time has passed (the laptop presets: 60 s)"),
             ("--log-every", n, f"write a metrics record every N steps {P}"),
             ("--precision", dict(choices=("auto", "fp32", "bf16")), "auto: bf16 on CUDA and on CPUs "
              "with bf16 instructions, fp32 elsewhere (default: auto)"),

@@ -7,6 +7,7 @@ gap is convention, not vocabulary:
     SST-2                     WikiText-2
     does n't, ca n't          doesn 't, can 't        (split before the apostrophe)
     `` quoted ''              " quoted "
+    ` quoted '                ' quoted '
     heavy-handed, 1,000, 2.5  heavy @-@ handed, 1 @,@ 000, 2 @.@ 5
     -lrb- -rrb-               ( )
     lowercase                 cased: "paris" is looked up as "Paris" when only that exists
@@ -28,6 +29,7 @@ def sst_to_wikitext(sentence: str) -> str:
     """Rewrite one SST-2 sentence in WikiText-2's tokenization (case is handled by `CaseMapper`)."""
     text = _NT.sub(r"\1n 't", sentence)
     text = text.replace("``", '"').replace("''", '"')
+    text = " ".join("'" if word == "`" else word for word in text.split())  # SST's opening single quote
     words = []
     for word in text.split():
         word = _BRACKETS.get(word, word)

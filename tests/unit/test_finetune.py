@@ -40,6 +40,8 @@ def test_sst_text_is_rewritten_in_wikitext_conventions():
     assert sst_to_wikitext("ca n't and wo n't") == "can 't and won 't"
     assert sst_to_wikitext("a heavy-handed `` epic '' -lrb- 2.5 stars , 1,000 -rrb-") == \
         'a heavy @-@ handed " epic " ( 2 @.@ 5 stars , 1 @,@ 000 )'
+    # SST's opening single quote (940 training tokens) is WikiText's "'"; a backtick inside a word stays
+    assert sst_to_wikitext("` right ' , he said of it`s") == "' right ' , he said of it`s"
 
 
 def test_case_mapper_prefers_the_most_frequent_casing():

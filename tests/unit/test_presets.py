@@ -21,3 +21,21 @@ def test_a_size_and_a_model_pick_the_models_own_preset_when_there_is_one():
         resolve_preset("laptop-gru", "transformer")
     with pytest.raises(LabkitError, match="unknown model"):
         resolve_preset("laptop", "mamba")
+
+
+def test_eval_every_alone_switches_a_presets_timed_validations_off():
+    from labkit.cli import build_parser
+    from labkit.cli.pretrain import configs
+    from labkit.presets import resolve_preset
+
+    preset = resolve_preset("laptop")
+
+    def train(*flags: str):
+        args = build_parser().parse_args(["pretrain", "--preset", "laptop", *flags])
+        return configs(args, preset["train"], preset["data"])[0]
+
+    assert (train().eval_every, train().eval_every_s) == (1_000_000, 60.0)  # the preset's: every minute
+    assert (train("--eval-every", "50").eval_every, train("--eval-every", "50").eval_every_s) == (50, None)
+    both = train("--eval-every", "50", "--eval-every-s", "2m")
+    assert (both.eval_every, both.eval_every_s) == (50, 120.0)
+    assert train("--eval-every-s", "30s").eval_every_s == 30.0
