@@ -43,7 +43,7 @@ def new_run(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     settings["data_dir"] = args.data
     config = FinetuneConfig.from_dict(settings)
-    scratch = "scratch" if config.from_scratch else config.mode
+    scratch = "bow" if config.baseline else "scratch" if config.from_scratch else config.mode
     size = f"-n{config.train_size}" if config.train_size else ""
     args.name = args.name or f"{base.name}-{config.task}-{scratch}{size}-s{config.seed}"
     out = safe_run_path(args.runs_dir, args.name)
@@ -76,8 +76,20 @@ def resume_run(args: argparse.Namespace) -> int:
 
 
 def report(card: dict[str, Any]) -> None:
-    print(f"finished: {card['steps']:,} steps on {card['train_size']:,} sentences in "
-          f"{card['wall_time_s']:.1f} s; OOV rate {card['oov_rate']:.1%}")
+    if card.get("baseline") == "bow":
+        print(f"finished: a bag of words on {card['train_size']:,} sentences in {card['wall_time_s']:.1f} s, "
+              f"L2 {card['l2']:g} (validation accuracy {card['val_accuracy']:.1%}); OOV rate {card['oov_rate']:.1%}")
+    else:
+        print(f"finished: {card['steps']:,} steps on {card['train_size']:,} sentences in "
+              f"{card['wall_time_s']:.1f} s; OOV rate {card['oov_rate']:.1%}")
+    said = [f"{label} {n:,}" for label, n in zip(card.get("labels") or [], predicted(card))]
+    print(f"test accuracy {card['accuracy']:.1%}; predicted: {', '.join(said)}")
+
+
+def predicted(card: dict[str, Any]) -> list[int]:
+    """How many test sentences the run gave each label (the confusion matrix's column sums)."""
+    matrix = card.get("confusion_matrix") or []
+    return [sum(row[j] for row in matrix) for j in range(len(matrix))]
     split = "dev" if card['task'] == "sst2" else "test"
     print(f"{card['task']} {split} accuracy {card['accuracy']:.4f} (best val {card['val_accuracy']:.4f}); "
           f"confusion {card.get('confusion_matrix')}")
@@ -111,6 +123,9 @@ def add_finetune(sub: Any) -> None:
                    "group per epoch (default: full)")
     p.add_argument("--from-scratch", action="store_true", default=None,
                    help="random weights instead of RUN's (the baseline)")
+    p.add_argument("--baseline", choices=("bow",), help="no network: the yardstick, a bag-of-words logistic "
+                   "regression on the same labelled sentences in RUN's words, its L2 chosen on the validation "
+                   "split; seconds")
     p.add_argument("--pooling", choices=("mean", "last", "max", "concat"), help="sentence vector: the masked "
                    "mean of the hidden states, the last token's, their maximum, or all three side by side "
                    "(default: concat)")
@@ -123,6 +138,8 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="(default: 32)")
     p.add_argument("--lr-body", type=float, metavar="LR", help="(default: 5e-4)")
     p.add_argument("--lr-head", type=float, metavar="LR", help="(default: 2e-3)")
+    p.add_argument("--frozen-lr", type=float, metavar="LR", help="--mode frozen: the head's rate, a linear model on "
+                   "standardised features (default: 3e-2)")
     p.add_argument("--lr-decay", type=float, metavar="X", help="discriminative rates: each lower layer group of "
                    "the body trains at the rate of the one above divided by X (ULMFiT: 2.6; default: 1)")
     p.add_argument("--schedule", choices=("cosine", "linear"), help="the decay after the warm-up; linear with a "

@@ -69,6 +69,8 @@ def condition(card: dict[str, Any], config: dict[str, Any] | None = None) -> str
     weights trained in full ("scratch, frozen": a random body under a trained head), so that
     a learning curve draws one line per condition."""
     finetune = (config or {}).get("finetune") or {}
+    if card.get("baseline", finetune.get("baseline")) == "bow":
+        return "bag of words"
     mode = card.get("mode") or finetune.get("mode") or "full"
     if card.get("from_scratch", finetune.get("from_scratch")) is True:
         return "scratch" if mode == "full" else f"scratch, {mode}"

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from labkit.errors import LabkitError
+from labkit.models.bow import BagOfWords, BagOfWordsConfig
 from labkit.models.classifier import ClassifierConfig, SequenceClassifier
 from labkit.models.fast import accelerate
 from labkit.models.hooks import ActivationCache, HookPoint, hook_points, hooks, run_with_cache
@@ -26,10 +27,11 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "rnn": (RNNConfig, RNNLM),
     "transformer": (TransformerConfig, TransformerLM),
     "classifier": (ClassifierConfig, SequenceClassifier),
+    "bow": (BagOfWordsConfig, BagOfWords),  # the fine-tuning yardstick: no language model inside
 }
 
-__all__ = ["CELLS", "FAMILIES", "ActivationCache", "ClassifierConfig", "HookPoint", "KVCache", "LMOutput",
-           "ModelConfig", "RNNConfig", "RNNLM", "SequenceClassifier", "TransformerConfig", "TransformerLM",
+__all__ = ["CELLS", "FAMILIES", "ActivationCache", "BagOfWords", "BagOfWordsConfig", "ClassifierConfig", "HookPoint", "KVCache",
+           "LMOutput", "ModelConfig", "RNNConfig", "RNNLM", "SequenceClassifier", "TransformerConfig", "TransformerLM",
            "build_model", "config_from_dict", "count_parameters", "hook_points", "hooks", "run_with_cache"]
 
 
@@ -53,6 +55,8 @@ def build_model(config: ModelConfig | ClassifierConfig | dict[str, Any], *, fast
     check_size(config)
     if config.family == "classifier":
         return SequenceClassifier(config, fast=fast)
+    if config.family == "bow":
+        return BagOfWords(config)
     model = FAMILIES[config.family][1](config)
     return accelerate(model) if fast else model
 

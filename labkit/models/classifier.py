@@ -36,6 +36,9 @@ class ClassifierConfig(JSONConfig):
     pooling: str = "mean"
     dropout: float = 0.1
     family: str = "classifier"
+    # the pooled features standardised (each minus its mean, over its standard deviation, both measured
+    # once on the training sentences): what a frozen body's head needs, its features fixed and of any scale
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -52,15 +55,37 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.body = build_model(config.body, fast=fast)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(self.body.width * (3 if config.pooling == "concat" else 1), config.n_classes)
+        width = self.body.width * (3 if config.pooling == "concat" else 1)
+        self.head = nn.Linear(width, config.n_classes)
+        if config.standardize:
+            self.register_buffer("feature_mean", torch.zeros(width))  # (D,), set by `standardize_on`
+            self.register_buffer("feature_std", torch.ones(width))
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, mask: (B, T), right-padded (mask True on real tokens) -> class logits (B, C)."""
+    def features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids, mask: (B, T), right-padded (mask True on real tokens) -> the pooled vector (B, D)."""
         limit = self.body.context_length  # None: an RNN reads any length
         if limit is not None:
             ids, mask = ids[:, :limit], mask[:, :limit]
         hidden = self.body(ids, compute_logits=False).hidden  # (B, T, D)
-        return self.head(self.drop(pool(hidden, mask.bool(), self.config.pooling)))
+        return pool(hidden, mask.bool(), self.config.pooling)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids, mask: (B, T), right-padded (mask True on real tokens) -> class logits (B, C)."""
+        x = self.features(ids, mask)
+        if self.config.standardize:
+            x = (x - self.feature_mean) / self.feature_std
+        return self.head(self.drop(x))
+
+    @torch.no_grad()
+    def standardize_on(self, batches: Any) -> None:
+        """Measure the pooled features' mean and standard deviation over `batches` (of (ids, mask)),
+        in eval mode: the frozen body's features on the training sentences."""
+        was = self.training
+        self.eval()
+        x = torch.cat([self.features(ids, mask).float() for ids, mask in batches])  # (N, D)
+        self.train(was)
+        self.feature_mean.copy_(x.mean(0))
+        self.feature_std.copy_(x.std(0, unbiased=False).clamp(min=1e-6))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Body parameters from the top layer down to the embeddings, for gradual unfreezing."""

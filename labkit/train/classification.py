@@ -53,6 +53,10 @@ class Classification:
             if id(p) not in grouped:
                 p.requires_grad_(False)
         self._set_trainable(trainer.model, 0)
+        if getattr(trainer.model.config, "standardize", False):  # a frozen body: its features never change
+            batches = ClassificationBatches(self.task.train, 256, shuffle=False, pad_id=self.pad_id, max_len=self.max_len)
+            with autocast(trainer.device, trainer.precision):
+                trainer.model.standardize_on((b.to(trainer.device).ids, b.to(trainer.device).mask) for b in batches)
 
     @property
     def epoch(self) -> int:

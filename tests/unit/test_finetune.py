@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from labkit.data import Vocab
+from labkit.data.batching import pad_batch
 from labkit.data.normalize import CaseMapper, sst_to_wikitext
 from labkit.data.tasks import TaskData
 from labkit.models import RNNConfig, TransformerConfig
@@ -116,3 +118,52 @@ def test_text_encoder_handles_word_and_bpe_tokenizers():
     bpe = TextEncoder(BPETokenizer.train(lines, vocab_size=300))
     ids = bpe("the film does n't work")
     assert ids and bpe.tokenizer.unk_id not in ids  # byte-level: nothing is out of vocabulary
+
+
+def pooled(model, sentences: list[list[int]]) -> torch.Tensor:
+    """The model's pooled features (N, D) of the sentences, in one padded batch."""
+    ids, _, mask = pad_batch(sentences, pad_id=0)
+    with torch.no_grad():
+        return model.features(ids, mask)
+
+
+def test_a_frozen_body_trains_its_head_to_what_a_linear_probe_reads():
+    """The frozen body's pooled features are far from zero and of very different scales (its final
+    LayerNorm shifted and stretched); the label is a linear function of them. Standardised, the
+    head reaches what a logistic regression on the same features reaches (the recipe before read
+    them raw and stayed near one answer)."""
+    torch.manual_seed(0)
+    config = FinetuneConfig(mode="frozen", epochs=10, eval_every=1000, patience=100, device="cpu")
+    model = build_classifier(body_config("transformer"), config).eval()
+    with torch.no_grad():
+        model.body.ln_f.bias.copy_(torch.linspace(-40, 40, 16))
+        model.body.ln_f.weight.copy_(torch.logspace(-2, 1, 16))
+    g = torch.Generator().manual_seed(0)
+    sentences = [torch.randint(10, V, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
+                 for _ in range(1200)]
+    x = pooled(model, sentences)  # (N, 48)
+    z = (x - x.mean(0)) / x.std(0)
+    labels = (z @ torch.randn(48, generator=torch.Generator().manual_seed(1)) > 0).long().tolist()
+    rows = list(zip(sentences, labels))
+    task = TaskData(rows[:600], rows[600:800], rows[800:], ("neg", "pos"), 0.0)
+    assert 0.3 < sum(labels[800:]) / 400 < 0.7  # both labels common: one answer would score near 50%
+
+    # the probe: logistic regression (with a bias) on the training sentences' standardised features
+    train_z, test_z = z[:600], z[800:]
+    w, b = torch.zeros(48, requires_grad=True), torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+    y = torch.tensor(labels[:600], dtype=torch.float)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(train_z @ w + b, y) + 1e-3 * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    probe_accuracy = float(((test_z @ w + b > 0).long() == torch.tensor(labels[800:])).float().mean())
+    assert probe_accuracy > 0.9
+
+    card = finetuner(model.train(), task, config).fit()
+    assert card["accuracy"] >= probe_accuracy - 0.03, (card["accuracy"], probe_accuracy)
+    predicted = [sum(row[j] for row in card["confusion_matrix"]) for j in range(2)]
+    assert min(predicted) > 100  # both labels, in about the true proportions
