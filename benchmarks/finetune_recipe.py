@@ -24,7 +24,7 @@ from typing import Any
 
 from labkit.data.tasks import TextEncoder, load_task
 from labkit.runs import load_run
-from labkit.train.finetune import FinetuneConfig, finetune
+from labkit.train.finetune import FinetuneConfig, finetune, task_tokenizer
 
 # One change at a time to the recipe (labkit's FinetuneConfig defaults, with any --set: full
 # fine-tuning, no discriminative rates, a slanted triangular schedule, concat pooling, an LM step on
@@ -59,7 +59,7 @@ def run_all(bases: list[str], sizes: list[int | None], seeds: list[int], ablate:
         for size in sizes:
             for seed in seeds:
                 config0 = FinetuneConfig(**{**changes, "train_size": size, "seed": seed})
-                task = load_task(config0.task, TextEncoder(tokenizer), data_dir=config0.data_dir,
+                task = load_task(config0.task, TextEncoder(task_tokenizer(config0, tokenizer)), data_dir=config0.data_dir,
                                  val_size=config0.val_size, train_size=size, seed=seed)
                 first = seed == seeds[0]
                 ablating = ablate is not None and first and (not ablate or size in ablate)

@@ -35,7 +35,7 @@ from labkit.models import config_from_dict
 from labkit.notebook_display import CARD_FIELDS, LiveCurves, card_table, fmt_ppl, house_style, html_frame, say
 from labkit.presets import resolve_preset
 from labkit.runs import RunDir, remove_run
-from labkit.train.finetune import FinetuneConfig, finetune
+from labkit.train.finetune import FinetuneConfig, finetune, task_tokenizer
 from labkit.train.trainer import TrainConfig
 
 __all__ = ["BUDGET_SIZES", "CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves",
@@ -255,6 +255,7 @@ def generation_speed(model: nn.Module, tokenizer: Any, prompt: str, n_tokens: in
 def load_finetune_task(lab: Lab, tokenizer: Any, config: FinetuneConfig) -> TaskData:
     """The task of `config` (from `finetune_recipe`: SST-2, or the synthetic number task when SST-2
     or WikiText-2 is missing) encoded for `tokenizer`; all of train: take subsets with `TaskData.subset`."""
+    tokenizer = task_tokenizer(config, tokenizer)  # the run's words and the task's that it lacks
     return load_task(config.task, TextEncoder(tokenizer), data_dir=config.data_dir, val_size=config.val_size)
 
 

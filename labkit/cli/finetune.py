@@ -42,8 +42,10 @@ def new_run(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
     settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     settings["data_dir"] = args.data
+    if settings.get("task_lm"):
+        settings["from_scratch"] = True
     config = FinetuneConfig.from_dict(settings)
-    scratch = "bow" if config.baseline else "scratch" if config.from_scratch else config.mode
+    scratch = "bow" if config.baseline else "tasklm" if config.task_lm else "scratch" if config.from_scratch else config.mode
     size = f"-n{config.train_size}" if config.train_size else ""
     args.name = args.name or f"{base.name}-{config.task}-{scratch}{size}-s{config.seed}"
     out = safe_run_path(args.runs_dir, args.name)
@@ -82,17 +84,19 @@ def report(card: dict[str, Any]) -> None:
     else:
         print(f"finished: {card['steps']:,} steps on {card['train_size']:,} sentences in "
               f"{card['wall_time_s']:.1f} s; OOV rate {card['oov_rate']:.1%}")
+    split = "dev" if card["task"] == "sst2" else "test"
     said = [f"{label} {n:,}" for label, n in zip(card.get("labels") or [], predicted(card))]
-    print(f"test accuracy {card['accuracy']:.1%}; predicted: {', '.join(said)}")
+    print(f"{card['task']} {split} accuracy {card['accuracy']:.4f} (best val {card['val_accuracy']:.4f}); "
+          f"predicted: {', '.join(said)}; confusion {card.get('confusion_matrix')}")
+    if card.get("vocab_added"):
+        print(f"{card['vocab_added']:,} words of the task's training text added to the vocabulary: <unk> "
+              f"{card['oov_rate_before']:.1%} of the task's tokens before, {card['oov_rate']:.1%} after")
 
 
 def predicted(card: dict[str, Any]) -> list[int]:
     """How many test sentences the run gave each label (the confusion matrix's column sums)."""
     matrix = card.get("confusion_matrix") or []
     return [sum(row[j] for row in matrix) for j in range(len(matrix))]
-    split = "dev" if card['task'] == "sst2" else "test"
-    print(f"{card['task']} {split} accuracy {card['accuracy']:.4f} (best val {card['val_accuracy']:.4f}); "
-          f"confusion {card.get('confusion_matrix')}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -123,6 +127,12 @@ def add_finetune(sub: Any) -> None:
                    "group per epoch (default: full)")
     p.add_argument("--from-scratch", action="store_true", default=None,
                    help="random weights instead of RUN's (the baseline)")
+    p.add_argument("--task-lm-only", dest="task_lm", action="store_true", default=None,
+                   help="random weights trained by the language-model step on the task's text alone, then the "
+                   "classifier: what in-domain text gives without WikiText (implies --from-scratch)")
+    p.add_argument("--vocab-min-count", type=int, metavar="N", help="words of the task's training text that RUN's "
+                   "vocabulary lacks and that occur N times or more get rows of their own, trained by the "
+                   "language-model step; 0 for none (default: 5)")
     p.add_argument("--baseline", choices=("bow",), help="no network: the yardstick, a bag-of-words logistic "
                    "regression on the same labelled sentences in RUN's words, its L2 chosen on the validation "
                    "split; seconds")

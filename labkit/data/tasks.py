@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +39,7 @@ class TaskData:
     # every training sentence of the task when `train` is a subset of them (`subset`): the text a
     # language-model step on the task may read, labels unread
     all_train: list[tuple[list[int], int]] | None = None
+    tokenizer: Any = None  # the tokenizer the ids are of (None: the caller's)
 
     def subset(self, n: int | None, seed: int = 0) -> TaskData:
         """The first `n` training examples of a seeded shuffle (all with None); the same val and test."""
@@ -43,7 +47,7 @@ class TaskData:
             return self
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n].tolist()
         return TaskData([self.train[i] for i in order], self.val, self.test, self.labels, self.oov_rate,
-                        self.all_train or self.train)
+                        self.all_train or self.train, self.tokenizer)
 
 
 class TextEncoder:
@@ -54,11 +58,24 @@ class TextEncoder:
         word = isinstance(tokenizer, WordTokenizer) and tokenizer.kind == "whitespace"
         self.case = CaseMapper(tokenizer.vocab) if word else None
 
-    def __call__(self, sentence: str) -> list[int]:
+    def text(self, sentence: str) -> str:
+        """The sentence as the tokenizer reads it: WikiText's conventions, the vocabulary's casing."""
         text = sst_to_wikitext(sentence)
-        if self.case is not None:
-            text = self.case.sentence(text)
-        return self.tokenizer.encode(text)
+        return self.case.sentence(text) if self.case is not None else text
+
+    def __call__(self, sentence: str) -> list[int]:
+        return self.tokenizer.encode(self.text(sentence))
+
+
+def task_words(sentences: Iterable[str], encode: TextEncoder, min_count: int) -> list[str]:
+    """The words of `sentences` (normalised as `encode` reads them) that its vocabulary lacks and
+    that occur at least `min_count` times, the most frequent first: the words a pretrained body
+    meets as <unk> in a task's text. Only a word tokenizer has such words (BPE spells any word)."""
+    if encode.case is None or min_count < 1:
+        return []
+    vocab = encode.tokenizer.vocab
+    counts = Counter(w for sentence in sentences for w in encode.text(sentence).split() if w not in vocab)
+    return [w for w, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if n >= min_count]
 
 
 def number_task_rows(n: int, seed: int) -> list[tuple[str, int]]:
@@ -106,4 +123,15 @@ def load_task(task: str, encode: TextEncoder, *, data_dir: str | Path | None = N
         sub = torch.Generator().manual_seed(seed)
         train_rows = [train_rows[i] for i in torch.randperm(len(train_rows), generator=sub)[:train_size].tolist()]
     train, val, test = encode_all(train_rows), encode_all(val_rows), encode_all(test_rows)
-    return TaskData(train, val, test, TASKS[task], counts[0] / max(counts[1], 1))
+    return TaskData(train, val, test, TASKS[task], counts[0] / max(counts[1], 1), tokenizer=encode.tokenizer)
+
+
+def task_tokenizer(task: str, tokenizer: Tokenizer, min_count: int, *, data_dir: str | Path | None = None,
+                   val_size: int = 2000) -> Tokenizer:
+    """`tokenizer` with the words of the task's training sentences that it lacks and that occur at
+    least `min_count` times appended (`task_words`): the sentences held out for validation and the
+    test sentences are never read for it, nor any label."""
+    if not isinstance(tokenizer, WordTokenizer) or min_count < 1:
+        return tokenizer
+    train_rows, _, _ = task_rows(task, data_dir, val_size)
+    return tokenizer.extended(task_words((sentence for sentence, _ in train_rows), TextEncoder(tokenizer), min_count))

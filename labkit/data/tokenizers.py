@@ -175,6 +175,11 @@ class WordTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         return self._split(text)
 
+    def extended(self, words: Sequence[str]) -> WordTokenizer:
+        """The same tokenizer with `words` (those it lacks) appended to its vocabulary: old ids stay."""
+        new = [w for w in dict.fromkeys(words) if w not in self.vocab]
+        return WordTokenizer(self.kind, Vocab([*self.vocab.itos, *new], default=self.vocab.default))
+
     def encode(self, text: str) -> list[int]:
         return self.vocab.lookup_indices(self._split(_valid_text(text, utf8=False)))
 

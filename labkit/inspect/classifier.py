@@ -72,6 +72,8 @@ def condition(card: dict[str, Any], config: dict[str, Any] | None = None) -> str
     if card.get("baseline", finetune.get("baseline")) == "bow":
         return "bag of words"
     mode = card.get("mode") or finetune.get("mode") or "full"
+    if card.get("task_lm", finetune.get("task_lm")) is True:
+        return "task text only" if mode == "full" else f"task text only, {mode}"
     if card.get("from_scratch", finetune.get("from_scratch")) is True:
         return "scratch" if mode == "full" else f"scratch, {mode}"
     return f"pretrained, {mode}"

@@ -9,6 +9,7 @@ sentences, before and after.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -45,4 +46,7 @@ def adapt_language_model(model: nn.Module, tokenizer: Any, task: TaskData, *, st
     trainer = Trainer(model, LanguageModeling(data), config)
     before = trainer.evaluate("valid")["loss"]
     card = trainer.fit()
-    return {"lm_steps": steps, "lm_val_loss_before": before, "lm_val_loss_after": card["best_val_loss"]}
+    after = card["best_val_loss"]
+    return {"lm_steps": steps, "lm_val_loss_before": before, "lm_val_loss_after": after,
+            "lm_val_ppl_before": math.exp(min(before, 50)), "lm_val_ppl_after": math.exp(min(after, 50)),
+            "lm_tokens": card["tokens_seen"]}

@@ -26,10 +26,12 @@ import torch
 
 from labkit import __version__
 from labkit.config import JSONConfig
+from labkit.data import tasks
 from labkit.data.tasks import TASKS, TaskData, TextEncoder, load_task
 from labkit.data.tokenizers import load_tokenizer
 from labkit.errors import LabkitError, RunError
-from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier
+from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier, build_model
+from labkit.models.grow import grow_vocabulary, grown_config
 from labkit.runs import RunDir, load_run
 from labkit.train import distributed
 from labkit.train.adapt import adapt_language_model
@@ -74,6 +76,10 @@ class FinetuneConfig(JSONConfig):
     batch_size: int = 32
     max_len: int = 64
     train_size: int | None = None  # labelled training sentences to use (a learning curve)
+    # the words of the task's training text that the body's vocabulary lacks and that occur at least this
+    # often get rows of their own (the mean embedding to start, then the LM step trains them); 0: none
+    vocab_min_count: int = 5
+    task_lm: bool = False  # with from_scratch: a random body trained by the LM step on the task's text alone
     val_size: int = 2000  # held out from the training sentences for model selection
     eval_every: int = 200
     log_every: int = 10
@@ -113,6 +119,10 @@ class FinetuneConfig(JSONConfig):
             raise ValueError("lm_steps must be >= 0")
         if self.lm_text not in ("labelled", "all"):
             raise ValueError(f"lm_text must be labelled or all, got {self.lm_text!r}")
+        if self.vocab_min_count < 0:
+            raise ValueError("vocab_min_count must be >= 0 (0: no new words)")
+        if self.task_lm and not self.from_scratch:
+            raise ValueError("task_lm trains a random body on the task's text: it needs from_scratch")
         if self.baseline not in (None, "bow"):
             raise ValueError(f"baseline must be bow (or none), got {self.baseline!r}")
 
@@ -142,8 +152,8 @@ def finetuner(model: SequenceClassifier, task: TaskData, config: FinetuneConfig,
               callbacks: list[Callback] | tuple = (), pad_id: int = 0, base_run: str | None = None,
               info: dict[str, Any] | None = None) -> Trainer:
     """The Trainer for fine-tuning `model` on `task` (writing `run`, when given); `info` goes on the card."""
-    info = {"task": config.task, "mode": config.mode, "from_scratch": config.from_scratch, "base_run": base_run,
-            **(info or {})}
+    info = {"task": config.task, "mode": config.mode, "from_scratch": config.from_scratch, "task_lm": config.task_lm,
+            "base_run": base_run, **(info or {})}
     objective = Classification(task, mode=config.mode, pad_id=pad_id, max_len=config.max_len,
                                body_lr_ratio=config.lr_body / config.lr_head, body_lr_decay=config.lr_decay, info=info)
     return Trainer(model, objective, train_config(config, len(task.train)), run, callbacks)
@@ -153,8 +163,9 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
              callbacks: list[Callback] | tuple = (), data: TaskData | None = None) -> dict[str, Any]:
     """Fine-tune (or, with `from_scratch`, train afresh) the network of `base_run` on the task.
 
-    `data`: the task already encoded with the base run's tokenizer (a notebook encodes SST-2 once
-    for many runs); it is used as given, `config.train_size` does not cut it."""
+    `data`: the task already encoded (a notebook encodes SST-2 once for many runs: `encoded_task`),
+    with its tokenizer (`data.tokenizer`: the base run's, or the base run's grown with the task's
+    words, `task_tokenizer`); it is used as given, `config.train_size` does not cut it."""
     dist = distributed.setup()
     run = RunDir(out)
     with locked(run, dist):
@@ -165,27 +176,71 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
         if run.exists():
             raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or choose another --name")
         if data is None:
-            data = encoded_task(config, base.tokenizer)
+            data = encoded_task(config, task_tokenizer(config, base.tokenizer))
+        tokenizer = data.tokenizer or base.tokenizer
+        added = grown_words(base.tokenizer, tokenizer)
         if config.baseline == "bow":
             if dist.enabled:
                 raise LabkitError("the bag-of-words baseline fits in seconds in one process: run it without torchrun")
-            return fit_bow(data, base.tokenizer, out, settings=config.to_dict(), base_run=str(Path(base_run)))
-        body = None if config.from_scratch else base.model
-        adapted = adapt(body, base.tokenizer, data, config, base.config)
-        model = initial_model(base.config["model"], config, body)
-        trainer = finetuner(model, data, config, run, callbacks, pad_id=base.tokenizer.pad_id,
-                            base_run=str(Path(base_run)), info=adapted)
+            return fit_bow(data, tokenizer, out, settings=config.to_dict(), base_run=str(Path(base_run)))
+        body = body_to_train(base.model, config, added)
+        body_config = grown_config(base.model.config, added).to_dict()
+        adapted = adapt(body, tokenizer, data, config, base.config)
+        info = {**adapted, "vocab_added": added, "oov_rate_before": unknown_rate(data, base.tokenizer, tokenizer)}
+        model = initial_model(body_config, config, body)
+        trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id,
+                            base_run=str(Path(base_run)), info=info)
         error = None
         if dist.is_main:
             try:
-                run.create(base.tokenizer, {"kind": "classifier", "labkit_version": __version__,
-                                            "model": model.config.to_dict(), "finetune": config.to_dict(),
-                                            "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
-                                            "labels": list(data.labels), "lm_adaptation": adapted})
+                run.create(tokenizer, {"kind": "classifier", "labkit_version": __version__,
+                                       "model": model.config.to_dict(), "finetune": config.to_dict(),
+                                       "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
+                                       "labels": list(data.labels), "lm_adaptation": adapted, "vocab_added": added})
             except RunError as e:
                 error = e
         dist.check(error)
         return trainer.fit()
+
+
+def grown_words(base: Any, tokenizer: Any) -> int:
+    """How many words `tokenizer` adds to the end of the base run's vocabulary (0 for the same one)."""
+    if tokenizer is base or tokenizer.vocab_size == base.vocab_size:
+        return 0
+    old = getattr(base, "vocab", None)
+    if old is None or tokenizer.vocab.itos[: len(old)] != old.itos:
+        raise LabkitError("the task was encoded with a tokenizer that is not the base run's (nor the base run's "
+                          "grown with the task's words): encode it with encoded_task")
+    return tokenizer.vocab_size - base.vocab_size
+
+
+def body_to_train(pretrained: torch.nn.Module, config: FinetuneConfig, added: int) -> torch.nn.Module | None:
+    """The language model the classifier starts from: the pretrained one (grown by `added` words),
+    a random one of the same shape that the LM step will train on the task's text alone (`task_lm`),
+    or None (from scratch: the classifier's own random body)."""
+    if not config.from_scratch:
+        return grow_vocabulary(pretrained, added)
+    if not config.task_lm:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_model(grown_config(pretrained.config, added)).to(next(pretrained.parameters()).device)
+
+
+def unknown_rate(data: TaskData, base: Any, tokenizer: Any) -> float:
+    """The task's <unk> rate without the new words: the share of its tokens (those `data.oov_rate`
+    counts) that the base run's vocabulary lacks."""
+    if tokenizer is base or base.unk_id is None:
+        return data.oov_rate
+    ids = [i for part in (data.train, data.val, data.test) for ids, _ in part for i in ids]
+    return sum(i == base.unk_id or i >= base.vocab_size for i in ids) / max(len(ids), 1)
+
+
+def task_tokenizer(config: FinetuneConfig, tokenizer: Any) -> Any:
+    """The base run's tokenizer with the words of the task's training text it lacks (those seen at
+    least `config.vocab_min_count` times), from scratch too: the conditions share one vocabulary."""
+    return tasks.task_tokenizer(config.task, tokenizer, config.vocab_min_count, data_dir=config.data_dir,
+                                val_size=config.val_size)
 
 
 def adapt(body: torch.nn.Module | None, tokenizer: Any, task: TaskData, config: FinetuneConfig,
@@ -250,11 +305,15 @@ def resume_finetune(out: str | Path, *, callbacks: list[Callback] | tuple = (),
         checkpoint = run.latest_checkpoint()
         tokenizer = load_tokenizer(run.tokenizer_path)
         data = encoded_task(config, tokenizer)
-        base = None if config.from_scratch or checkpoint else load_run(base_run)
-        adapted = adapt(base.model, tokenizer, data, config, base.config) if base else saved.get("lm_adaptation") or {}
-        model = initial_model(body_config, config, base.model if base else None)
-        trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id, base_run=base_run,
-                            info=adapted)
+        adapted = saved.get("lm_adaptation") or {}
+        body = None
+        if checkpoint is None and (not config.from_scratch or config.task_lm):  # start over, from the base run
+            base = load_run(base_run)
+            body = body_to_train(base.model, config, grown_words(base.tokenizer, tokenizer))
+            adapted = adapt(body, tokenizer, data, config, base.config)
+        model = initial_model(body_config, config, body)
+        info = {**adapted, "vocab_added": saved.get("vocab_added", 0)}
+        trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id, base_run=base_run, info=info)
         if checkpoint is not None:
             trainer.resume(checkpoint)
         elif trainer.metrics:  # stopped before its first checkpoint: start over, from step 0

@@ -69,3 +69,28 @@ def test_finetune_and_predict_through_the_cli(labkit_data, tmp_path):
         done = labkit(*bad)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("labkit: error:")
+
+
+@pytest.mark.integration
+def test_the_words_added_for_sst2_come_from_its_training_sentences_only(labkit_data):
+    from collections import Counter
+
+    from labkit.data import WordTokenizer
+    from labkit.data.corpora import wikitext2_lines
+    from labkit.data.tasks import TextEncoder, task_rows, task_tokenizer
+
+    tok = WordTokenizer.train(wikitext2_lines("train", str(labkit_data))[:4000], specials=("<unk>", "<pad>", "<eos>"))
+    encode = TextEncoder(tok)
+    train, val, test = task_rows("sst2", labkit_data, 2000)
+
+    def unknown(rows) -> Counter:
+        return Counter(w for sentence, _ in rows for w in encode.text(sentence).split() if w not in tok.vocab)
+
+    in_train, elsewhere = unknown(train), unknown(val) + unknown(test)
+    never_in_train = {w for w in elsewhere if w not in in_train}
+    assert len(never_in_train) > 50  # the held-out and dev sentences have words of their own
+    grown = task_tokenizer("sst2", tok, 1, data_dir=labkit_data)  # every unknown training word, however rare
+    added = set(grown.vocab.itos[tok.vocab_size:])
+    assert added == set(in_train) and not added & never_in_train
+    assert set(task_tokenizer("sst2", tok, 5, data_dir=labkit_data).vocab.itos[tok.vocab_size:]) == \
+        {w for w, n in in_train.items() if n >= 5}
