@@ -102,5 +102,5 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if info.error:
             print(f"{info.path.name}: {info.error}")
         elif said := quality.warning(info):
-            print(said.replace("**", ""))
+            print("note: " + said.replace("**", ""))
     return 0

@@ -16,7 +16,6 @@ set (SST-2 dev, whose labels GLUE publishes) is read once, at the end, with the 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,24 @@ import torch
 
 from labkit import __version__
 from labkit.config import JSONConfig
-from labkit.data import tasks
-from labkit.data.tasks import TASKS, TaskData, TextEncoder, load_task
+from labkit.data.tasks import TASKS, TaskData
 from labkit.data.tokenizers import load_tokenizer
 from labkit.errors import LabkitError, RunError
-from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier, build_model
-from labkit.models.grow import grow_vocabulary, grown_config
+from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier
+from labkit.models.grow import grown_config
 from labkit.runs import RunDir, load_run
 from labkit.train import distributed
-from labkit.train.adapt import adapt_language_model
+from labkit.train.adapt import (  # noqa: F401 (lm_steps, encoded_task, lm_stage: for callers of this module)
+    LMStage,
+    adapt,
+    body_to_train,
+    encoded_task,
+    grown_words,
+    lm_stage,
+    lm_steps,
+    task_tokenizer,
+    unknown_rate,
+)
 from labkit.train.bow import fit_bow
 from labkit.train.callbacks import Callback
 from labkit.train.classification import Classification
@@ -43,7 +51,6 @@ from labkit.train.settings import TrainConfig
 from labkit.train.trainer import Trainer
 
 MODES = Classification.MODES
-LM_STEPS = {"rnn": 200, "transformer": 60}  # the LM step's default length, by the body's family
 # What may change when a fine-tuning run is resumed (how long, how often, where).
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "eval_every", "log_every", "patience", "device")
 
@@ -160,12 +167,14 @@ def finetuner(model: SequenceClassifier, task: TaskData, config: FinetuneConfig,
 
 
 def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
-             callbacks: list[Callback] | tuple = (), data: TaskData | None = None) -> dict[str, Any]:
+             callbacks: list[Callback] | tuple = (), data: TaskData | None = None,
+             stage: LMStage | None = None) -> dict[str, Any]:
     """Fine-tune (or, with `from_scratch`, train afresh) the network of `base_run` on the task.
 
     `data`: the task already encoded (a notebook encodes SST-2 once for many runs: `encoded_task`),
     with its tokenizer (`data.tokenizer`: the base run's, or the base run's grown with the task's
-    words, `task_tokenizer`); it is used as given, `config.train_size` does not cut it."""
+    words, `task_tokenizer`); it is used as given, `config.train_size` does not cut it. `stage`: the
+    body after a shared LM step (`lm_stage`, same base run and condition), instead of doing one here."""
     dist = distributed.setup()
     run = RunDir(out)
     with locked(run, dist):
@@ -175,17 +184,22 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
                            "fine-tune a run made by `labkit pretrain`")
         if run.exists():
             raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or choose another --name")
+        if stage is not None and (stage.from_scratch, stage.task_lm) != (config.from_scratch, config.task_lm):
+            raise LabkitError("the LM stage was made for another condition (from scratch, task text only) than this run's")
         if data is None:
-            data = encoded_task(config, task_tokenizer(config, base.tokenizer))
+            data = encoded_task(config, stage.tokenizer if stage else task_tokenizer(config, base.tokenizer))
         tokenizer = data.tokenizer or base.tokenizer
         added = grown_words(base.tokenizer, tokenizer)
         if config.baseline == "bow":
             if dist.enabled:
                 raise LabkitError("the bag-of-words baseline fits in seconds in one process: run it without torchrun")
             return fit_bow(data, tokenizer, out, settings=config.to_dict(), base_run=str(Path(base_run)))
-        body = body_to_train(base.model, config, added)
+        if stage is not None:
+            body, adapted = stage.body, {**stage.info, "lm_stage_shared": True}
+        else:
+            body = body_to_train(base.model, config, added)
+            adapted = adapt(body, tokenizer, data, config, base.config)
         body_config = grown_config(base.model.config, added).to_dict()
-        adapted = adapt(body, tokenizer, data, config, base.config)
         info = {**adapted, "vocab_added": added, "oov_rate_before": unknown_rate(data, base.tokenizer, tokenizer)}
         model = initial_model(body_config, config, body)
         trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id,
@@ -201,77 +215,6 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
                 error = e
         dist.check(error)
         return trainer.fit()
-
-
-def grown_words(base: Any, tokenizer: Any) -> int:
-    """How many words `tokenizer` adds to the end of the base run's vocabulary (0 for the same one)."""
-    if tokenizer is base or tokenizer.vocab_size == base.vocab_size:
-        return 0
-    old = getattr(base, "vocab", None)
-    if old is None or tokenizer.vocab.itos[: len(old)] != old.itos:
-        raise LabkitError("the task was encoded with a tokenizer that is not the base run's (nor the base run's "
-                          "grown with the task's words): encode it with encoded_task")
-    return tokenizer.vocab_size - base.vocab_size
-
-
-def body_to_train(pretrained: torch.nn.Module, config: FinetuneConfig, added: int) -> torch.nn.Module | None:
-    """The language model the classifier starts from: the pretrained one (grown by `added` words),
-    a random one of the same shape that the LM step will train on the task's text alone (`task_lm`),
-    or None (from scratch: the classifier's own random body)."""
-    if not config.from_scratch:
-        return grow_vocabulary(pretrained, added)
-    if not config.task_lm:
-        return None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return build_model(grown_config(pretrained.config, added)).to(next(pretrained.parameters()).device)
-
-
-def unknown_rate(data: TaskData, base: Any, tokenizer: Any) -> float:
-    """The task's <unk> rate without the new words: the share of its tokens (those `data.oov_rate`
-    counts) that the base run's vocabulary lacks."""
-    if tokenizer is base or base.unk_id is None:
-        return data.oov_rate
-    ids = [i for part in (data.train, data.val, data.test) for ids, _ in part for i in ids]
-    return sum(i == base.unk_id or i >= base.vocab_size for i in ids) / max(len(ids), 1)
-
-
-def task_tokenizer(config: FinetuneConfig, tokenizer: Any) -> Any:
-    """The base run's tokenizer with the words of the task's training text it lacks (those seen at
-    least `config.vocab_min_count` times), from scratch too: the conditions share one vocabulary."""
-    return tasks.task_tokenizer(config.task, tokenizer, config.vocab_min_count, data_dir=config.data_dir,
-                                val_size=config.val_size)
-
-
-def adapt(body: torch.nn.Module | None, tokenizer: Any, task: TaskData, config: FinetuneConfig,
-          base_config: dict[str, Any]) -> dict[str, Any]:
-    """`config.lm_steps` steps of language modelling on the task's training text for a pretrained
-    body (in place): what the card says of it, or nothing (from scratch, or lm_steps 0). The text is
-    the labelled sentences, or with `lm_text="all"` every training sentence of the task, its label
-    unread (semi-supervised, as ULMFiT read all of IMDb's reviews); never the validation or test
-    sentences."""
-    steps = lm_steps(config, base_config.get("model", {}))
-    if body is None or not steps:
-        return {}
-    if config.lm_text == "all":
-        everything = task.all_train or (task.train if config.train_size is None else
-                                        encoded_task(config.replace(train_size=None), tokenizer).train)
-        task = dataclasses.replace(task, train=everything, all_train=None)
-    pretraining = TrainConfig.from_dict(base_config["train"])
-    result = adapt_language_model(body, tokenizer, task, steps=steps, lr=config.lm_lr, base=pretraining,
-                                  device=config.device, seed=config.seed)
-    return {**result, "lm_text_sentences": len(task.train)}
-
-
-def lm_steps(config: FinetuneConfig, body_config: dict[str, Any]) -> int:
-    """How many language-model steps on the task's text come first: `config.lm_steps`, or for None
-    the default for the body's family."""
-    return LM_STEPS.get(body_config.get("family"), 0) if config.lm_steps is None else config.lm_steps
-
-
-def encoded_task(config: FinetuneConfig, tokenizer: Any) -> TaskData:
-    return load_task(config.task, TextEncoder(tokenizer), data_dir=config.data_dir, val_size=config.val_size,
-                     train_size=config.train_size, seed=config.seed)
 
 
 def initial_model(body_config: dict[str, Any], config: FinetuneConfig, body: torch.nn.Module | None) -> SequenceClassifier:

@@ -181,7 +181,7 @@ def test_runs_lists_every_run(work: Path, tmp_path: Path) -> None:
     assert "unreadable" in rows["junk"]
     assert any(line.startswith("junk: ") and "config.json" in line for line in lines)
     # six steps on WikiText-2 learn less than word counts: the table says so under it, as the app does
-    assert any(line.startswith("lstm has not learned enough") and "unigram" in line for line in lines)
+    assert any(line.startswith("note: lstm has not learned enough") and "unigram" in line for line in lines)
     assert "no runs" in empty.stdout and "labkit pretrain" in empty.stdout
 
 

@@ -106,7 +106,7 @@ def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch)
         return real(model, tok, data, **kw)
 
     real = adapt_module.adapt_language_model
-    monkeypatch.setattr("labkit.train.finetune.adapt_language_model", spy)
+    monkeypatch.setattr("labkit.train.adapt.adapt_language_model", spy)
     model = build_model(RNNConfig(vocab_size=tokenizer.vocab_size, d_embed=8, d_hidden=8, n_layers=1, dropout=0.0))
     base = {"train": TrainConfig(batch_size=4, seq_len=8).to_dict()}
     config = FinetuneConfig(task="number", train_size=50, val_size=300, lm_steps=2, lm_text="labelled", device="cpu")
@@ -120,7 +120,7 @@ def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch)
     assert seen["val"] == [tuple(ids) for ids, _ in labelled.val]  # still scored on the held-out sentences
     subset = everything.subset(50, seed=3)  # a notebook's draw from the task it encoded once: no second encoding
     assert subset.all_train is everything.train and len(subset.train) == 50
-    monkeypatch.setattr("labkit.train.finetune.encoded_task", None)
+    monkeypatch.setattr("labkit.train.adapt.encoded_task", None)
     assert adapt(model, tokenizer, subset, config.replace(lm_text="all"), base)["lm_text_sentences"] == 8000
     assert seen["train"] == [tuple(ids) for ids, _ in everything.train]
     with pytest.raises(ValueError, match="lm_text"):
