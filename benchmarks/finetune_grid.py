@@ -1,8 +1,9 @@
 """The fine-tuning lesson as a grid: SST-2 dev accuracy against labelled sentences, for every way
 of starting the classifier, beside the bag-of-words yardstick, with seeds.
 
-    LABKIT_DATA=../shared/data python benchmarks/finetune_grid.py runs/grid/laptop-lstm runs/grid/laptop-transformer \
-        --out runs/grid.jsonl
+    LABKIT_DATA=../shared/data python benchmarks/finetune_grid.py --pretrain laptop-lstm=5000 laptop-transformer=1200 \
+        --runs-dir runs/grid --out runs/grid.jsonl        # the bodies first (step-bound), then the grid
+    LABKIT_DATA=../shared/data python benchmarks/finetune_grid.py runs/grid/laptop-lstm --out runs/grid.jsonl
     python benchmarks/finetune_grid.py --table runs/grid.jsonl
     python benchmarks/finetune_grid.py --plot runs/grid.jsonl docs/figures/finetune-grid.png
 
@@ -54,6 +55,31 @@ def steps_for(size: int | None, batch: int = 32) -> int:
     """10 epochs of the labels, at most two epochs of all of them (4,084 steps at batch 32)."""
     n = ALL if size is None else size
     return min(10 * math.ceil(n / batch), 2 * math.ceil(ALL / batch))
+
+
+def pretrain_body(preset: str, steps: int, root: Path, out: Path) -> Path:
+    """A body trained on all of WikiText-2 with a laptop recipe for `steps` steps (no time budget):
+    validated every fifth of them on 20,000 tokens, on the whole split at the end."""
+    from labkit.data import DataConfig
+    from labkit.models import config_from_dict
+    from labkit.presets import PRESETS
+    from labkit.train import TrainConfig
+    from labkit.train.pretrain import pretrain
+
+    target = root / preset
+    if (target / "card.json").exists():
+        return target  # trained by an earlier call
+    parts = PRESETS[preset]
+    train = TrainConfig.from_dict({**parts["train"], "max_steps": steps, "time_budget_s": None, "eval_every_s": None,
+                                   "eval_every": max(1, steps // 5), "val_tokens": 20_000, "warmup_share": None})
+    started = time.perf_counter()
+    card = pretrain(config_from_dict({**parts["model"], "vocab_size": 2}), train, DataConfig(**parts["data"]), target)
+    row = {"body": preset, "pretrained_steps": card["steps"], "val_ppl": card["best_val_ppl"], "test_ppl": card["test_ppl"],
+           "tokens": card["tokens_seen"], "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}
+    print(json.dumps(row), flush=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return target
 
 
 def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[str], sizes: list[int | None]) -> None:
@@ -154,6 +180,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bodies", nargs="*", type=Path, help="pretrained language-model run directories")
+    parser.add_argument("--pretrain", nargs="+", default=[], metavar="PRESET=STEPS",
+                        help="first train these bodies into --runs-dir (laptop-lstm=5000 ...), then run the grid on them")
     parser.add_argument("--lm-steps", type=int, default=1000, help="the shared LM stage's steps (default: 1000)")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), metavar="NAME")
     parser.add_argument("--sizes", nargs="+", default=[str(s or "all") for s in SIZES])
@@ -172,6 +200,9 @@ def main() -> None:
         parser.error("--out is needed to run the grid")
     sizes = [None if s == "all" else int(s) for s in args.sizes]
     args.runs_dir.mkdir(parents=True, exist_ok=True)
+    for spec in args.pretrain:
+        preset, steps = spec.split("=")
+        args.bodies.append(pretrain_body(preset, int(steps), args.runs_dir, args.out))
     for body in args.bodies:
         run_body(body, args.lm_steps, args.runs_dir, args.out, args.conditions, sizes)
     print(table(read(args.out)))
