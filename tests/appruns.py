@@ -30,6 +30,7 @@ LIVE, STALE = "live-transformer", "stale-lstm"
 CLASSIFIER = "number-lstm"  # the tiny LSTM fine-tuned on the synthetic number task
 SCRATCH = "number-lstm-scratch"  # the same network trained on it from random weights
 CLASSIFIER_TF = "number-transformer"  # the tiny Transformer fine-tuned on it (attention before / after)
+BOW = "number-bow"  # the bag-of-words yardstick on the same task
 CONTEXT = 64
 
 _built: dict[str, Path] = {}
@@ -73,6 +74,7 @@ def _build(root: Path) -> Path:
     finetune(root / LSTM, tune, root / CLASSIFIER)
     finetune(root / LSTM, tune.replace(from_scratch=True), root / SCRATCH)
     finetune(root / TRANSFORMER, tune.replace(lr_body=3e-2), root / CLASSIFIER_TF)  # a high rate: heads that move
+    finetune(root / LSTM, tune.replace(baseline="bow"), root / BOW)
 
     # A run still training (its card says running and its process, this one, is alive) ...
     shutil.copytree(root / TRANSFORMER, root / LIVE)

@@ -321,8 +321,8 @@ def test_compare_page_sets_two_runs_side_by_side_like_the_library(root, capsys):
     at = compare_app(root)
     seconds = time.perf_counter() - start
     assert at.title[0].value == "Compare"
-    assert (f"Not language models, not shown: {appruns.CLASSIFIER}, {appruns.SCRATCH}, {appruns.CLASSIFIER_TF}, "
-            "sst2-large, sst2-small") in texts(at.caption)
+    assert (f"Not language models, not shown: {appruns.BOW}, {appruns.CLASSIFIER}, {appruns.SCRATCH}, "
+            f"{appruns.CLASSIFIER_TF}, sst2-large, sst2-small") in texts(at.caption)
     assert not at.warning and not at.error
     lstm, tf = load_run(root / appruns.LSTM), load_run(root / appruns.TRANSFORMER)
     runs = {appruns.LSTM: lstm, appruns.TRANSFORMER: tf}
@@ -523,6 +523,8 @@ def test_finetune_page_reads_cards_generically(root):
     at.selectbox(key="ft_run").set_value("sst2-large").run()
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["sst2-large", "accuracy"] == 0.81 and table.loc["sst2-small", "train_size"] == 100
+    # beside every accuracy, what it predicted: the confusion matrix's columns (340 + 78, 88 + 366)
+    assert table.loc["sst2-large", "predicted"] == "negative 418 · positive 454"
     curve, matrix, val = charts(at)
     assert val["data"][0]["x"] == [10, 20, 30, 40] and val["data"][0]["name"] == "validation accuracy"
     assert array(matrix["data"][0]["z"]).tolist() == [[340, 88], [78, 366]]
@@ -542,6 +544,7 @@ def test_finetune_page_draws_one_learning_curve_line_per_condition(root):
     assert line_of[appruns.SCRATCH] == "lstm classifier · scratch"  # pretrained and scratch apart
     assert line_of[appruns.CLASSIFIER] == line_of["sst2-small"] == "lstm classifier · pretrained, full"
     assert line_of[appruns.CLASSIFIER_TF] == "transformer classifier · pretrained, full"
+    assert line_of[appruns.BOW] == "bow · bag of words"  # the yardstick: its own line
     for run, line in line_of.items():
         assert lines[line][run] == RunDir(root / run).read_card()["accuracy"]
     assert curve["layout"]["yaxis"]["range"] == [0, 1.02]  # accuracy on 0..1, with chance at 50%
