@@ -48,6 +48,27 @@ EXAMPLES = {  # sentences to start from, in the words of the corpus a run was tr
 }
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def serve_here_only() -> None:
+    """Streamlit listens on every network interface when no address was given (`streamlit run
+    app/main.py` from a folder without labkit's .streamlit/config.toml). labkit serves other machines
+    only when asked (`labkit app --server.address 0.0.0.0`): until then a page requested from another
+    machine is refused, and says how to ask."""
+    from streamlit import config
+
+    address = config.get_option("server.address")
+    asked = config.get_where_defined("server.address") != config.ConfigOption.DEFAULT_DEFINITION
+    if asked or (address and address in LOOPBACK):
+        return
+    if st.context.ip_address is not None:  # (None: a connection from this machine)
+        st.error("This labkit server was started without an address, so it listens on every network interface, "
+                 "but it serves this machine only: open it on the machine itself, or restart it with `labkit app` "
+                 "(this machine only) or `labkit app --server.address 0.0.0.0` (a class on the network).")
+        st.stop()
+
+
 def sidebar() -> None:
     """The runs-folder picker, shown on every page (main.py calls it before the page)."""
     # Kept under a plain key too: Streamlit may drop a widget's own state when pages switch.

@@ -12,6 +12,7 @@ import common
 from panels import ui
 
 st.set_page_config(page_title="labkit", layout="wide")
+common.serve_here_only()  # a server started without an address answers other machines with a refusal
 
 PAGES = [
     st.Page("views/start.py", title="Start", default=True),

@@ -61,10 +61,26 @@ def make_temporary_dir(folder: Path, prefix: str) -> Path:
         return path
 
 
+def check_writable(path: str | os.PathLike, what: str = "file") -> None:
+    """A LabkitError unless `path` is new, a regular file or a link (which a write replaces, never
+    writing through it): a device, a FIFO or a folder there is not labkit's to replace."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode):
+        return
+    kind = next((name for test, name in KINDS if test(info.st_mode)), "not a regular file")
+    raise LabkitError(f"{path} is {kind}, not a file: labkit writes its {what} only to a new path or over a "
+                      "regular file; choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on error it vanishes."""
+    """Yield a temporary path to write; on success it replaces `path` (which must be new, a regular
+    file or a link: `check_writable`), on error it vanishes."""
     path = Path(path)
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temporary_file(path.parent, f".{path.name}.", ".tmp")
     try:
@@ -154,3 +170,33 @@ def _too_deep(value: Any) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def read_json_file(path: str | os.PathLike, limit: int, what: str) -> Any:
+    """A JSON file that someone else wrote (a Hugging Face folder's config, a tokenizer, an index):
+    a regular file of at most `limit` bytes, nested at most MAX_JSON_DEPTH levels; else a
+    LabkitError naming it and why."""
+    try:
+        return parse_json(read_bounded(path, limit, what))
+    except FileNotFoundError:
+        raise LabkitError(f"{path} is missing: it is needed as the {what}") from None
+    except ValueError as e:
+        raise LabkitError(f"{path} is not a readable {what} ({e})") from None
+
+
+def check_archive(path: str | os.PathLike, what: str, *, ratio: int = 4) -> None:
+    """A LabkitError when the zip archive at `path` (torch's file format) declares contents far larger
+    than itself: torch writes its entries uncompressed, so `ratio` times the file's size is already
+    generous; a small file that would inflate to gigabytes is a zip bomb, refused before it is read.
+    A file that is not a zip archive (torch's legacy format) passes: its reader reads no more than it holds."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip (or unreadable here): the loader itself reports it
+    size = os.stat(path).st_size
+    if declared > ratio * size + MiB:
+        raise LabkitError(f"the {what} {path} is {_size(size)} but declares {_size(declared)} of contents: a "
+                          "compressed archive (a zip bomb), not a file torch wrote; it is refused unread")

@@ -45,11 +45,16 @@ class TimelineRecorder:
             return
         self.writer = TimelineWriter(run)
         self.writer.drop_from(trainer.step)
-        header = next((r for r in read_timeline_records(run) if r.get("kind") == "sentence"), None)
-        if header is not None and isinstance(header.get("ids"), list):
-            self.sentence = [int(i) for i in header["ids"]]
-            return
+        header = next((r for r in reversed(read_timeline_records(run)) if r.get("kind") == "sentence"), None)
         tokenizer = data.tokenizer
+        ids = header.get("ids") if header is not None else None
+        if isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool)
+                                                 and 0 <= i < tokenizer.vocab_size for i in ids):
+            self.sentence = list(ids)
+            return
+        if header is not None:  # damaged: the snapshots that follow are of a new sentence
+            print("note: the timeline's sentence was damaged; its snapshots from here read a new one",
+                  file=sys.stderr, flush=True)
         self.sentence = choose_sentence(data.valid, tokenizer.eos_id, getattr(model.config, "context_length", None))
         self.writer.write({"kind": "sentence", "ids": self.sentence,
                            "tokens": [str(t) for t in tokenizer.id_to_token(self.sentence)]})

@@ -52,13 +52,22 @@ def _whole_numbers(values: pd.Series) -> bool:
                                  for v in present)
 
 
+def _formatter(spec: str) -> Callable[[Any], str]:
+    def show(value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return spec.format(value) if math.isfinite(value) else str(value)
+        return str(value)
+    return show
+
+
 def table(rows: Sequence[dict[str, Any]], key: str, formats: dict[str, str] | None = None, **kwargs: Any) -> None:
     """A table whose missing values are blank in every column; `formats` maps a column to a format
     ("{:,.2f}"); other columns of whole numbers get thousands separators."""
     frame = pd.DataFrame(list(rows))
     shown = {c: f for c, f in (formats or {}).items() if c in frame.columns}
     shown |= {c: "{:,.0f}" for c in frame.columns if c not in shown and _whole_numbers(frame[c])}
-    styled = frame.style.format(na_rep="").format(shown, na_rep="")
+    # a format applies to numbers; anything else in such a column (a damaged card's list) shows as text
+    styled = frame.style.format(na_rep="").format({c: _formatter(f) for c, f in shown.items()}, na_rep="")
     st.dataframe(styled, hide_index=True, width="stretch", key=key, **kwargs)
 
 

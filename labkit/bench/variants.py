@@ -58,6 +58,8 @@ class BenchConfig:
         for name in ("windows", "evals", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise LabkitError(f"{name} must be at least 1")
+        if self.target_ppl is not None and not 1 < self.target_ppl < math.inf:  # (NaN fails too)
+            raise LabkitError(f"target_ppl must be a perplexity above 1, got {self.target_ppl}")
         if self.gen_tokens < 0 or self.train_tokens < 0 or (self.threads is not None and self.threads < 1):
             raise LabkitError("gen_tokens and train_tokens must be >= 0, threads >= 1")
 

@@ -7,6 +7,7 @@ run directory, or the name of a run under --runs-dir.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -94,6 +95,12 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
     return parser
 
 
+# What the system says of a path a user gave (too long, a loop of links, not a folder, no permission):
+# one line naming the path, not a traceback.
+PATH_ERRORS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM,
+               errno.EROFS, errno.ENOENT}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is returned (argparse's own exits included)."""
     parser = build_parser()
@@ -115,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         # One line, whatever the message quotes (a name with a newline, say): escaped.
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
         print(f"labkit: error: {where}{text}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in PATH_ERRORS:
+            raise
+        path = str(e.filename or "")
+        shown = path if len(path) <= 80 else f"{path[:60]}... ({len(path):,} characters)"
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+        print(f"labkit: error: {shown}: {e.strerror} (check the path given)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)

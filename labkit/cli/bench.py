@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from labkit.cli.common import SEED, HelpFormatter, duration, names_list
+from labkit.cli.common import SEED, HelpFormatter, bounded, duration, names_list
 
 
 def add_bench(sub: Any) -> None:
@@ -36,7 +36,7 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--eval-tokens", type=int, default=20_000, metavar="N", help="validation tokens (default: 20000)")
     p.add_argument("--train-tokens", type=int, default=0, metavar="N", help="training tokens, 0 = all")
     p.add_argument("--gen-tokens", type=int, default=512, metavar="N", help="new tokens to generate, 0 = skip")
-    p.add_argument("--target-ppl", type=float, default=None, metavar="PPL",
+    p.add_argument("--target-ppl", type=bounded(float, 1, above=True), default=None, metavar="PPL",
                    help="also report the training time each variant needs to reach this validation perplexity")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
@@ -51,6 +51,7 @@ def add_bench(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from labkit.atomic import check_writable
     from labkit.bench import BenchConfig, run, table, write_result
     from labkit.device import pick_device
 
@@ -64,6 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          seed=args.seed, progress=not args.quiet, **extra)
     config.check()
     out = Path(args.out or Path("runs") / f"bench-{args.size}.json")
+    check_writable(out, "results")  # before minutes of measuring, not after
     result = run(config)
     print(table(result))
     print(f"results: {write_result(result, out)}")

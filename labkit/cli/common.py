@@ -79,12 +79,23 @@ def cell(value: Any) -> str:
     return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
 
 
+MAY_BE_EMPTY = {"--prompt"}  # an empty prompt has a meaning: start from <eos>
+
+
 class Parser(argparse.ArgumentParser):
-    """A usage error is one line, `labkit pretrain: error: argument --epochs: ...`, and exit 2."""
+    """A usage error is one line, `labkit pretrain: error: argument --epochs: ...`, and exit 2. An
+    option of plain text given as "" is a mistake (it used to mean "the default", silently)."""
 
     def error(self, message: str) -> NoReturn:
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.exit(2, f"{self.prog}: error: {text} (see: {self.prog} --help)\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        flag = action.option_strings[-1] if action.option_strings else ""
+        if (flag and action.type is None and arg_strings == [""] and flag not in MAY_BE_EMPTY
+                and action.nargs in (None, "?")):
+            self.error(f"argument {flag}: empty: give a value, or leave {flag} out for its default")
+        return super()._get_values(action, arg_strings)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from labkit.cli.common import SEED, add_command, duration, given, run_path, run_training
+from labkit.cli.common import SEED, add_command, bounded, duration, given, run_path, run_training
 from labkit.cli.interop import TENSORBOARD_HELP, tensorboard_callbacks
 from labkit.errors import LabkitError
 
@@ -102,7 +102,7 @@ def predicted(card: dict[str, Any]) -> list[int]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from labkit.inspect.classifier import Classifier
 
-    clf = Classifier(run_path(args.run, args.runs_dir))
+    clf = Classifier(run_path(args.run, args.runs_dir), device=args.device)
     for sentence in args.sentences:
         pred = clf.predict(sentence)
         print(f"{pred.label}\t{pred.prob:.3f}\t{sentence}")
@@ -130,46 +130,52 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--task-lm-only", dest="task_lm", action="store_true", default=None,
                    help="random weights trained by the language-model step on the task's text alone, then the "
                    "classifier: what in-domain text gives without WikiText (implies --from-scratch)")
-    p.add_argument("--vocab-min-count", type=int, metavar="N", help="words of the task's training text that RUN's "
-                   "vocabulary lacks and that occur N times or more get rows of their own, trained by the "
-                   "language-model step; 0 for none (default: 5)")
+    p.add_argument("--vocab-min-count", type=bounded(int, 0, 10**9), metavar="N",
+                   help="words of the task's training text that RUN's vocabulary lacks and that occur N times or "
+                   "more get rows of their own, trained by the language-model step; 0 for none (default: 5)")
     p.add_argument("--baseline", choices=("bow",), help="no network: the yardstick, a bag-of-words logistic "
                    "regression on the same labelled sentences in RUN's words, its L2 chosen on the validation "
                    "split; seconds")
     p.add_argument("--pooling", choices=("mean", "last", "max", "concat"), help="sentence vector: the masked "
                    "mean of the hidden states, the last token's, their maximum, or all three side by side "
                    "(default: concat)")
-    p.add_argument("--train-size", type=int, metavar="N", help="use N labelled sentences "
+    p.add_argument("--train-size", type=bounded(int, 1, 10**9), metavar="N", help="use N labelled sentences "
                    "(a learning curve; default: all)")
-    p.add_argument("--val-size", type=int, metavar="N", help="sentences held out from the training ones for "
+    p.add_argument("--val-size", type=bounded(int, 1, 50_000), metavar="N",
+                   help="sentences held out from the training ones for "
                    "model selection (default: 2000)")
-    p.add_argument("--epochs", type=int, metavar="N", help="passes over the labelled sentences (default: 10)")
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (equal budgets)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="(default: 32)")
-    p.add_argument("--lr-body", type=float, metavar="LR", help="(default: 5e-4)")
-    p.add_argument("--lr-head", type=float, metavar="LR", help="(default: 2e-3)")
-    p.add_argument("--frozen-lr", type=float, metavar="LR", help="--mode frozen: the head's rate, a linear model on "
+    p.add_argument("--epochs", type=bounded(int, 1, 10**6), metavar="N", help="passes over the labelled sentences (default: 10)")
+    p.add_argument("--max-steps", type=bounded(int, 1, 10**9), metavar="N", help="stop after N steps (equal budgets)")
+    p.add_argument("--batch-size", type=bounded(int, 1, 10**6), metavar="N", help="(default: 32)")
+    p.add_argument("--lr-body", type=bounded(float, 0, above=True), metavar="LR", help="(default: 5e-4)")
+    p.add_argument("--lr-head", type=bounded(float, 0, above=True), metavar="LR", help="(default: 2e-3)")
+    p.add_argument("--frozen-lr", type=bounded(float, 0, above=True), metavar="LR",
+                   help="--mode frozen: the head's rate, a linear model on "
                    "standardised features (default: 3e-2)")
-    p.add_argument("--lr-decay", type=float, metavar="X", help="discriminative rates: each lower layer group of "
+    p.add_argument("--lr-decay", type=bounded(float, 1), metavar="X", help="discriminative rates: each lower layer group of "
                    "the body trains at the rate of the one above divided by X (ULMFiT: 2.6; default: 1)")
     p.add_argument("--schedule", choices=("cosine", "linear"), help="the decay after the warm-up; linear with a "
                    "short warm-up is ULMFiT's slanted triangular schedule (default: linear)")
-    p.add_argument("--warmup-frac", type=float, metavar="F", help="warm-up over this share of the steps "
+    p.add_argument("--warmup-frac", type=bounded(float, 0, 0.99), metavar="F", help="warm-up over this share of the steps "
                    "(default: 0.1)")
-    p.add_argument("--lm-steps", type=int, metavar="N", help="first fine-tune the language model on the task's "
+    p.add_argument("--lm-steps", type=bounded(int, 0, 10**9), metavar="N",
+                   help="first fine-tune the language model on the task's "
                    "training text (no labels) for N steps, 0 for none (ULMFiT; default: 200 for an RNN, 60 for a "
                    "Transformer)")
-    p.add_argument("--lm-lr", type=float, metavar="LR", help="the learning rate of that step (default: 1e-3)")
+    p.add_argument("--lm-lr", type=bounded(float, 0, above=True), metavar="LR",
+                   help="the learning rate of that step (default: 1e-3)")
     p.add_argument("--lm-text", choices=("labelled", "all"), help="what that step reads: the labelled sentences, "
                    "or every training sentence of the task with its label unread (semi-supervised; never the "
                    "validation or test sentences) (default: all)")
     p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
                    "much training time: seconds, or 90s, 3m")
-    p.add_argument("--eval-every", type=int, metavar="N", help="validate every N steps (default: 200)")
-    p.add_argument("--log-every", type=int, metavar="N", help="write a metrics record every N steps (default: 10)")
-    p.add_argument("--patience", type=int, metavar="N", help="stop after N validations without "
+    p.add_argument("--eval-every", type=bounded(int, 1, 10**9), metavar="N", help="validate every N steps (default: 200)")
+    p.add_argument("--log-every", type=bounded(int, 1, 10**9), metavar="N",
+                   help="write a metrics record every N steps (default: 10)")
+    p.add_argument("--patience", type=bounded(int, 1, 10**9), metavar="N", help="stop after N validations without "
                    "improvement (default: 4)")
-    p.add_argument("--dropout", type=float, metavar="P", help="dropout before the classification head (default: 0.1)")
+    p.add_argument("--dropout", type=bounded(float, 0, 1), metavar="P",
+                   help="dropout before the classification head (default: 0.1)")
     p.add_argument("--seed", type=SEED, metavar="N", help="(default: 0)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on CUDA and on CPUs with "
                    "bf16 instructions, fp32 elsewhere (default: auto)")

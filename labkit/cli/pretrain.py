@@ -28,7 +28,7 @@ def model_config(args: argparse.Namespace, preset: dict[str, Any]):
         if given(args, ("heads", "context")):
             raise LabkitError(f"{', '.join(given(args, ('heads', 'context')))}: for Transformers "
                               "only (--model transformer)")
-        size = {"d_embed": args.d_model, "d_hidden": args.hidden or args.d_model}
+        size = {"d_embed": args.d_model, "d_hidden": args.hidden if args.hidden is not None else args.d_model}
     else:
         size = {"d_model": args.d_model, "d_ff": args.hidden, "n_heads": args.heads,
                 "context_length": args.context}
@@ -199,7 +199,10 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
     """(flag, argparse keywords, help) by group; defaults are None: "not given"."""
     from labkit.presets import MODELS, PRESETS
 
-    n, x = dict(type=int, metavar="N"), dict(type=bounded(float), metavar="X")
+    # sizes and counts are whole numbers from 1 (0 is no size: it was once read as "the preset's");
+    # the data limits take 0 for "all"; a BPE vocabulary at most a million pieces
+    n, x = dict(type=bounded(int, 1, 10**9), metavar="N"), dict(type=bounded(float), metavar="X")
+    n0 = dict(type=bounded(int, 0, 10**12), metavar="N")
     return {
         "model": [
             ("--preset", dict(metavar="NAME"), "a size (tiny, demo, laptop, classic, medium) or a preset "
@@ -223,10 +226,10 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
              "or a plain-text file, split 90/5/5 by lines (default: wikitext-2)"),
             ("--tokenizer", dict(choices=("whitespace", "basic_english", "bpe")),
              "(default: whitespace)"),
-            ("--vocab-size", n, "BPE vocabulary size (default: 8000)"),
-            ("--max-vocab", n, f"word tokenizers: keep the N most frequent words, 0 = all {P}"),
-            ("--train-tokens", n, f"train on the first N tokens, 0 = all {P}"),
-            ("--eval-tokens", n, f"evaluate on the first N valid/test tokens, 0 = all {P}")],
+            ("--vocab-size", dict(type=bounded(int, 2, 1_000_000), metavar="N"), "BPE vocabulary size (default: 8000)"),
+            ("--max-vocab", n0, f"word tokenizers: keep the N most frequent words, 0 = all {P}"),
+            ("--train-tokens", n0, f"train on the first N tokens, 0 = all {P}"),
+            ("--eval-tokens", n0, f"evaluate on the first N valid/test tokens, 0 = all {P}")],
         "training": [
             ("--steps", n, f"optimizer steps {P}"),
             ("--epochs", dict(type=bounded(float, 0, 1e6, above=True), metavar="X"),

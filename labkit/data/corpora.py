@@ -296,9 +296,13 @@ def sst2(split: str, data_dir: str | Path | None = None, **kw) -> list[tuple[str
     """(sentence, label) pairs of an SST-2 split; label 0 negative, 1 positive, -1 for the
     unlabeled test split. ``kw`` goes to ``locate``."""
     path = locate("sst2", _split_file(split, _SST2_FILES, "sst2"), data_dir, **kw)
+    out = []
     with open(path, encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)  # header: "sentence label", or "index sentence" for test
-        if split == "test":
-            return [(sentence, -1) for _index, sentence in rows]
-        return [(sentence.rstrip(), int(label)) for sentence, label in rows]
+        next(rows, None)  # header: "sentence label", or "index sentence" for test
+        for line, row in enumerate(rows, start=2):
+            if len(row) != 2 or (split != "test" and row[1] not in ("0", "1")):
+                raise LabkitError(f"{path}, line {line}: not a sentence and a label of 0 or 1 ({str(row)[:60]}): the "
+                                "file is damaged; delete it and labkit downloads it again")
+            out.append((row[1], -1) if split == "test" else (row[0].rstrip(), int(row[1])))
+    return out

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from labkit.data.batching import pad_batch
 from labkit.data.tasks import TextEncoder
 from labkit.errors import LabkitError, RunError
-from labkit.runs import RunInfo, load_run, model_label, run_metrics
+from labkit.runs import RunDir, RunInfo, load_run, model_label, run_metrics
 
 PER_CLASS = ("precision", "recall", "f1")
 
@@ -127,15 +127,21 @@ class Prediction:
 class Classifier:
     """A fine-tuned run, loaded for predictions."""
 
-    def __init__(self, path: str | Path):
-        loaded = load_run(path)
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        loaded = load_run(path, device=device)
         if loaded.config.get("kind") != "classifier":
             raise RunError(f"{path} is not a fine-tuned classifier run; make one with `labkit finetune`")
         self.model = loaded.model
-        self.labels = tuple(loaded.config["labels"])
+        labels, finetune = loaded.config.get("labels"), loaded.config.get("finetune")
+        max_len = finetune.get("max_len", 64) if isinstance(finetune, dict) else None
+        if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels)
+                or isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+            raise RunError(f"{RunDir(path).config_path} is damaged: its labels or max_len are not what labkit "
+                           "wrote; restore it or fine-tune again")
+        self.labels = tuple(labels)
         self.tokenizer = loaded.tokenizer
         self.encode = TextEncoder(self.tokenizer)
-        self.max_len = loaded.config["finetune"]["max_len"]
+        self.max_len = max_len
 
     @torch.inference_mode()
     def predict(self, sentence: str) -> Prediction:
@@ -143,6 +149,7 @@ class Classifier:
             raise LabkitError("the sentence is empty; give some text to classify")
         ids = self.encode(sentence.lower())[: self.max_len]
         batch, _, mask = pad_batch([ids], self.tokenizer.pad_id)
-        probs = F.softmax(self.model(batch, mask).float(), -1)[0]
+        device = next(self.model.parameters()).device
+        probs = F.softmax(self.model(batch.to(device), mask.to(device)).float(), -1)[0].cpu()
         k = int(probs.argmax())
         return Prediction(self.labels[k], float(probs[k]), dict(zip(self.labels, probs.tolist())))

@@ -3,22 +3,31 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from labkit.runs import RunInfo, model_label, run_kind, run_status
 
+NUMBERS = {"parameters": "parameters", "steps": "steps", "tokens seen": "tokens_seen", "best val ppl": "best_val_ppl",
+           "test ppl": "test_ppl", "accuracy": "accuracy", "wall time (s)": "wall_clock_s",
+           "training time (s)": "wall_time_s", "training FLOPs": "train_flops", "MFU": "mfu"}  # column -> card field
+
+
+def _number(value: Any) -> float | int | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
 
 def summary_row(info: RunInfo) -> dict[str, Any]:
-    """One row of the runs table."""
-    card = info.card or {}
+    """One row of the runs table. A card field that should be a number and is not (a damaged card)
+    is left blank and named in the row's problem; the other runs' rows are as usual."""
+    card = info.card if isinstance(info.card, dict) else {}
+    numbers = {column: _number(card.get(field)) for column, field in NUMBERS.items()}
+    damaged = [field for column, field in NUMBERS.items() if card.get(field) is not None and numbers[column] is None
+               and not (isinstance(card.get(field), float) and math.isnan(card[field]))]
+    problem = info.error or (f"card.json is damaged: {', '.join(damaged)} not a number" if damaged else "")
     return {"run": info.path.name, "kind": run_kind(info) if not info.error else "?",
-            "model": model_label(info.config), "status": run_status(info),
-            "parameters": card.get("parameters"), "steps": card.get("steps"),
-            "tokens seen": card.get("tokens_seen"), "best val ppl": card.get("best_val_ppl"),
-            "test ppl": card.get("test_ppl"), "accuracy": card.get("accuracy"),
-            "wall time (s)": card.get("wall_clock_s"), "training time (s)": card.get("wall_time_s"),
-            "training FLOPs": card.get("train_flops"),
-            "MFU": card.get("mfu"), "problem": info.error or ""}
+            "model": model_label(info.config), "status": run_status(info), **numbers, "problem": problem}
 
 
 def drop_empty_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -159,7 +159,7 @@ def read_timeline(run_path: str | Path) -> list[Snapshot]:
     """The run's snapshots in step order (one per step: the last written wins). A missing file, a
     torn last line and lines that do not parse as snapshots are skipped, never raised."""
     records = read_timeline_records(run_path)
-    header = next((r for r in records if r.get("kind") == "sentence"), {})
+    header = next((r for r in reversed(records) if r.get("kind") == "sentence"), {})  # the last one written
     tokens = [str(t) for t in header.get("tokens", [])] if isinstance(header.get("tokens"), list) else []
     by_step: dict[int, Snapshot] = {}
     for r in records:

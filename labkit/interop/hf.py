@@ -11,6 +11,8 @@ Nothing here downloads: a folder is read from disk, as a user's Hugging Face cac
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from labkit.interop.gpt2 import Checkpoint, to_gpt2
 from labkit.interop.tokenizer import hf_tokenizer_files, read_json
 from labkit.interop.weights import Tensors, load_torch_file, open_safetensors, open_safetensors_index, tensor_dict
 from labkit.models import TransformerConfig
-from labkit.runs import load_run
+from labkit.runs import RunDir, load_run
 
 # GPT2Config's defaults, for the fields an older or hand-written config.json may leave out.
 GPT2_DEFAULTS: dict[str, Any] = {
@@ -133,9 +135,14 @@ def export_hf(run: str | Path, out: str | Path, which: str = "best") -> Path:
     files = hf_tokenizer_files(tokenizer, model.context_length)  # (what cannot be exported is refused first)
     tensors = to_gpt2(loaded.model)
     names = hf_names()
+    inside = next((p for p in (Path(out).resolve(), *Path(out).resolve().parents) if RunDir(p).exists()), None)
+    if inside is not None:
+        raise LabkitError(f"{out} is inside the run {inside}: export to a folder of its own, outside any run")
     with new_folder(Path(out)) as tmp:
         (tmp / names["config"]).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / names["weights"]), metadata={"format": "pt"})
+        # safetensors makes its file readable by its owner only: the same mode as the folder's other files
+        os.chmod(tmp / names["weights"], stat.S_IMODE((tmp / names["config"]).stat().st_mode))
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(out)

@@ -11,6 +11,7 @@ temporary name and renamed into place, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,25 @@ def read_checkpoint(path: Path, tokenizer: str | Path | None) -> tuple[Checkpoin
     else:
         raise LabkitError(f"{path} is neither a Hugging Face GPT-2 folder (it has no {hf_names()['config']}) "
                           "nor a nanoGPT ckpt.pt")
+    check_sizes(checkpoint, str(path))  # before anything is made at the sizes the config states
     return checkpoint, pad_vocabulary(tok, checkpoint.config.vocab_size, str(path))
+
+
+def check_sizes(checkpoint: Checkpoint, where: str) -> None:
+    """The config's sizes (vocabulary, context, width, layers) must be those of the tensors in the file:
+    a config.json (or nanoGPT's model_args) that says a vocabulary of 10^12 is refused here, from the
+    tensors' headers, before a tokenizer or a model is grown to it."""
+    shapes = {canonical(n): tuple(checkpoint.tensors.shape(n)) for n in checkpoint.tensors.names()}
+    c = checkpoint.config
+    for name, shape in (("wte.weight", (c.vocab_size, c.d_model)), ("wpe.weight", (c.context_length, c.d_model))):
+        if shapes.get(name) != shape:
+            raise LabkitError(f"{where}: its config says {name} is {shape[0]:,} x {shape[1]:,} but the file holds "
+                              f"{' x '.join(f'{n:,}' for n in shapes[name]) if name in shapes else 'no such tensor'}: "
+                              "the config and the weights do not belong together")
+    layers = {int(m.group(1)) for n in shapes if (m := re.match(r"h\.(\d+)\.", n))}
+    if layers != set(range(c.n_layers)):
+        raise LabkitError(f"{where}: its config says {c.n_layers:,} layers but the file holds {len(layers):,}: the "
+                          "config and the weights do not belong together")
 
 
 def parameter_count(checkpoint: Checkpoint) -> int:

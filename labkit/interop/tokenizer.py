@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from labkit.atomic import MiB, read_json_file
 from labkit.data.tokenizers import BPETokenizer, Tokenizer, WordTokenizer, tokenizer_from_dict
 from labkit.data.vocab import Vocab
 from labkit.errors import LabkitError
@@ -105,11 +106,12 @@ def hf_tokenizer_files(tokenizer: Tokenizer, context_length: int) -> dict[str, s
     return {tokenizer_file: text, config_file: json.dumps(config, indent=2) + "\n"}
 
 
+JSON_LIMIT = 64 * MiB  # a tokenizer.json of a 50k-word vocabulary with its merges is a few MB
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LabkitError(f"{path} is not a readable {what} ({str(e)[:120]})") from None
+    """A JSON object from a Hugging Face folder: bounded in size and depth (labkit.atomic.read_json_file)."""
+    data = read_json_file(path, JSON_LIMIT, what)
     if not isinstance(data, dict):
         raise LabkitError(f"{path} is not a {what} (not a JSON object)")
     return data

@@ -7,7 +7,6 @@ file that holds anything else (a pickled object whose loading would run code) is
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from labkit.atomic import MiB, check_archive, read_json_file
 from labkit.errors import LabkitError
 
 
@@ -62,7 +62,7 @@ def open_safetensors(files: list[Path]) -> Tensors:
 def open_safetensors_index(index: Path) -> Tensors:
     """A sharded checkpoint: the index's weight_map names the shard of each tensor."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = read_json_file(index, 64 * MiB, "safetensors index")["weight_map"]
         shards = sorted({index.parent / str(name) for name in weight_map.values()})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise LabkitError(f"{index} is not a safetensors index ({first_line(e)})") from None
@@ -73,7 +73,9 @@ def open_safetensors_index(index: Path) -> Tensors:
 
 
 def load_torch_file(path: Path) -> Any:
-    """`torch.load` that rebuilds tensors and plain values only, memory-mapped when the file allows."""
+    """`torch.load` that rebuilds tensors and plain values only, memory-mapped when the file allows;
+    an archive that would inflate far beyond its size is refused first (`check_archive`)."""
+    check_archive(path, "checkpoint")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

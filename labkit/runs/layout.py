@@ -33,11 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from labkit.atomic import MiB, atomic_path, check_regular, make_temporary_dir, parse_json, read_bounded, write_atomic
+from labkit.atomic import (
+    MiB,
+    atomic_path,
+    check_archive,
+    check_regular,
+    make_temporary_dir,
+    parse_json,
+    read_bounded,
+    write_atomic,
+)
 from labkit.errors import LabkitError, RunError
 
 FORMAT_VERSION = 1
@@ -101,6 +110,17 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def check_new(self) -> None:
+        """A RunError when the folder a new run is to go to holds files that are not a run's (a
+        user's folder named by mistake): labkit would write beside them. Empty or absent is fine."""
+        if self.exists() or not self.root.is_dir():
+            return
+        foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise RunError(f"{self.root} is a folder that holds files of its own ({shown}) and no run: a new run "
+                           "goes to a new (or empty) folder; choose another --name")
+
     def confined(self, path: Path) -> Path:
         """`path` with its links resolved; a RunError when that leads outside the run."""
         try:
@@ -159,6 +179,9 @@ class RunDir:
     def load_config(self) -> dict[str, Any]:
         config = self.read_json(self.config_path)
         version = config.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise RunError(f"{self.config_path} is damaged: its format_version is {str(version)[:20]!r}, where labkit "
+                           f"writes a whole number ({FORMAT_VERSION}); restore the file or delete the run")
         if version != FORMAT_VERSION:
             raise RunError(f"{self.root} was written in run format {version!r}; this labkit reads "
                            f"format {FORMAT_VERSION}: retrain it or use the matching labkit version")
@@ -230,8 +253,9 @@ class RunDir:
         is complete when both its files are there: one is only ever renamed in whole."""
         if not self.checkpoints_dir.is_dir():
             return []
-        return sorted(p for p in self.checkpoints_dir.glob("step-*")
-                      if os.path.lexists(p / STATE) and os.path.lexists(p / WEIGHTS))
+        steps = [p for p in self.checkpoints_dir.glob("step-*") if re.fullmatch(r"step-\d{1,18}", p.name)
+                 and os.path.lexists(p / STATE) and os.path.lexists(p / WEIGHTS)]  # (step-zzz is not one)
+        return sorted(steps, key=lambda p: int(p.name.removeprefix("step-")))
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint; a RunError when it, or a file in it, leads out of the run."""
@@ -277,6 +301,9 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
             raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
 
 
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors' names: every labkit weight is one of these
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
     try:
         check_regular(path, "weights file")
@@ -285,6 +312,11 @@ def load_weights(model: nn.Module, path: Path) -> None:
     except LabkitError as e:
         raise RunError(str(e)) from None
     try:
+        with safe_open(str(path), framework="pt") as f:  # the header only: what each tensor holds
+            wrong = sorted(name for name in f.keys() if f.get_slice(name).get_dtype() not in FLOAT_DTYPES)
+        if wrong:
+            raise RunError(f"{path} holds whole numbers or booleans ({', '.join(wrong[:3])}) where the model has "
+                           "floating-point weights: it is not a labkit weights file; restore it or retrain")
         missing, unexpected = load_model(model, path, strict=False, device=str(next(model.parameters()).device))
     except (SafetensorError, OSError) as e:
         raise RunError(f"{path} is corrupt or unreadable ({e}); restore it or retrain") from None
@@ -300,6 +332,7 @@ def load_state(path: Path) -> dict[str, Any]:
     """Training state: tensors and numbers only. Anything else (a pickle payload) is refused."""
     try:
         check_regular(path, "training state")
+        check_archive(path, "training state")
         with open(path, "rb") as f:
             state = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -46,9 +46,14 @@ class MetricsWriter:
 
     def _open(self, flags: int) -> int:
         fd = os.open(self.target, flags | NO_FOLLOW, 0o666)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise RunError(f"{self.path} is not a regular file: move it away, then try again")
+        if flags & (os.O_WRONLY | os.O_RDWR) and info.st_nlink > 1:  # a hard link: the same bytes elsewhere too
+            os.close(fd)
+            raise RunError(f"{self.path} has {info.st_nlink} names (a hard link to a file outside the run, "
+                           "maybe): labkit will not write through it; replace it with a copy (cp), then try again")
         return fd
 
     def _drop_torn_tail(self) -> None:
@@ -98,11 +103,18 @@ class MetricsWriter:
             return
         try:
             data = read_bounded(self.target, LIMITS[METRICS], self.path.name)
-            kept = [json.dumps(r) + "\n" for r in _records(data) if r.get("step", 0) <= step]
+            kept = [json.dumps(r) + "\n" for r in _records(data) if _step(r) is not None and _step(r) <= step]
         except LabkitError as e:
             raise RunError(str(e)) from None
         with writing(self.path):
             write_atomic(self.target, "".join(kept))
+
+
+def _step(record: dict[str, Any]) -> float | None:
+    """A record's step, when it is a number (a damaged record's is not: it is dropped on resume)."""
+    step = record.get("step", 0)
+    ok = isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step)
+    return step if ok else None
 
 
 def _after_last_newline(fd: int, size: int) -> int:
@@ -139,8 +151,20 @@ def _records(data: bytes) -> Iterator[dict[str, Any]]:
             record = parse_json(raw)
         except ValueError:
             continue
-        if isinstance(record, dict):
+        if isinstance(record, dict) and all(_plain(v) for v in record.values()):
             yield record
+
+
+def _plain(value: Any) -> bool:
+    """A value labkit writes: a string, a bool, None, a number a float can hold (a 400-digit integer is
+    damage: it overflows every reader's arithmetic), or a list or dict of such."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) < 2**63
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(v) for v in value.values())
+    return True
 
 
 def run_metrics(run_path: str | Path) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ apart so that the training loop reads on its own."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,14 @@ class Checkpoints:
             if "rng_cuda" in state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            if self.step < 0 or self.tokens_seen < 0 or not math.isfinite(float(state["elapsed"])):
+                raise ValueError(f"step {state['step']}, tokens {state['tokens_seen']}, elapsed {state['elapsed']}")
             self.elapsed, self.best = float(state["elapsed"]), float(state["best"])
             self.wall_clock = float(state.get("wall_clock", self.elapsed))  # (runs from before it was kept)
             self.bad_evals, self._last_eval_step = int(state["bad_evals"]), int(state.get("last_eval_step", -1))
             if self.plateau and state["plateau"]:
                 self.plateau.load_state_dict(state["plateau"])
-        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError, OverflowError) as e:
             raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
                               "start a new run instead of --resume") from None
         if self.dist.rank > 0:

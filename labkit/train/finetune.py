@@ -51,6 +51,7 @@ from labkit.train.settings import TrainConfig
 from labkit.train.trainer import Trainer
 
 MODES = Classification.MODES
+MAX_VAL_SIZE = 50_000  # held-out sentences for model selection: more is a typo (SST-2 has 67,349 in all)
 # What may change when a fine-tuning run is resumed (how long, how often, where).
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "eval_every", "log_every", "patience", "device")
 
@@ -130,15 +131,22 @@ class FinetuneConfig(JSONConfig):
             raise ValueError("vocab_min_count must be >= 0 (0: no new words)")
         if self.task_lm and not self.from_scratch:
             raise ValueError("task_lm trains a random body on the task's text: it needs from_scratch")
+        if not 0 <= self.dropout < 1:  # (NaN fails too)
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 1 <= self.val_size <= MAX_VAL_SIZE:
+            raise ValueError(f"val_size must be 1 to {MAX_VAL_SIZE:,} held-out sentences, got {self.val_size:,}")
         if self.baseline not in (None, "bow"):
             raise ValueError(f"baseline must be bow (or none), got {self.baseline!r}")
 
 
-def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> SequenceClassifier:
+def classifier_config(base_config: dict[str, Any], config: FinetuneConfig) -> ClassifierConfig:
     pooling = config.pooling or FAMILIES[base_config["family"]][1].default_pooling
-    return SequenceClassifier(ClassifierConfig(body=base_config, n_classes=len(TASKS[config.task]),
-                                               pooling=pooling, dropout=config.dropout,
-                                               standardize=config.mode == "frozen"))
+    return ClassifierConfig(body=base_config, n_classes=len(TASKS[config.task]), pooling=pooling,
+                            dropout=config.dropout, standardize=config.mode == "frozen")
+
+
+def build_classifier(base_config: dict[str, Any], config: FinetuneConfig) -> SequenceClassifier:
+    return SequenceClassifier(classifier_config(base_config, config))
 
 
 def train_config(config: FinetuneConfig, n_train: int) -> TrainConfig:
@@ -177,6 +185,7 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
     body after a shared LM step (`lm_stage`, same base run and condition), instead of doing one here."""
     dist = distributed.setup()
     run = RunDir(out)
+    run.check_new()
     with locked(run, dist):
         base = load_run(base_run)
         if base.config.get("kind") != "lm":
@@ -194,27 +203,35 @@ def finetune(base_run: str | Path, config: FinetuneConfig, out: str | Path, *,
             if dist.enabled:
                 raise LabkitError("the bag-of-words baseline fits in seconds in one process: run it without torchrun")
             return fit_bow(data, tokenizer, out, settings=config.to_dict(), base_run=str(Path(base_run)))
+        body_config = grown_config(base.model.config, added).to_dict()
+        saved = {"kind": "classifier", "labkit_version": __version__,
+                 "model": classifier_config(body_config, config).to_dict(), "finetune": config.to_dict(),
+                 "train": train_config(config, len(data.train)).to_dict(), "base_run": str(Path(base_run)),
+                 "labels": list(data.labels), "lm_adaptation": None, "vocab_added": added}
+        # the config first, the LM step after: a run killed during that step can be resumed (from step 0)
+        dist.check(on_main(dist, lambda: run.create(tokenizer, saved)))
         if stage is not None:
             body, adapted = stage.body, {**stage.info, "lm_stage_shared": True}
         else:
             body = body_to_train(base.model, config, added)
             adapted = adapt(body, tokenizer, data, config, base.config)
-        body_config = grown_config(base.model.config, added).to_dict()
+        dist.check(on_main(dist, lambda: run.save_config(saved | {"lm_adaptation": adapted})))
         info = {**adapted, "vocab_added": added, "oov_rate_before": unknown_rate(data, base.tokenizer, tokenizer)}
         model = initial_model(body_config, config, body)
         trainer = finetuner(model, data, config, run, callbacks, pad_id=tokenizer.pad_id,
                             base_run=str(Path(base_run)), info=info)
-        error = None
-        if dist.is_main:
-            try:
-                run.create(tokenizer, {"kind": "classifier", "labkit_version": __version__,
-                                       "model": model.config.to_dict(), "finetune": config.to_dict(),
-                                       "train": trainer.config.to_dict(), "base_run": str(Path(base_run)),
-                                       "labels": list(data.labels), "lm_adaptation": adapted, "vocab_added": added})
-            except RunError as e:
-                error = e
-        dist.check(error)
         return trainer.fit()
+
+
+def on_main(dist: distributed.Dist, write: Any) -> RunError | None:
+    """`write()` on rank 0; the RunError it raised (to be shared with `dist.check`), or None."""
+    if not dist.is_main:
+        return None
+    try:
+        write()
+    except RunError as e:
+        return e
+    return None
 
 
 def initial_model(body_config: dict[str, Any], config: FinetuneConfig, body: torch.nn.Module | None) -> SequenceClassifier:

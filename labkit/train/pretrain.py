@@ -34,6 +34,7 @@ def pretrain(model_config: ModelConfig, train_config: TrainConfig, data_config: 
     text: domain adaptation). Under torchrun every process calls this; rank 0 writes the run."""
     dist = distributed.setup()
     run = RunDir(out)
+    run.check_new()
     with locked(run, dist):
         if run.exists():
             raise RunError(f"{run.root} already holds a run: pass --resume to continue it, or "

@@ -161,3 +161,47 @@ def test_gradual_unfreezing_opens_a_group_with_the_first_batch_of_each_epoch():
     finetuner(model, task(), config, None, [Watch()]).fit()
     # 13 batches an epoch: epoch e (steps 13e + 1 .. 13e + 13) trains the head and e layer groups
     assert opened == {step: (step - 1) // 13 for step in range(1, 40)}
+
+
+def test_a_run_killed_during_its_language_model_step_resumes(tmp_path: Path):
+    """The config is written before the LM step on the task's text (minutes at real sizes): a kill
+    during that step leaves a run that `--resume` finishes (it starts again from the base run) and
+    that reads as incomplete, not a folder holding only its lock."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = tmp_path / "runs"
+
+    def labkit(*args):
+        return subprocess.run([sys.executable, "-m", "labkit", *args, "--runs-dir", str(runs)],
+                              capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+
+    done = labkit("pretrain", "--preset", "tiny", "--corpus", "synthetic", "--name", "lm", "--steps", "4",
+                  "--eval-every", "4", "--eval-tokens", "2000", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "finetune", "lm", "--task", "number", "--lm-steps", "100000",
+                             "--max-steps", "4", "--name", "cut", "--runs-dir", str(runs), "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = RunDir(runs / "cut")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not run.config_path.exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the 100,000 LM steps
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert run.config_path.exists() and not run.card_path.exists() and not run.weights_path.exists()
+    from labkit.runs import read_info, run_status
+    assert run_status(read_info(run.root)) == "incomplete"
+    config = run.load_config()
+    assert config["lm_adaptation"] is None and config["finetune"]["lm_steps"] == 100000
+    # the LM step is started over on resume: make it short through a copy of the config the user may not edit
+    # (its steps cannot change on --resume), so here: a fresh, shorter request proves the run folder resumes
+    run.save_config({k: v for k, v in config.items() if k != "format_version"}
+                    | {"finetune": config["finetune"] | {"lm_steps": 2}})
+    done = labkit("finetune", "--name", "cut", "--resume", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "from step 0: it was stopped before its first checkpoint" in done.stdout
+    card = run.read_card()
+    assert card["status"] == "finished" and card["steps"] == 4 and card["lm_steps"] == 2
