@@ -91,8 +91,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {args.runs_dir}/ yet; train one with: labkit pretrain --preset tiny")
         return 0
     if len(infos) > 3 and not any(info.run.exists() for info in infos):  # /proc, a home folder, ...
-        raise LabkitError(f"{args.runs_dir} holds no labkit runs: none of its {len(infos):,} folders has a config.json. "
-                          "Is it the runs folder? (labkit runs --runs-dir DIR)")
+        raise LabkitError(f"{args.runs_dir} holds no labkit runs: none of its {len(infos):,} folders has a "
+                          f"{infos[0].run.config_path.name}. Is it the runs folder? (labkit runs --runs-dir DIR)")
     rows = drop_empty_columns([summary_row(info) for info in infos])
     names = [k for k in rows[0] if k != "problem"]
     table = [names, *([cell(row[k]) for k in names] for row in rows)]

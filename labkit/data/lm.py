@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from labkit.atomic import check_regular
 from labkit.config import JSONConfig
 from labkit.data.corpora import wikitext2_lines
 from labkit.data.synthetic import CORPORA as SYNTHETIC_CORPORA
@@ -14,6 +15,8 @@ from labkit.data.tokenizers import KINDS, Tokenizer, build_tokenizer, count_word
 from labkit.errors import DataNotFoundError, LabkitError
 
 SPLITS = ("train", "valid", "test")
+MAX_CORPUS_BYTES = 512 << 20  # a text file read whole, then tokenized in Python: a few GB of memory at this size
+MAX_BPE_VOCAB = 1_000_000
 
 
 @dataclass
@@ -32,6 +35,11 @@ class DataConfig(JSONConfig):
     def __post_init__(self) -> None:
         if self.tokenizer not in KINDS:
             raise ValueError(f"tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
+        if not 2 <= self.vocab_size <= MAX_BPE_VOCAB:  # BPE's trainer allocates for all of them up front
+            raise ValueError(f"vocab_size must be 2 to {MAX_BPE_VOCAB:,}, got {self.vocab_size:,}")
+        for name in ("max_vocab", "train_tokens", "eval_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (or None: all)")
 
 
 @dataclass
@@ -56,6 +64,11 @@ def corpus_lines(config: DataConfig) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataNotFoundError(f"corpus {config.corpus!r} is neither 'wikitext-2', a text file nor one of "
                                 f"{', '.join(SYNTHETIC_CORPORA)}")
+    size = path.stat().st_size
+    if size > MAX_CORPUS_BYTES:
+        raise LabkitError(f"{path} is {size / 2**30:,.1f} GiB: labkit reads a corpus file whole, at most "
+                          f"{MAX_CORPUS_BYTES >> 20:,} MiB of it; train on a part (head -c 500M {path.name} > part.txt)")
+    check_regular(path, "corpus")
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -25,7 +25,8 @@ def summary_row(info: RunInfo) -> dict[str, Any]:
     numbers = {column: _number(card.get(field)) for column, field in NUMBERS.items()}
     damaged = [field for column, field in NUMBERS.items() if card.get(field) is not None and numbers[column] is None
                and not (isinstance(card.get(field), float) and math.isnan(card[field]))]
-    problem = info.error or (f"card.json is damaged: {', '.join(damaged)} not a number" if damaged else "")
+    problem = info.error or (f"{info.run.card_path.name} is damaged: {', '.join(damaged)} not a number" if damaged
+                             else "")
     return {"run": info.path.name, "kind": run_kind(info) if not info.error else "?",
             "model": model_label(info.config), "status": run_status(info), **numbers, "problem": problem}
 
