@@ -11,6 +11,7 @@ also fire in another session's forward pass and mix their tensors."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import threading
@@ -51,6 +52,18 @@ EXAMPLES = {  # sentences to start from, in the words of the corpus a run was tr
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def from_this_machine(address: str | None) -> bool:
+    """Whether a connection's address is a loopback one (Streamlit gives None for 127.0.0.1 and ::1; a
+    server listening on "::" sees IPv4 clients as ::ffff:127.0.0.1)."""
+    if address is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return (ip.ipv4_mapped or ip).is_loopback if isinstance(ip, ipaddress.IPv6Address) else ip.is_loopback
+
+
 def serve_here_only() -> None:
     """Streamlit listens on every network interface when no address was given (`streamlit run
     app/main.py` from a folder without labkit's .streamlit/config.toml). labkit serves other machines
@@ -62,7 +75,7 @@ def serve_here_only() -> None:
     asked = config.get_where_defined("server.address") != config.ConfigOption.DEFAULT_DEFINITION
     if asked or (address and address in LOOPBACK):
         return
-    if st.context.ip_address is not None:  # (None: a connection from this machine)
+    if not from_this_machine(st.context.ip_address):
         st.error("This labkit server was started without an address, so it listens on every network interface, "
                  "but it serves this machine only: open it on the machine itself, or restart it with `labkit app` "
                  "(this machine only) or `labkit app --server.address 0.0.0.0` (a class on the network).")

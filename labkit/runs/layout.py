@@ -104,7 +104,9 @@ class RunDir:
         return self.root.name
 
     def exists(self) -> bool:
-        return self.config_path.is_file()
+        """Whether the folder holds a run: a config.json is there (whatever it is: a reader says if it is
+        damaged, a FIFO or a link out of the run)."""
+        return os.path.lexists(self.config_path)
 
     def check_new(self) -> None:
         """A RunError when the folder a new run is to go to holds files that are not a run's (a
@@ -291,8 +293,11 @@ def safe_run_path(root: str | Path, name: str) -> Path:
     if len(os.fsencode(name)) > NAME_MAX:
         raise RunError(f"invalid run name {name[:40]!r}...: it is {len(os.fsencode(name))} bytes long, "
                        f"more than the {NAME_MAX} a file name may have")
-    root = Path(root).resolve()
-    path = (root / name).resolve()
+    try:
+        root = Path(root).resolve()
+        path = (root / name).resolve()
+    except RuntimeError as e:  # (Python 3.11: "Symlink loop from ...")
+        raise RunError(f"invalid run name {name!r}: {root / name} is a loop of links ({e})") from None
     if root not in path.parents:
         raise RunError(f"invalid run name {name!r}: it points outside {root}")
     return path

@@ -141,6 +141,9 @@ class Trainer(Checkpoints):
         loss_value = loss_sum / self.dist.world_size
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
+            if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # not the rate: the weights
+                raise TrainingStopped(f"the model's weights are not finite (NaN or inf) at step {self.step + 1}: the "
+                                      "checkpoint it resumed from is damaged; resume from an earlier one or restart")
             raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; "
                                   "the last good checkpoint is kept. Lower the learning rate "
                                   "(--lr) or enable clipping (--grad-clip) and resume or restart")

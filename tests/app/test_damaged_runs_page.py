@@ -74,3 +74,27 @@ def test_the_loss_curves_page_skips_a_deep_metrics_line(root: Path, monkeypatch)
     monkeypatch.delenv("LABKIT_RUNS", raising=False)
     at = page(root, "curves")
     assert at.title[0].value == "Loss curves"
+
+
+@pytest.mark.parametrize("view", ["runs", "start", "curves", "learn", "finetune"])
+def test_a_card_of_odd_types_and_a_huge_number_in_the_metrics_take_no_page_down(root: Path, tmp_path: Path,
+                                                                                  monkeypatch, view: str) -> None:
+    """One run's card has lists where numbers belong, another run's metrics hold a 400-digit number:
+    every page finishes, shows the damaged run as damaged and the intact one as usual."""
+    import json
+
+    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+    runs = tmp_path / "runs"
+    for name in ("ok", "listy", "huge"):
+        shutil.copytree(root / "ok", runs / name)
+    card = json.loads((runs / "listy" / "card.json").read_text())
+    (runs / "listy" / "card.json").write_text(json.dumps(card | {"steps": [1, 2], "best_val_ppl": [3.0],
+                                                                 "wall_clock_s": {"a": 1}}))
+    with open(runs / "huge" / "metrics.jsonl", "a") as f:
+        f.write('{"step": ' + "9" * 400 + ', "loss": 1.0, "val_loss": ' + "1" * 400 + "}\n")
+    at = page(runs, view)  # (asserts no exception)
+    if view == "runs":
+        table = at.dataframe[0].value.set_index("run")
+        assert table.loc["listy", "problem"] == "card.json is damaged: steps, best_val_ppl, wall_clock_s not a number"
+        assert table.loc["ok", "steps"] == json.loads((runs / "ok" / "card.json").read_text())["steps"]
+        assert table.loc["ok", "problem"] == ""

@@ -21,6 +21,7 @@ import math
 import os
 import pickle
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -434,8 +435,8 @@ FLAGS = flag_table()
 def command_lines(draw, places: dict[str, str]) -> list[str]:
     command = draw(st.sampled_from([*FLAGS, "bogus", ""]))
     argv = [command] if command else []
-    if command in ("eval", "generate", "finetune", "predict"):
-        argv.append(draw(st.sampled_from([places["run"], "lm", "tf", "nope", "../lm", ""])
+    if command in ("eval", "generate", "finetune", "predict", "export", "import"):
+        argv.append(draw(st.sampled_from([places["run"], "lm", "tf", "nope", "../lm", "", LONG_NAME, LONG_PATH])
                          | ANY_TEXT))
     if command == "predict":
         argv += draw(st.lists(ANY_TEXT, min_size=0, max_size=2))
@@ -460,13 +461,31 @@ def command_lines(draw, places: dict[str, str]) -> list[str]:
         elif action.type is float:
             value = str(draw(st.floats(lo, hi) | st.sampled_from(["nan", "inf", "-inf", "1e400"])
                              if flag in BOUNDS else NUMBER.map(str)))
-        elif flag in ("--runs-dir", "--data", "--corpus", "--init-from", "--prompt-file"):
-            value = draw(st.sampled_from(list(places.values())) | ANY_TEXT)
+        elif flag in ("--runs-dir", "--data", "--corpus", "--init-from", "--prompt-file", "--out", "--tokenizer",
+                      "--tensorboard"):
+            value = draw(st.sampled_from(list(places.values()) + [LONG_NAME, LONG_PATH]) | ANY_TEXT)
         else:
             value = draw(ANY_TEXT | st.sampled_from(["cpu", "meta", "cuda", "cpu:1", "mps",
                                                      "15m", "0", "-1", "1e9"]))
         argv.append(value)
     return argv
+
+
+LONG_NAME, LONG_PATH = "n" * 300, "p/" * 2100  # longer than a file name (255 bytes), a path (4,096) may be
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int = 4 << 30):
+    """This process may take `extra` more bytes of memory for the block (RLIMIT_DATA): a command that
+    would allocate without end fails the test with a MemoryError instead of taking the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[5]) * os.sysconf("SC_PAGE_SIZE")  # data + stack
+    resource.setrlimit(resource.RLIMIT_DATA, (used + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 @pytest.fixture
@@ -496,7 +515,7 @@ def test_command_line_fuzz(fuzz_home: dict[str, str], capsys) -> None:
     @given(argv=command_lines(fuzz_home))
     def case(argv: list[str]) -> None:
         CASES["command line"] += 1
-        with within(60):
+        with within(60), memory_cap():
             code = main(argv)
         out, err = capsys.readouterr()
         assert isinstance(code, int) and code in (0, 1, 2), (argv, code, err[-2000:])
