@@ -60,6 +60,7 @@ class Checkpoints:
             if "rng_cuda" in state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            self._resumed_at = self.step
             if self.step < 0 or self.tokens_seen < 0 or not math.isfinite(float(state["elapsed"])):
                 raise ValueError(f"step {state['step']}, tokens {state['tokens_seen']}, elapsed {state['elapsed']}")
             self.elapsed, self.best = float(state["elapsed"]), float(state["best"])

@@ -66,6 +66,7 @@ class Trainer(Checkpoints):
         self.plateau = PlateauDivider(c.lr) if c.schedule == "plateau" else None
         self._sign = 1.0 if self.objective.select[1] == "min" else -1.0  # selection value x this: lower is better
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0  # (elapsed: training wall time, over resumes)
+        self._resumed_at: int | None = None  # the step a checkpoint put us at
         self.wall_clock = 0.0  # the run's wall-clock time, evaluations and checkpoints included, over resumes
         self._clock_from: float | None = None  # when this process's fit() started counting wall_clock
         self._card_written = 0.0  # when the running card was last written (time.monotonic)
@@ -142,8 +143,13 @@ class Trainer(Checkpoints):
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # not the rate: the weights
-                raise TrainingStopped(f"the model's weights are not finite (NaN or inf) at step {self.step + 1}: the "
-                                      "checkpoint it resumed from is damaged; resume from an earlier one or restart")
+                if self._resumed_at == self.step:  # bad before any step of ours
+                    raise TrainingStopped(f"the model's weights are not finite (NaN or inf) at step {self.step + 1}: "
+                                          "the checkpoint it resumed from is damaged; resume from an earlier one "
+                                          "or restart")
+                raise TrainingStopped(f"the model's weights became not finite (NaN or inf) before step "
+                                      f"{self.step + 1}; the last good checkpoint is kept. Lower the learning "
+                                      "rate (--lr) or enable clipping (--grad-clip) and resume or restart")
             raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; "
                                   "the last good checkpoint is kept. Lower the learning rate "
                                   "(--lr) or enable clipping (--grad-clip) and resume or restart")

@@ -209,6 +209,8 @@ def test_in_jupyterlab_offline_at_1600_px(path, jupyterlab, capsys):
             last = page.locator(".jp-Notebook .jp-Cell").last.locator(".jp-OutputArea-output")
             failed = page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)")
             last.or_(failed).first.wait_for(timeout=420_000)
+            if failed.count():  # say which cell failed, not that the notebook was never saved whole
+                raise AssertionError(f"{path.name}: a cell failed:\n{failed.first.inner_text()[-3000:]}")
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
             run_s = time.perf_counter() - t0
             page.get_by_role("menuitem", name="File", exact=True).click()

@@ -182,7 +182,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
 
     trainer = Trainer(model, data, train_config(max_steps=10, eval_every=4), RunDir(tmp_path),
                       [Poison()])
-    with pytest.raises(TrainingStopped, match="loss became nan at step 5"):
+    with pytest.raises(TrainingStopped, match=r"weights became not finite \(NaN or inf\) before step 5; "
+                                              "the last good checkpoint is kept"):
         trainer.fit()
     run = RunDir(tmp_path)
     assert run.read_card()["status"] == "failed"
