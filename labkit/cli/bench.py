@@ -52,7 +52,9 @@ def add_bench(sub: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from labkit.atomic import check_writable
-    from labkit.bench import BenchConfig, run, table, write_result
+    from labkit.bench.report import table, write_result
+    from labkit.bench.run import run
+    from labkit.bench.variants import BenchConfig
     from labkit.device import pick_device
 
     pick_device(args.device)  # a bad --device fails here, before any data is read

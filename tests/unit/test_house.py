@@ -165,3 +165,30 @@ def test_the_checks_see_a_wrong_import(tmp_path):
     assert imports(page, {"labkit.train.trainer"}) == {"labkit.train.trainer"}
     assert imports(page, {"labkit.train.trainer"}, top_level_only=True) == set()
     assert floor("labkit.inspect.attention") == 3 and floor("labkit.runs.layout") == 2
+
+
+COMMANDS = ("pretrain", "finetune", "eval", "generate", "predict", "runs", "app", "demo", "bench", "export", "import")
+
+
+def test_the_command_line_help_never_imports_torch():
+    """`labkit --help` and every command's --help answer without loading torch (seconds on a busy
+    machine): in a fresh interpreter, torch is not in sys.modules after them."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from labkit.cli import main
+for args in [["--help"]] + [[c, "--help"] for c in sys.argv[1:]]:
+    sys.argv = ["labkit", *args]
+    try:
+        main()
+    except SystemExit as e:
+        assert e.code in (0, None), (args, e.code)
+print("torch loaded" if "torch" in sys.modules else "torch not loaded", file=sys.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", probe, *COMMANDS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "torch not loaded"
+    for command in COMMANDS:
+        assert f"labkit {command}" in done.stdout  # each command's own usage line was printed
