@@ -48,21 +48,3 @@ def series_figure(x: Sequence[float], series: dict[str, Sequence[float]], *, x_t
     fig.update_yaxes(title_text=y_title, **({"range": list(y_range)} if y_range else {}))
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return style.apply(fig, height=360)
-
-
-def long_attention_figure(matrix: np.ndarray, edges: Sequence[int], *, title: str) -> go.Figure:
-    """Attention over a long input, pooled into blocks of tokens: cell (i, j) is the mean weight a
-    query in block i puts on a key in block j. Zoom with the mouse; hover names the token ranges."""
-    spans = [f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
-    T = len(spans)
-    masked = np.where(np.triu(np.ones((T, T), dtype=bool), k=1), np.nan, matrix)
-    positive = masked[np.isfinite(masked) & (masked > 0)]
-    top = float(np.quantile(positive, 0.99)) if positive.size else 1.0
-    fig = go.Figure(go.Heatmap(
-        z=masked, x=spans, y=spans, colorscale=style.COLORSCALES["attention"].colorscale, zmin=0, zmax=max(top, 1e-6),
-        colorbar=style.colorbar("attention", title="mean weight"), name="attention",
-        hovertemplate="queries %{y}<br>keys %{x}<br>mean weight %{z:.4f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="query tokens")
-    fig.update_xaxes(title_text="key tokens")
-    fig.update_layout(title=title)
-    return style.apply(fig, height=720)

@@ -9,12 +9,12 @@ import time
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect import EmptyInput
+from labkit.inspect import EmptyInput, inside_plots
 from labkit.inspect.attention import LongAttention, long_attention
 from labkit.runs import LoadedRun, RunInfo
 
 import common
-from panels import corpus, figures, ui
+from panels import corpus, ui
 
 SOURCES = ("the run's validation text", "the sentence above")
 
@@ -48,9 +48,7 @@ def panel(info: RunInfo, run: LoadedRun, sentence: str, key: str) -> None:
     for notice in result.notices:
         st.caption(notice)
     T, n = len(result.tokens), len(result.edges) - 1
-    what = "mean of the heads" if result.head == "mean" else f"head {result.head}"
-    ui.chart(figures.long_attention_figure(result.matrix, result.edges, title=f"layer {result.layer}, {what}: "
-                                           f"{T:,} tokens"), f"{key}_map")
+    ui.chart(inside_plots.long_attention_figure(result), f"{key}_map")
     block = f"blocks of about {T / n:.1f} tokens" if n < T else "one cell per token"
     st.caption(f"{T:,} tokens in {n} x {n} cells ({block}); cell (i, j) is the share of attention the queries of "
                f"block i put on the keys of block j (each row adds up to 1). Computed in {computed:.2f} s, ready to "

@@ -123,13 +123,3 @@ def frequency_figure(tables: dict[str, Sequence[dict[str, Any]]]) -> go.Figure:
                       yaxis_title="perplexity (log scale)", legend=LEGEND)
     style.log_axis(fig, values)
     return style.apply(fig, height=380)
-
-
-BUDGET_AXES = {"tokens": "training tokens", "train_flops": "training FLOPs", "elapsed_s": "training time (s)"}
-
-
-def budget_figure(curves: dict[str, Sequence[dict[str, float]]], x: str = "tokens") -> go.Figure:
-    """Validation loss per run (name -> `BudgetRun.val`) against tokens, FLOPs or wall time."""
-    series = {name: ([p[x] for p in val], [p["val_loss"] for p in val]) for name, val in curves.items()}
-    return lines_figure(series, x_title=BUDGET_AXES[x], y_title=style.loss_title(what="validation loss"),
-                        log_x=x == "train_flops")

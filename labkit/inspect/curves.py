@@ -82,9 +82,3 @@ def run_curves(records: list[dict[str, Any]], x_axis: str = "step", metric: str 
 def load_curves(run_path: str | Path, x_axis: str = "step", metric: str = "loss") -> RunCurves:
     """`run_curves` of a run directory (a missing or half-written metrics file is fine)."""
     return run_curves(run_metrics(run_path), x_axis, metric)
-
-
-def last_step(run_path: str | Path) -> int:
-    """The last logged step of a run (0 before its first record)."""
-    steps = [r["step"] for r in run_metrics(run_path) if _finite(r.get("step"))]
-    return int(max(steps, default=0))

@@ -112,18 +112,27 @@ def unit_importance_figure(rows: Sequence[dict[str, Any]], *, title: str = "") -
 
 
 def long_attention_figure(long: Any) -> go.Figure:
-    """`attention.long_attention`: query blocks (rows) x key blocks (columns) on token positions,
-    so zooming in reads the positions; each cell the share of its queries' attention."""
+    """`attention.long_attention`, pooled into blocks of tokens: cell (i, j) is the share of attention
+    the queries of block i put on the keys of block j (hover names the token ranges; zoom with the
+    mouse). The future is blank where the model never looks there (a causal mask); the colour scale
+    ends at the 99th percentile, so that a sink column does not wash out the rest."""
     edges = list(long.edges)
-    head = "mean of heads" if long.head == "mean" else f"head {long.head}"
-    fig = go.Figure(go.Heatmap(z=long.matrix, x=edges, y=edges, **style.scale("attention"),
-                               colorbar=style.colorbar("attention", title="share"), name="attention",
-                               hovertemplate="queries near token %{y}<br>keys near token %{x}<br>"
-                                             "share %{z:.3f}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="query position (token)")
-    fig.update_xaxes(title_text="key position (token)")
-    fig.update_layout(title=f"layer {long.layer}, {head}: {len(long.tokens):,} tokens in {len(edges) - 1} blocks")
-    return style.apply(fig, height=640)
+    spans = [f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+    matrix = np.asarray(long.matrix, dtype=float)
+    future = np.triu(np.ones(matrix.shape, dtype=bool), k=1)
+    if not matrix[future].any():  # causal: nothing above the diagonal to show
+        matrix = np.where(future, np.nan, matrix)
+    positive = matrix[np.isfinite(matrix) & (matrix > 0)]
+    top = float(np.quantile(positive, 0.99)) if positive.size else 1.0
+    head = "mean of the heads" if long.head == "mean" else f"head {long.head}"
+    fig = go.Figure(go.Heatmap(z=matrix, x=spans, y=spans, colorscale=style.COLORSCALES["attention"].colorscale,
+                               zmin=0, zmax=max(top, 1e-6), colorbar=style.colorbar("attention", title="share"),
+                               name="attention", hovertemplate="queries %{y}<br>keys %{x}<br>share %{z:.4f}"
+                                                               "<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="query tokens")
+    fig.update_xaxes(title_text="key tokens")
+    fig.update_layout(title=f"layer {long.layer}, {head}: {len(long.tokens):,} tokens in {len(spans)} blocks")
+    return style.apply(fig, height=720)
 
 
 TIMELINE_PANELS = (("induction", "induction score"), ("previous_token", "previous-token share"),

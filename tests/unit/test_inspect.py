@@ -28,7 +28,7 @@ from labkit.inspect.attention import (
     uniform_entropy,
 )
 from labkit.inspect.bertviz_offline import head_view_html, make_offline, model_view_html
-from labkit.inspect.curves import ema, last_step, load_curves, run_curves
+from labkit.inspect.curves import ema, load_curves, run_curves
 from labkit.inspect.plots import attention_grid_figure, loss_figure, token_probability_figure
 from labkit.inspect.runs import config_diff, drop_empty_columns, flatten, summary_row
 from labkit.models import RNNConfig, TransformerConfig, build_model, run_with_cache
@@ -93,7 +93,6 @@ def test_load_curves_tolerates_missing_and_torn_files(tmp_path):
     assert load_curves(tmp_path / "nothing").train.x == []
     (tmp_path / "metrics.jsonl").write_text(json.dumps(RECORDS[0]) + "\n" + '{"step": 2, "lo')
     assert load_curves(tmp_path).train.x == [1]
-    assert last_step(tmp_path) == 1
 
 
 def test_loss_figure_draws_faint_raw_smoothed_and_validation_traces():

@@ -119,7 +119,6 @@ def figures() -> dict[str, go.Figure]:
         "probe": cp.probe_figure(rows),
         "position": cp.position_loss_figure({"lstm": [3.0, 2.0]}),
         "frequency": cp.frequency_figure({"lstm": [{"low": 0, "high": 1, "ppl": 50.0, "tokens": 3}]}),
-        "budget": cp.budget_figure({"a": [{"tokens": 10, "val_loss": 4.0}]}),
         **inside_figures(),
     }
 
