@@ -110,10 +110,13 @@ class RunDir:
 
     def check_new(self) -> None:
         """A RunError when the folder a new run is to go to holds files that are not a run's (a
-        user's folder named by mistake): labkit would write beside them. Empty or absent is fine."""
+        user's folder named by mistake): labkit would write beside them. Empty or absent is fine, and
+        so is a run's own files without its config (another process creating the run right now: its
+        lock says so)."""
         if self.exists() or not self.root.is_dir():
             return
-        foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+        own = {CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD, TIMELINE, CHECKPOINTS}
+        foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in own)
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise RunError(f"{self.root} is a folder that holds files of its own ({shown}) and no run: a new run "

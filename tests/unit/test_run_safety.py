@@ -217,3 +217,20 @@ def test_flag_value_errors_are_one_line(argv, words, capsys, tmp_path, monkeypat
     out, err = capsys.readouterr()
     assert err.startswith(words) and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_being_created_is_not_a_users_folder(tmp_path):
+    """check_new refuses a folder of a user's files, not one where another process is creating a
+    run (its tokenizer written, its config not yet): that one is left to the lock to name."""
+
+    being_made = tmp_path / "a"
+    being_made.mkdir()
+    (being_made / "tokenizer.json").write_text("{}")
+    (being_made / ".lock").write_text("")
+    RunDir(being_made).check_new()
+    mine = tmp_path / "b"
+    mine.mkdir()
+    (mine / "tokenizer.json").write_text("{}")
+    (mine / "todo.txt").write_text("buy milk\n")
+    with pytest.raises(RunError, match=r"holds files of its own \(todo.txt\)"):
+        RunDir(mine).check_new()
