@@ -64,13 +64,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def tune_for_training(device: torch.device) -> None:
-    """A process-wide CPU setting that makes training faster without changing what it computes:
-    glibc's allocator keeps freed blocks of up to 32 MB instead of handing them back to the
-    system. Otherwise every step maps fresh pages for its activations and gradients and pays a
-    page fault per 4 kB when it first writes them (11 to 17% of a step, docs/benchmarks.md)."""
-    if device.type == "cpu":
-        keep_freed_memory()
+@contextlib.contextmanager
+def training_memory(device: torch.device) -> Iterator[None]:
+    """Within the block, on a CPU, a setting that makes training faster without changing what it
+    computes: glibc's allocator keeps freed blocks of up to 32 MB instead of handing them back to
+    the system. Otherwise every step maps fresh pages for its activations and gradients and pays a
+    page fault per 4 kB when it first writes them (11 to 17% of a step, docs/benchmarks.md). After
+    the block, glibc's default thresholds again, and the memory kept is handed back: a notebook's
+    kernel does not hold a run's freed memory once training is done."""
+    changed = device.type == "cpu" and keep_freed_memory()
+    try:
+        yield
+    finally:
+        if changed:
+            release_freed_memory()
 
 
 @contextlib.contextmanager
@@ -94,20 +101,36 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt pa
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to reuse freed memory (see `tune_for_training`); False where there is
+    """Ask glibc's malloc to reuse freed memory (see `training_memory`); False where there is
     no glibc (macOS, musl), or LABKIT_KEEP_FREED_MEMORY=0, and nothing was changed."""
-    import ctypes
-    import ctypes.util
     import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     if os.environ.get("LABKIT_KEEP_FREED_MEMORY", "1") == "0":  # to measure what it gives
         return False
+    return _mallopt(((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20)))
+
+
+GLIBC_DEFAULTS = ((M_MMAP_THRESHOLD, 128 << 10), (M_TRIM_THRESHOLD, 128 << 10), (M_TOP_PAD, 128 << 10))  # man mallopt
+
+
+def release_freed_memory() -> bool:
+    """glibc's default thresholds again (man mallopt: 128 kB each; the mmap threshold then stays
+    fixed, where glibc would let it grow), and what the allocator keeps handed back (malloc_trim)."""
+    return _mallopt(GLIBC_DEFAULTS, trim=True)
+
+
+def _mallopt(settings: tuple[tuple[int, int], ...], trim: bool = False) -> bool:
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return all(libc.mallopt(param, value) == 1 for param, value in (
-            (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20)))
+        done = all(libc.mallopt(param, value) == 1 for param, value in settings)
+        if trim:
+            libc.malloc_trim(0)
+        return done
     except (OSError, AttributeError):
         return False
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -15,7 +15,7 @@ import torch
 
 from labkit.bench.machine import PeakMemory, rss_mb
 from labkit.bench.variants import PROMPT, BenchConfig, Recipe, Variant, load_data, recipe_for, say
-from labkit.device import pick_device, sync, tune_for_training
+from labkit.device import pick_device, sync, training_memory
 from labkit.errors import LabkitError
 from labkit.models import build_model, config_from_dict
 
@@ -27,15 +27,15 @@ def probe_memory(config: BenchConfig, family: str, name: str, steps: int = 5) ->
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    tune_for_training(device)
-    data, _ = load_data(config)
-    gc.collect()
-    baseline = rss_mb()
-    with PeakMemory(device) as mem:
-        variant = Variant(name, recipe_for(config.size, family), data, data.tokenizer.vocab_size, config,
-                          config.budget_s)
-        for _ in range(steps):
-            variant.step()
+    with training_memory(device):
+        data, _ = load_data(config)
+        gc.collect()
+        baseline = rss_mb()
+        with PeakMemory(device) as mem:
+            variant = Variant(name, recipe_for(config.size, family), data, data.tokenizer.vocab_size, config,
+                              config.budget_s)
+            for _ in range(steps):
+                variant.step()
     return {"peak_rss_mb": mem.rss_mb, "baseline_rss_mb": baseline, "peak_cuda_mb": mem.cuda_mb,
             "rss_reset": mem.resettable}
 

@@ -47,7 +47,7 @@ from labkit.bench.measure import (
 from labkit.bench.names import VARIANTS
 from labkit.bench.variants import BenchConfig, Variant, load_data, recipe_for, say
 from labkit.data.lm import LMData
-from labkit.device import pick_device, resolve_precision, tune_for_training
+from labkit.device import pick_device, resolve_precision, training_memory
 
 
 def run_family(family: str, data: LMData, config: BenchConfig) -> dict[str, Any]:
@@ -111,9 +111,13 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    # Process-wide (denormals, the allocator): set once here so that every row, the reference's
-    # included, runs under them; their own gain is measured apart (docs/benchmarks.md).
-    tune_for_training(device)
+    # The allocator's setting for the whole benchmark, so that every row, the reference's included,
+    # runs under it; its own gain is measured apart (docs/benchmarks.md).
+    with training_memory(device):
+        return _run(config, device)
+
+
+def _run(config: BenchConfig, device: torch.device) -> dict[str, Any]:
     say(config, f"labkit bench: {config.size} sizes on {device}, {torch.get_num_threads()} threads; "
                 f"default precision here: {resolve_precision('auto', device)}")
     data, _ = load_data(config)

@@ -27,11 +27,11 @@ class Checkpoints:
             "wall_clock": self._wall_clock(),
             "best": self.best, "bad_evals": self.bad_evals, "last_eval_step": self._last_eval_step,
             "optimizer": self.optimizer.state_dict(), "objective": self.objective.state_dict(self),
-            "rng_torch": torch.get_rng_state(),
+            "rng_torch": self.rng_state()[0],
             "plateau": self.plateau.state_dict() if self.plateau else None, "world_size": self.dist.world_size,
         }
         if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+            state["rng_cuda"] = self.rng_state()[1]
         return state
 
     def save_checkpoint(self) -> None:
@@ -56,9 +56,9 @@ class Checkpoints:
             self.objective.load_state_dict(self, state["objective"])
             self.objective.before_step(self)  # which parameters train, before the optimizer is made
             self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng_torch"])
-            if "rng_cuda" in state and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            rng = state["rng_torch"]
+            torch.Generator().set_state(rng)  # a damaged state is refused here, not at the next step
+            self._rng = (rng, state.get("rng_cuda") if self.device.type == "cuda" else None)
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
             self._resumed_at = self.step
             if self.step < 0 or self.tokens_seen < 0 or not math.isfinite(float(state["elapsed"])):
@@ -71,7 +71,7 @@ class Checkpoints:
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError, OverflowError) as e:
             raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
                               "start a new run instead of --resume") from None
-        if self.dist.rank > 0:
-            self._seed_dropout(self.config.seed, self.step)
+        if self.dist.rank > 0:  # its own masks, seeded from the step (rank 0's state is the one kept)
+            self._rng, self._seed_step = None, self.step
         if self.metrics:
             self.metrics.truncate_after(self.step)  # steps after the checkpoint run again

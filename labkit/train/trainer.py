@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 from labkit import __version__
 from labkit.data.batching import shard_rows
 from labkit.data.lm import LMData
-from labkit.device import denormals_flushed, pick_device, resolve_precision, tune_for_training
+from labkit.device import denormals_flushed, pick_device, resolve_precision, training_memory
 from labkit.errors import LabkitError
 from labkit.models import count_parameters
 from labkit.runs import MetricsWriter, RunDir, load_weights, read_metrics
@@ -55,8 +55,10 @@ class Trainer(Checkpoints):
         self.dist = distributed.setup()
         self.device = self.dist.place(pick_device(c.device))
         self.precision = resolve_precision(c.precision, self.device)
-        tune_for_training(self.device)
-        self._seed_dropout(c.seed)
+        # The dropout masks' random numbers are the trainer's own (`_own_rng`): the process's
+        # generator is the same after a step, a fit() or a resume as before it.
+        self._rng: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (CPU, CUDA) states; None: seed them
+        self._seed_step = 0  # ... from (config.seed, this step) when they are seeded
         self.model = model.to(self.device)
         self.rows = shard_rows(c.batch_size, self.dist.rank, self.dist.world_size)
         self.objective.attach(self)  # checks the settings against the model, makes the batches
@@ -105,7 +107,36 @@ class Trainer(Checkpoints):
 
     def _seed_dropout(self, seed: int, step: int = 0) -> None:
         # Rank 0 draws what a single process would; other ranks draw their own dropout masks.
-        torch.manual_seed(seed if self.dist.rank == 0 else seed + 1_000_003 * self.dist.rank + step)
+        seed = seed if self.dist.rank == 0 else seed + 1_000_003 * self.dist.rank + step
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(seed)
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Within the block, the global generators (CPU, and the run's GPU) hold the trainer's
+        random state; after it, the caller's again. Dropout draws from them."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            if self._rng is None:
+                self._seed_dropout(self.config.seed, self._seed_step)
+            else:
+                torch.set_rng_state(self._rng[0])
+                if cuda and self._rng[1] is not None:
+                    torch.cuda.set_rng_state(self._rng[1], self.device)
+            try:
+                yield
+            finally:
+                self._rng = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+
+    def rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trainer's random state (CPU, CUDA or None), as the next step will find it."""
+        if self._rng is None:
+            with self._own_rng():
+                pass
+        assert self._rng is not None
+        return self._rng
 
     def lr(self) -> float:
         return scheduled_lr(self.config, self.step, self.elapsed, self.plateau)
@@ -117,7 +148,7 @@ class Trainer(Checkpoints):
     # --- the loop ---------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (of `grad_accum` micro-batches); returns its loss, lr and norm."""
-        with denormals_flushed(self.device):
+        with denormals_flushed(self.device), self._own_rng():
             return self._train_step()
 
     def _train_step(self) -> dict[str, Any]:
@@ -160,7 +191,13 @@ class Trainer(Checkpoints):
         return {"loss": loss_value, "lr": lr, "grad_norm": float(norm), "tokens": int(tokens)}
 
     def fit(self) -> dict[str, Any]:
-        """Train to `max_steps` (or the time budget, or `patience`), evaluate, and write the card."""
+        """Train to `max_steps` (or the time budget, or `patience`), evaluate, and write the card.
+        Nothing of the process changes for good: the allocator's setting (`training_memory`) and
+        the random state (`_own_rng`) are the run's only while it trains."""
+        with training_memory(self.device):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         c = self.config
         # SIGINT / SIGTERM: finish the current step, save a checkpoint, stop cleanly.
         signals = StopSignals(lambda signum: setattr(self, "_stop_signal", signum))

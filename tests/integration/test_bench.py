@@ -20,7 +20,7 @@ from labkit.bench.measure import time_to
 from labkit.bench.reference import ReferenceTrainer, build_reference, load_labkit_weights
 from labkit.bench.report import table
 from labkit.bench.variants import BenchConfig
-from labkit.device import cpu_has_bf16, denormals_flushed, keep_freed_memory, resolve_precision, tune_for_training
+from labkit.device import cpu_has_bf16, denormals_flushed, resolve_precision
 from labkit.errors import LabkitError
 from labkit.models import RNNConfig, TransformerConfig, build_model
 
@@ -67,8 +67,7 @@ def test_precision_and_process_settings():
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(LabkitError, match="unknown precision"):
         resolve_precision("fp8", cpu)
-    assert isinstance(keep_freed_memory(), bool)
-    tune_for_training(cpu)
+    # (the allocator's setting: tests/unit/test_train.py::test_training_memory_is_kept_while_training_and_handed_back_after)
     denormal = torch.tensor([1e-40], dtype=torch.float32)
     assert (denormal * 1.0).item() != 0.0
     with denormals_flushed(cpu):

@@ -380,3 +380,64 @@ def test_a_running_card_follows_the_steps(tmp_path, monkeypatch):
     # each step's card is written after its callbacks: the one a step's callback reads is the step before's
     assert [s[:2] for s in seen] == [("running", 0), ("running", 1), ("running", 2), ("running", 3)]
     assert seen[-1][2] == 3 * 4 * 12  # batch 4 x 12 tokens a step, 3 steps
+
+
+# --- a trainer changes nothing of the process for good -------------------------------------
+def test_a_trainer_keeps_its_own_random_state_and_leaves_the_callers_alone(tmp_path):
+    """Dropout draws from the trainer's own state: building, fitting and evaluating leave the
+    process's generator as it was, and a caller drawing numbers between steps (a notebook cell, a
+    callback) changes no dropout mask, so the losses are those of a run left alone."""
+    data = toy_data()
+
+    class Draws(Callback):
+        def on_step(self, trainer, record):
+            torch.rand(1000)  # the caller's random numbers, from the global generator
+
+    def losses(callbacks, path):
+        torch.manual_seed(0)
+        model = tiny_model("transformer", data.tokenizer.vocab_size, dropout=0.3)
+        before = torch.get_rng_state()
+        history = History()
+        trainer = Trainer(model, data, train_config(max_steps=6), RunDir(path), [history, *callbacks])
+        assert torch.equal(torch.get_rng_state(), before)
+        trainer.fit()
+        trainer.evaluate("valid")
+        if not callbacks:
+            assert torch.equal(torch.get_rng_state(), before)
+        return [r["loss"] for r in history.steps]
+
+    alone = losses([], tmp_path / "a")
+    assert losses([Draws()], tmp_path / "b") == alone
+    # ... and the masks are drawn: the same model without dropout reads other losses
+    torch.manual_seed(0)
+    history = History()
+    Trainer(tiny_model("transformer", data.tokenizer.vocab_size, dropout=0.0), data, train_config(max_steps=6),
+            None, [history]).fit()
+    assert [r["loss"] for r in history.steps][1:] != alone[1:]
+
+
+def test_training_memory_is_kept_while_training_and_handed_back_after():
+    """glibc keeps a run's freed blocks while it trains (no page faults on the next step) and hands
+    them back when training ends: the resident memory of freed 1 MB blocks, inside and after."""
+    import platform
+
+    from labkit.device import training_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+
+    def resident_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def fill_and_free() -> float:
+        blocks = [torch.ones(256 * 1024) for _ in range(96)]  # 96 blocks of 1 MB, written
+        del blocks
+        return resident_mb()
+
+    start = resident_mb()
+    with training_memory(torch.device("cpu")):
+        kept = fill_and_free() - start
+    after = resident_mb() - start
+    assert kept > 64, f"only {kept:.0f} MB of 96 kept while training"
+    assert after < kept - 64, f"{after:.0f} MB still held after training ({kept:.0f} MB inside)"
+    assert fill_and_free() - start < after + 32  # the defaults again: a freed 1 MB block goes back at once
