@@ -15,9 +15,12 @@ at a time. For each chunk of rows:
     dh = dz W,  dW += dz^T h,  db += sum(dz)
 
 The gradients are computed during the forward pass (the chunk's logits are at hand then) and
-only scaled in the backward pass, so nothing of size (B*T, V) is ever stored. The matrix
-products run in the autocast dtype when autocast is on (bf16 on CUDA and on CPUs with bf16
-instructions) and every softmax in float32.
+only scaled in the backward pass. One tensor of size (B*T, V) is stored: dz of every row, in the
+compute dtype, so that dW is one matrix product over all rows at the end (in bf16 that is half
+the plain way's fp32 logits, and there is no second one for the softmax's gradient); the logits
+themselves and their softmax exist one chunk at a time. The matrix products run in the autocast
+dtype when autocast is on (bf16 on CUDA and on CPUs with bf16 instructions) and every softmax in
+float32.
 """
 
 from __future__ import annotations

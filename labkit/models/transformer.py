@@ -14,6 +14,10 @@ The attention is written out as these equations read; its weights pass through t
 `blocks.{i}.attn.pattern` and each head's output through `blocks.{i}.attn.z` (labkit.models.hooks
 lists every point). The fused kernels that make it fast live in labkit.models.fast, behind
 `build_model(config, fast=True)`, tested against this plain version.
+
+Editing this file? labkit builds the fast model by default, whose attention is
+`FastCausalSelfAttention`, not the `forward` below: an edit here changes what you see only in
+a plain model, `build_model(config, fast=False)` or `load_run(path, fast=False)`.
 """
 
 from __future__ import annotations

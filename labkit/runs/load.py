@@ -136,10 +136,14 @@ class LoadedRun:
     config: dict[str, Any]
 
 
-def load_run(path: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(path: str | Path, *, which: str = "best", device: str | torch.device = "cpu",
+             fast: bool = True) -> LoadedRun:
     """Model (eval mode) and tokenizer of a run, a language model or a classifier.
 
-    `which` is "best" (lowest validation loss) or "last" (the latest checkpoint)."""
+    `which` is "best" (lowest validation loss) or "last" (the latest checkpoint). `fast=False`:
+    the plain model of labkit/models/rnn.py and transformer.py, the code a student reads and
+    edits (the default, fast one swaps in labkit.models.fast's kernels, which an edit there does
+    not reach)."""
     run = RunDir(path)
     if not run.root.is_dir():
         raise RunError(f"{run.root} does not exist")
@@ -154,7 +158,7 @@ def load_run(path: str | Path, *, which: str = "best", device: str | torch.devic
         raise RunError(f"{run.root}: tokenizer has {tokenizer.vocab_size} tokens but the model "
                        f"expects {vocab_size}; the run is inconsistent")
     try:
-        model = build_model(model_config)
+        model = build_model(model_config, fast=fast)
     except (RuntimeError, MemoryError) as e:
         raise RunError(f"{run.config_path} asks for a model this machine cannot hold "
                        f"({str(e).strip()[:120]})") from None

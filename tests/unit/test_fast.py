@@ -147,3 +147,24 @@ def test_the_transposed_decode_weight_follows_the_weight():
         assert transposed_weight(layer) is first  # kept while the weight is unchanged
         layer.weight.mul_(2)  # an optimizer step, a load: the copy is made again
         torch.testing.assert_close(layer(x), x @ layer.weight.T + layer.bias)
+
+
+def test_load_run_gives_the_plain_model_to_edit_when_asked(tmp_path):
+    """`load_run(path, fast=False)`: the classes of transformer.py, whose forward a student may edit,
+    with the run's weights: the same logits as the fast model it loads by default."""
+    from labkit.data import WordTokenizer
+    from labkit.models.transformer import CausalSelfAttention
+    from labkit.runs import RunDir, load_run
+
+    tok = WordTokenizer.train(["the cat sat on the mat"] * 3, split="whitespace", specials=("<unk>", "<eos>"))
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                          context_length=8, dropout=0.0))
+    run = RunDir(tmp_path / "run")
+    run.create(tok, {"kind": "lm", "model": model.config.to_dict()})
+    run.save_best(model, {})
+    fast, plain = load_run(run.root).model, load_run(run.root, fast=False).model
+    assert type(fast.blocks[0].attn) is FastCausalSelfAttention
+    assert type(plain.blocks[0].attn) is CausalSelfAttention
+    x = torch.tensor([[2, 3, 4, 5, 2, 6]])
+    assert torch.allclose(fast(x).logits, plain(x).logits, atol=1e-5)
