@@ -138,12 +138,32 @@ def test_filter_logits_top_k_and_nucleus():
     assert out.tolist() == [[True, True, False, False], [False, False, True, True]]
 
 
-def test_probabilities_and_entropy_are_in_range():
-    gen = generate(transformer(), TOK, PROMPT, SamplingConfig(max_tokens=30, temperature=1.3,
-                                                                 top_p=0.9, seed=0))
+def test_probabilities_and_entropy_of_a_model_whose_distribution_is_set_by_hand():
+    """A model that says p = (0.4, 0.3, 0.2, 0.1) for "the cat sat w0" at every step (its output
+    weights zero, its bias the log-probabilities), sampled at temperature 2 with top-p 0.8:
+    every number a token reports is worked out here by hand."""
+    model = rnn()
+    words = ["the", "cat", "sat", "w0"]
+    p = [0.4, 0.3, 0.2, 0.1]
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-1e4)  # every other word: probability 0 (e^-10000)
+        for w, q in zip(words, p):
+            model.head.bias[WORDS.index(w)] = math.log(q)
+    entropy = -(0.4 * math.log(0.4) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1))  # 1.2799
+    # temperature 2: p^(1/2), renormalised: 0.3254, 0.2818, 0.2301, 0.1627; top-p 0.8 keeps the first
+    # three (0.3254 + 0.2818 = 0.607 < 0.8 <= 0.837), renormalised over them
+    root = [math.sqrt(q) for q in p]
+    kept = root[:3]
+    sampled = {w: r / sum(kept) for w, r in zip(words, kept)}  # 0.3887, 0.3366, 0.2748
+    gen = generate(model, TOK, PROMPT, SamplingConfig(max_tokens=40, temperature=2.0, top_p=0.8, seed=0,
+                                                      stop_at_eos=False))
+    assert len(gen.tokens) == 40 and {t.text for t in gen.tokens} == {"the", "cat", "sat"}  # never w0
     for t in gen.tokens:
-        assert 0 < t.prob <= 1 and 0 < t.model_prob <= 1
-        assert 0 <= t.entropy <= math.log(V) + 1e-5
+        assert t.entropy == pytest.approx(entropy, abs=1e-5)
+        assert t.model_prob == pytest.approx(p[words.index(t.text)], abs=1e-6)
+        assert t.prob == pytest.approx(sampled[t.text], abs=1e-6)
+    assert sampled == pytest.approx({"the": 0.3887, "cat": 0.3366, "sat": 0.2748}, abs=1e-4)
     assert gen.tokens_per_second > 0
 
 
