@@ -84,10 +84,14 @@ def test_language_model_step_on_the_task_text_lowers_its_loss_there():
 
 
 def test_a_time_budget_stops_fine_tuning():
+    class TenthOfASecondPerStep:  # a clock set by hand: after step n, n / 10 seconds of training
+        def on_step(self, trainer, record):
+            trainer.elapsed = trainer.step / 10
+
     config = FinetuneConfig(epochs=10_000, batch_size=8, eval_every=1_000_000, patience=1_000, time_budget_s=0.5,
-                            device="cpu")
-    card = finetuner(build_classifier(body("rnn"), config), task(), config).fit()
-    assert 0 < card["steps"] < 10_000 * 10 and card["wall_time_s"] >= 0.5
+                            log_every=1, device="cpu")
+    card = finetuner(build_classifier(body("rnn"), config), task(), config, callbacks=[TenthOfASecondPerStep()]).fit()
+    assert card["steps"] == 5 and card["stopped_by"] == "time budget" and card["wall_time_s"] == 0.5
 
 
 def test_the_lm_step_reads_every_training_sentence_with_lm_text_all(monkeypatch):

@@ -273,12 +273,21 @@ def test_bf16_autocast_on_cpu_trains_where_the_cpu_has_bf16_else_is_refused(fami
     assert all(math.isfinite(r["loss"]) for r in history.steps)
 
 
+class TenthOfASecondPerStep(Callback):
+    """A clock set by hand: after step n the run has trained for exactly n / 10 seconds."""
+
+    def on_step(self, trainer, record):
+        trainer.elapsed = trainer.step / 10
+
+
 def test_time_budget_stops_training_and_ends_the_decay(tmp_path):
     data = toy_data()
     trainer = Trainer(tiny_model("rnn", data.tokenizer.vocab_size), data,
-                      train_config(max_steps=10_000, time_budget_s=0.5, warmup_steps=0), None)
+                      train_config(max_steps=10_000, time_budget_s=0.5, warmup_steps=0), None,
+                      [TenthOfASecondPerStep()])
     card = trainer.fit()
-    assert 0 < card["steps"] < 10_000 and card["wall_time_s"] >= 0.5
+    # 0.1 s a step: the budget of 0.5 s is spent after step 5, and the run stops there
+    assert card["steps"] == 5 and card["stopped_by"] == "time budget" and card["wall_time_s"] == 0.5
     # The cosine is spread over the steps that fit in the budget, not over max_steps.
     assert trainer.lr() < 0.5 * trainer.config.lr
 
