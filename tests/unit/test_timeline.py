@@ -5,7 +5,6 @@ sees whole snapshots only, and each snapshot holds what the model computes at th
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -138,31 +137,6 @@ def test_what_a_run_records_depends_on_its_family_and_corpus(tmp_path):
     pretrain(lstm.replace(vocab_size=plain_data.tokenizer.vocab_size), TRAIN.replace(max_steps=2), plain,
              tmp_path / "plain", data=plain_data, callbacks=[TimelineRecorder()])
     assert not timeline_path(tmp_path / "plain").exists()  # nothing to record: no file
-
-
-def test_the_recorder_is_cheap_at_the_tiny_presets(tmp_path):
-    """Printed, not asserted (a shared machine's timings vary): the recorder's share of training."""
-    from labkit.models import config_from_dict
-    from labkit.presets import PRESETS
-
-    spent = []
-
-    class Timed(TimelineRecorder):
-        def on_eval(self, trainer, record):
-            start = time.perf_counter()
-            super().on_eval(trainer, record)
-            spent.append(time.perf_counter() - start)
-
-    preset = PRESETS["tiny-transformer"]
-    config = DataConfig(corpus="synthetic", **preset["data"])
-    data = load_lm_data(config)
-    train = TrainConfig.from_dict({**preset["train"], "max_steps": 100, "device": "cpu"})
-    card = pretrain(config_from_dict({**preset["model"], "vocab_size": data.tokenizer.vocab_size}), train, config,
-                    tmp_path / "tiny", data=data, callbacks=[Timed()])
-    print(f"\ntimeline recorder: {sum(spent):.3f} s over {len(spent)} evaluations, "
-          f"{sum(spent) / card['wall_time_s']:.1%} of {card['wall_time_s']:.1f} s of training (tiny Transformer, "
-          f"eval every {train.eval_every} steps)")
-    assert len(spent) == 2
 
 
 def test_the_largest_rise_is_the_hand_picked_head_and_no_change_is_no_rise():
