@@ -2,7 +2,7 @@
 `accelerate(model)`, `fast=False` gives the plain model of rnn.py and transformer.py.
 
 `accelerate` swaps module classes for subclasses that compute the same function with the same
-parameters, so the state dict (and every saved run) is unchanged; tests/test_fast.py checks the
+parameters, so the state dict (and every saved run) is unchanged; tests/unit/test_fast.py checks the
 fast model against the plain one, logits and gradients. What each swap buys (docs/benchmarks.md):
 
 - `FastDropout`: `F.dropout` draws its mask with `bernoulli_`, which on a CPU costs about three
