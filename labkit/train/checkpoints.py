@@ -5,8 +5,10 @@ apart so that the training loop reads on its own."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,41 @@ from labkit.runs import RunDir, load_state, load_weights
 
 
 class Checkpoints:
-    """Trainer methods for checkpoints (the attributes they use are the Trainer's)."""
+    """Trainer methods for checkpoints and the random state they keep (the attributes they use are
+    the Trainer's)."""
+
+    def _seed_dropout(self, seed: int, step: int = 0) -> None:
+        # Rank 0 draws what a single process would; other ranks draw their own dropout masks.
+        seed = seed if self.dist.rank == 0 else seed + 1_000_003 * self.dist.rank + step
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(seed)
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Within the block, the global generators (CPU, and the run's GPU) hold the trainer's
+        random state; after it, the caller's again. Dropout draws from them."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            if self._rng is None:
+                self._seed_dropout(self.config.seed, self._seed_step)
+            else:
+                torch.set_rng_state(self._rng[0])
+                if cuda and self._rng[1] is not None:
+                    torch.cuda.set_rng_state(self._rng[1], self.device)
+            try:
+                yield
+            finally:
+                self._rng = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+
+    def rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trainer's random state (CPU, CUDA or None), as the next step will find it."""
+        if self._rng is None:
+            with self._own_rng():
+                pass
+        assert self._rng is not None
+        return self._rng
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to resume, independent of the number of processes: the data position

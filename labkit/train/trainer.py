@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -104,39 +104,6 @@ class Trainer(Checkpoints):
         if trainable != self._trainable:
             self._trainable, self._ddp = trainable, self.dist.wrap(self.model, self.device) if self.dist.enabled else None
             self.forward = torch.compile(self._ddp or self.model) if self.config.compile else self._ddp or self.model
-
-    def _seed_dropout(self, seed: int, step: int = 0) -> None:
-        # Rank 0 draws what a single process would; other ranks draw their own dropout masks.
-        seed = seed if self.dist.rank == 0 else seed + 1_000_003 * self.dist.rank + step
-        torch.default_generator.manual_seed(seed)
-        if self.device.type == "cuda":
-            with torch.cuda.device(self.device):
-                torch.cuda.manual_seed(seed)
-
-    @contextlib.contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        """Within the block, the global generators (CPU, and the run's GPU) hold the trainer's
-        random state; after it, the caller's again. Dropout draws from them."""
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else []):
-            if self._rng is None:
-                self._seed_dropout(self.config.seed, self._seed_step)
-            else:
-                torch.set_rng_state(self._rng[0])
-                if cuda and self._rng[1] is not None:
-                    torch.cuda.set_rng_state(self._rng[1], self.device)
-            try:
-                yield
-            finally:
-                self._rng = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
-
-    def rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The trainer's random state (CPU, CUDA or None), as the next step will find it."""
-        if self._rng is None:
-            with self._own_rng():
-                pass
-        assert self._rng is not None
-        return self._rng
 
     def lr(self) -> float:
         return scheduled_lr(self.config, self.step, self.elapsed, self.plateau)

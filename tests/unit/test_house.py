@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,26 @@ print("torch loaded" if "torch" in sys.modules else "torch not loaded", file=sys
     assert done.stderr.strip().splitlines()[-1] == "torch not loaded"
     for command in COMMANDS:
         assert f"labkit {command}" in done.stdout  # each command's own usage line was printed
+
+
+def test_one_figure_per_analysis_for_the_app_and_the_notebooks():
+    """The analyses' figures (the lens, surgery, long inputs, the timeline) are labkit.inspect's:
+    the app calls each of them, the notebooks call the same functions, and neither keeps a figure
+    of its own for them (the app's one own figure is a layer x head grid at one moment)."""
+    plots = ROOT / "labkit" / "inspect" / "inside_plots.py"
+    figures = [n.name for n in ast.parse(plots.read_text()).body
+               if isinstance(n, ast.FunctionDef) and n.name.endswith("_figure")]
+    assert {"lens_figure", "token_effect_figure", "long_attention_figure", "timeline_figure"} <= set(figures)
+    app_source = "\n".join(p.read_text() for p in (ROOT / "app").rglob("*.py"))
+    for name in figures:
+        assert f".{name}(" in app_source, f"the app does not draw {name}"
+    own = sorted(n.name for p in (ROOT / "app").rglob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+                 if isinstance(n, ast.FunctionDef) and n.name.endswith("_figure"))
+    assert own == ["grid_figure"], own
+    notebooks = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
+                                   if c["cell_type"] == "code")
+                 for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+    drawn = {name for source in notebooks.values() for name in figures if f"{name}(" in source}
+    assert {"lens_figure", "token_effect_figure", "timeline_figure"} <= drawn
+    for name, source in notebooks.items():
+        assert not re.search(r"^def \w+_figure\(", source, re.M), f"{name} draws a figure of its own"
