@@ -1,6 +1,6 @@
-"""Figures of the app's own views (surgery, the logit lens, long inputs, the timeline), drawn in
-the house style of labkit.inspect.style: one colour scale per quantity with its unit, token
-labels that can be read, axis titles."""
+"""The one figure the app draws itself: a grid of one quantity (layer x head) at one moment, in
+the house style of labkit.inspect.style. Every analysis's figure (the lens, surgery, long inputs,
+the timeline) is labkit.inspect's, the same function the notebooks call."""
 
 from __future__ import annotations
 
@@ -29,22 +29,3 @@ def grid_figure(z: np.ndarray, *, quantity: str, unit: str, x_title: str, y_titl
     fig.update_xaxes(title_text=x_title)
     fig.update_layout(title=title or None)
     return style.apply(fig, height=max(260, 140 + 48 * rows))
-
-
-def series_figure(x: Sequence[float], series: dict[str, Sequence[float]], *, x_title: str, y_title: str,
-                  marker: float | None = None, y_range: tuple[float, float] | None = None,
-                  chance: float | None = None) -> go.Figure:
-    """Lines over training steps (one per head or probe), a dotted vertical line at `marker`."""
-    fig = go.Figure()
-    for i, (name, y) in enumerate(series.items()):
-        fig.add_trace(go.Scatter(x=list(x), y=list(y), name=name, mode="lines+markers",
-                                 line=dict(color=style.LINE_COLORS[i % len(style.LINE_COLORS)], width=2),
-                                 marker=dict(size=7)))
-    if marker is not None:
-        fig.add_vline(x=marker, line=dict(color=style.INK, width=1, dash="dot"))
-    if chance is not None:
-        style.chance_line(fig, chance, f"chance ({chance:.0%})")
-    fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text=y_title, **({"range": list(y_range)} if y_range else {}))
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
-    return style.apply(fig, height=360)

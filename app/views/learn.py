@@ -6,9 +6,9 @@ still training is followed live."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
+from labkit.inspect import inside_plots
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import attention_grid_figure, loss_figure
 from labkit.inspect.timeline import MIN_RISE, Snapshot, largest_rise, read_timeline
@@ -63,11 +63,7 @@ def heads_over_time(snapshots: list[Snapshot], at: Snapshot) -> None:
     title, quantity, unit = STATS[key]
     steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
     L, H = steps[0].head_stats[key].shape
-    series = {f"L{layer} H{head}": [s.head_stats[key][layer, head] for s in steps]
-              for layer in range(L) for head in range(H)}
-    ui.chart(figures.series_figure([s.step for s in steps], series, x_title="step", y_title=f"{title} ({unit})",
-                                   marker=at.step, y_range=(0, 1.02) if quantity == "score" else None),
-             "learn_stat_lines")
+    ui.chart(inside_plots.timeline_figure(snapshots, step=at.step, stats=[key], probes=False), "learn_stat_lines")
     if at.head_stats and key in at.head_stats:
         ui.chart(figures.grid_figure(at.head_stats[key], quantity=quantity, unit=unit, x_title="head", y_title="layer",
                                      x_labels=[f"H{h}" for h in range(H)], y_labels=[f"L{i}" for i in range(L)],
@@ -102,10 +98,7 @@ def timeline() -> None:
         with right:
             kinds = sorted({k for s in probes for k in s.probes})
             chance = CHANCE.get(kinds[0]) if len(kinds) == 1 else None
-            ui.chart(figures.series_figure([s.step for s in probes], {k: [s.probes.get(k, np.nan) for s in probes]
-                                                                       for k in kinds},
-                                           x_title="step", y_title="probe accuracy", marker=at.step, y_range=(0, 1.02),
-                                           chance=chance), "learn_probes")
+            ui.chart(inside_plots.timeline_figure(snapshots, step=at.step, stats=(), chance=chance), "learn_probes")
             st.caption("Probe accuracy on labkit's synthetic tests: agreement (is the verb's number that of a distant "
                        "subject?), copy or recall (continue a sequence seen earlier in the text).")
     if at.attention is not None:  # the whole width: a panel per head

@@ -139,39 +139,48 @@ TIMELINE_PANELS = (("induction", "induction score"), ("previous_token", "previou
                    ("entropy", "attention entropy (nats)"))
 
 
-def timeline_figure(snapshots: Sequence[Any], *, step: int | None = None) -> go.Figure:
+def timeline_figure(snapshots: Sequence[Any], *, step: int | None = None, stats: Sequence[str] | None = None,
+                    probes: bool = True, chance: float | None = None) -> go.Figure:
     """Over a run's evaluations: each head's induction score, previous-token share and attention
-    entropy on the fixed sentence (one line per head), and the probe scores, with a dashed line at
-    `step` (the snapshot shown beside)."""
+    entropy on the fixed sentence (one line per head, a panel per statistic), and the probe scores,
+    with a dashed line at `step` (the snapshot shown beside). `stats`: which statistics (keys of
+    TIMELINE_PANELS; None: every one recorded); `probes`: the probes' panel too, with a `chance`
+    level when given. The app's Watch it learn draws one panel at a time with it, the notebooks all."""
     with_stats = [s for s in snapshots if s.head_stats]
-    with_probes = [s for s in snapshots if s.probes]
-    panels = [(k, t) for k, t in TIMELINE_PANELS if with_stats and k in with_stats[0].head_stats]
+    with_probes = [s for s in snapshots if s.probes] if probes else []
+    wanted = [k for k, _ in TIMELINE_PANELS] if stats is None else list(stats)
+    panels = [(k, t) for k, t in TIMELINE_PANELS if k in wanted and with_stats and k in with_stats[0].head_stats]
     panels += [("probes", "probe accuracy")] if with_probes else []
     if not panels:
         return style.apply(go.Figure())
-    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07, subplot_titles=[t for _, t in panels])
-    for col, (key, _) in enumerate(panels, start=1):
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07,
+                        subplot_titles=[t for _, t in panels] if len(panels) > 1 else None)
+    for col, (key, title) in enumerate(panels, start=1):
         if key == "probes":
             for i, name in enumerate(sorted({n for s in with_probes for n in s.probes})):
                 pts = [(s.step, s.probes[name]) for s in with_probes if name in s.probes]
                 fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name, mode="lines+markers",
                                          line=dict(color=COLORS[i % len(COLORS)], width=2.5)), row=1, col=col)
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=col)
-            continue
-        L, H = with_stats[0].head_stats[key].shape
-        for layer in range(L):
-            for head in range(H):
-                pts = [(s.step, float(s.head_stats[key][layer, head])) for s in with_stats if key in s.head_stats]
-                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=f"L{layer} H{head}",
-                                         mode="lines+markers", legendgroup=f"L{layer} H{head}", showlegend=col == 1,
-                                         line=dict(color=COLORS[(layer * H + head) % len(COLORS)],
-                                                   dash="solid" if layer % 2 == 0 else "dot")),
-                              row=1, col=col)
-        if key != "entropy":
-            fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+        else:
+            L, H = with_stats[0].head_stats[key].shape
+            for layer in range(L):
+                for head in range(H):
+                    pts = [(s.step, float(s.head_stats[key][layer, head])) for s in with_stats if key in s.head_stats]
+                    fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=f"L{layer} H{head}",
+                                             mode="lines+markers", legendgroup=f"L{layer} H{head}", showlegend=col == 1,
+                                             line=dict(color=COLORS[(layer * H + head) % len(COLORS)],
+                                                       dash="solid" if layer % 2 == 0 else "dot")),
+                                  row=1, col=col)
+            if key != "entropy":
+                fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+        if len(panels) == 1:
+            fig.update_yaxes(title_text=title, row=1, col=col)
     if step is not None:
         for col in range(1, len(panels) + 1):
             fig.add_vline(x=step, line=dict(dash="dash", color=style.CHANCE), row=1, col=col)
+    if chance is not None and with_probes:
+        style.chance_line(fig, chance, f"chance ({chance:.0%})", row=1, col=len(panels))
     fig.update_xaxes(title_text="step")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
-    return style.apply(fig, height=400)
+    return style.apply(fig, height=400 if len(panels) > 1 else 360)
