@@ -9,22 +9,13 @@ import streamlit as st
 from labkit import __version__
 
 import common
+import pagemap
 from panels import ui
 
 st.set_page_config(page_title="labkit", layout="wide")
 common.serve_here_only()  # a server started without an address answers other machines with a refusal
 
-PAGES = [
-    st.Page("views/start.py", title="Start", default=True),
-    st.Page("views/runs.py", title="Runs"),
-    st.Page("views/curves.py", title="Loss curves"),
-    st.Page("views/learn.py", title="Watch it learn"),
-    st.Page("views/attention.py", title="Attention"),
-    st.Page("views/compare.py", title="Compare"),
-    st.Page("views/lens.py", title="Logit lens"),
-    st.Page("views/generate.py", title="Generate"),
-    st.Page("views/finetune.py", title="Fine-tuning"),
-]
+PAGES = [st.Page(file, title=title, default=i == 0) for i, (file, title, _) in enumerate(pagemap.PAGES)]
 
 page = st.navigation(PAGES)
 common.sidebar()

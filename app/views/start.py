@@ -12,22 +12,7 @@ from labkit.inspect.style import count
 from labkit.runs import RunInfo, model_label, run_kind, run_status
 
 import common
-
-PAGES = [  # (page, what it teaches)
-    ("views/runs.py", "Runs", "every run, its status, results card and config; the demo models for a fresh start"),
-    ("views/curves.py", "Loss curves", "how the loss falls while a model trains, by step, tokens or time"),
-    ("views/learn.py", "Watch it learn", "a Transformer's heads at each evaluation of one run: the step a copying "
-                                         "(induction) head forms, beside the loss curve"),
-    ("views/attention.py", "Attention", "where each head of a Transformer looks; switch a head off and see what "
-                                        "the prediction loses; attention before and after fine-tuning; long inputs"),
-    ("views/compare.py", "Compare", "an RNN and a Transformer on the same sentence: saliency, surprisal, loss by "
-                                    "position and word frequency, agreement, surgery on both"),
-    ("views/lens.py", "Logit lens", "what the model would predict from each layer, token by token"),
-    ("views/generate.py", "Generate", "sampling one token at a time: the next-token distribution at each step, "
-                                      "and what temperature and top-p do to it"),
-    ("views/finetune.py", "Fine-tuning", "a pretrained model against one trained from scratch on a labelled task"),
-]
-
+from pagemap import PAGES
 
 # Streamlit's own icon font, served with the app: emoji would need a font the machine may not have.
 DONE, TO_DO, WEAK = ":material/check_circle:", ":material/radio_button_unchecked:", ":material/warning:"
@@ -129,7 +114,7 @@ else:
 step(bool(classifiers), "4. Fine-tune", body, ("views/finetune.py", "Fine-tuning"), runs=classifiers)
 
 st.header("The pages")
-for page, label, teaches in PAGES:
+for page, label, teaches in PAGES[1:]:  # (the first is this page)
     left, right = st.columns([1, 4])
     left.page_link(page, label=label)
     right.markdown(teaches)
