@@ -9,10 +9,10 @@ from labkit.data import DataConfig
 from labkit.errors import LabkitError, RunError
 from labkit.models import RNNConfig, TransformerConfig
 from labkit.runs import load_run
-from labkit.train import Trainer
+from labkit.train import History, Trainer
 from labkit.train.pretrain import pretrain, resume
 
-from test_train import History, tiny_model, toy_data, train_config
+from toy import tiny_model, toy_data, train_config
 
 
 @pytest.mark.integration

@@ -24,6 +24,8 @@ from labkit.models import (
 from labkit.models.hooks import gradient_at, has_hooks, zero_head, zero_units
 from labkit.models.transformer import causal_mask
 
+from handset import by_hand, hand_set_rnn, hand_set_transformer
+
 V = 23
 
 
@@ -184,42 +186,6 @@ def test_a_replacement_hook_changes_the_output_and_is_removed_afterwards():
     assert not has_hooks(model)  # the hooks registered before the bad name are gone too
 
 
-def hand_set_transformer() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """One layer, d_model 4, two heads of width 2, no MLP, zero positions. Every token embedding
-    is [a, -a, b, -b] with a, b = +-1, so LayerNorm (mean 0, variance 1) leaves it x / sqrt(1 + eps).
-    Queries and keys are zero (every head spreads evenly over the tokens it may see), values and
-    the output projection are the identity: head 0 carries the a's, head 1 the b's, and
-    resid_post_t = [P, -P, Q, -Q] with P = a_t + k mean_{s<=t} a_s, Q = b_t + k mean_{s<=t} b_s,
-    k = 1 / sqrt(1 + eps). The final LayerNorm divides by sqrt((P^2 + Q^2) / 2 + eps) and the head
-    (the identity) reads it out."""
-    model = build_model(TransformerConfig(vocab_size=4, d_model=4, n_layers=1, n_heads=2, d_ff=4, context_length=8,
-                                          dropout=0.0, tie_weights=False)).eval()
-    a = torch.tensor([1.0, 1.0, -1.0, -1.0])  # token id -> a
-    b = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for ln in (model.blocks[0].ln1, model.blocks[0].ln2, model.ln_f):
-            ln.weight.fill_(1.0)
-        model.tok_embed.weight.copy_(torch.stack([a, -a, b, -b], 1))
-        model.blocks[0].attn.qkv.weight[8:].copy_(torch.eye(4))  # values: the identity
-        model.blocks[0].attn.proj.weight.copy_(torch.eye(4))
-        model.head.weight.copy_(torch.eye(4))
-    return model, a, b
-
-
-def by_hand(tokens: list[int], a: torch.Tensor, b: torch.Tensor, heads=(True, True)) -> torch.Tensor:
-    eps, k = 1e-5, 1 / math.sqrt(1 + 1e-5)
-    rows = []
-    for t in range(len(tokens)):
-        seen = tokens[:t + 1]
-        P = float(a[tokens[t]]) + (k * float(a[seen].mean()) if heads[0] else 0.0)
-        Q = float(b[tokens[t]]) + (k * float(b[seen].mean()) if heads[1] else 0.0)
-        s = math.sqrt((P * P + Q * Q) / 2 + eps)
-        rows.append([P / s, -P / s, Q / s, -Q / s])
-    return torch.tensor(rows)  # (T, V)
-
-
 @pytest.mark.parametrize("fast", [True, False])
 def test_zeroing_a_head_of_a_hand_set_transformer(fast):
     model, a, b = hand_set_transformer()
@@ -251,20 +217,6 @@ def test_zeroing_a_head_of_a_hand_set_transformer(fast):
     torch.testing.assert_close(at_two[0, 2], by_hand(tokens, a, b, (False, True))[2], atol=1e-5, rtol=0)
     keep = [0, 1, 3, 4, 5]
     torch.testing.assert_close(at_two[0, keep], full.logits[0, keep])
-
-
-def hand_set_rnn(alpha: float = 0.5) -> torch.nn.Module:
-    """A ReLU RNN with W_ih = I, W_hh = alpha I, no biases and positive embeddings: ReLU never
-    clips, so h_t = sum_{k<=t} alpha^(t-k) x_k and logits_t = W h_t + b."""
-    torch.manual_seed(0)
-    model = build_model(RNNConfig(vocab_size=6, cell="rnn_relu", d_embed=3, d_hidden=3, n_layers=1, dropout=0.0)).eval()
-    with torch.no_grad():
-        model.embed.weight.uniform_(0.1, 1.0)
-        model.rnn.weight_ih_l0.copy_(torch.eye(3))
-        model.rnn.weight_hh_l0.copy_(alpha * torch.eye(3))
-        model.rnn.bias_ih_l0.zero_()
-        model.rnn.bias_hh_l0.zero_()
-    return model
 
 
 def test_zeroing_a_unit_of_a_hand_set_rnn_reaches_later_steps_through_the_recurrence():

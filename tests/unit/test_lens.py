@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_hooks import by_hand
-from test_surgery import Letters
 
 from labkit.inspect.lens import layer_label, logit_lens
 from labkit.models import RNNConfig, TransformerConfig, build_model
+
+from handset import Letters, by_hand
 
 TEXT = "d b b c a d"
 

@@ -1,5 +1,5 @@
 """labkit.inspect.surgery: switching heads, units and layers off, checked against models whose
-weights are set by hand (test_hooks' hand-set Transformer and ReLU RNN), so every expected
+weights are set by hand (tests/handset.py: a Transformer and a ReLU RNN), so every expected
 log-probability is computed here from the formulas, not by the code under test."""
 
 from __future__ import annotations
@@ -9,25 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_hooks import by_hand, hand_set_rnn, hand_set_transformer
 
 from labkit.errors import LabkitError
 from labkit.inspect.surgery import ablate, head_importance, unit_importance
 
-
-class Letters:
-    """A tokenizer over one-letter words: 'a' -> 0, 'b' -> 1, ...; <eos> is id 0 ('a')."""
-
-    eos_id, unk_id, pad_id = 0, None, 0
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-
-    def encode(self, text: str) -> list[int]:
-        return [ord(c) - ord("a") for c in text.split()]
-
-    def id_to_token(self, ids) -> list[str]:
-        return [chr(ord("a") + int(i)) for i in ids]
+from handset import Letters, by_hand, hand_set_rnn, hand_set_transformer
 
 
 def logp_of(logits: torch.Tensor, targets: list[int]) -> np.ndarray:

@@ -10,39 +10,11 @@ import torch
 
 from labkit.data import LMData, WordTokenizer
 from labkit.errors import LabkitError, RunError
-from labkit.models import RNNConfig, TransformerConfig, build_model
 from labkit.runs import MetricsWriter, RunDir, list_runs, load_state, read_metrics, safe_run_path
 from labkit.train import Callback, History, TrainConfig, Trainer, TrainingStopped
 from labkit.train.schedule import PlateauDivider, lr_at, scheduled_lr
 
-
-def toy_data(n_lines: int = 300, seed: int = 0) -> LMData:
-    """A small corpus with structure to learn: counting sequences with random starts."""
-    g = torch.Generator().manual_seed(seed)
-    words = [f"w{i}" for i in range(30)]
-    lines = []
-    for _ in range(n_lines):
-        start = int(torch.randint(30, (1,), generator=g))
-        lines.append(" ".join(words[(start + k) % 30] for k in range(8)))
-    tok = WordTokenizer.train(lines[:240], split="whitespace", specials=("<unk>", "<eos>"))
-    enc = {name: tok.encode_lines(part) for name, part in
-           (("train", lines[:240]), ("valid", lines[240:270]), ("test", lines[270:]))}
-    return LMData(tok, enc["train"], enc["valid"], enc["test"],
-                  {"train": 1.0, "valid": 1.0, "test": 1.0})
-
-
-def tiny_model(family: str, vocab: int, dropout: float = 0.1):
-    if family == "rnn":
-        return build_model(RNNConfig(vocab_size=vocab, d_embed=24, d_hidden=24, n_layers=2,
-                                     dropout=dropout))
-    return build_model(TransformerConfig(vocab_size=vocab, d_model=24, n_layers=2, n_heads=2,
-                                         d_ff=48, context_length=16, dropout=dropout))
-
-
-def train_config(**kw) -> TrainConfig:
-    base = dict(max_steps=12, batch_size=4, seq_len=12, eval_every=100, log_every=1, lr=3e-3,
-                warmup_steps=2, device="cpu", seed=7)
-    return TrainConfig(**{**base, **kw})
+from toy import tiny_model, toy_data, train_config
 
 
 class StopAt(Callback):
@@ -290,8 +262,6 @@ def test_time_budget_stops_training_and_ends_the_decay(tmp_path):
     assert card["steps"] == 5 and card["stopped_by"] == "time budget" and card["wall_time_s"] == 0.5
     # The cosine is spread over the steps that fit in the budget, not over max_steps.
     assert trainer.lr() < 0.5 * trainer.config.lr
-
-
 
 
 def test_measuring_the_matmul_peak_leaves_the_training_random_numbers_alone():
