@@ -7,7 +7,7 @@ labkit.train.objectives for what an objective provides."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,9 +17,7 @@ from labkit.data.batching import ClassificationBatch, ClassificationBatches
 from labkit.data.tasks import TaskData
 from labkit.device import autocast
 from labkit.errors import LabkitError
-
-if TYPE_CHECKING:
-    from labkit.train.trainer import Trainer
+from labkit.train.contract import TrainerView
 
 
 class Classification:
@@ -42,7 +40,7 @@ class Classification:
         self.info = dict(info or {})  # what the card says of the run (task, mode, base run, ...)
         self._iter = None
 
-    def attach(self, trainer: Trainer) -> None:
+    def attach(self, trainer: TrainerView) -> None:
         c = trainer.config
         self.world, self.rank = trainer.dist.world_size, trainer.dist.rank
         self.batches = ClassificationBatches(self.task.train, c.batch_size, shuffle=True, seed=c.seed,
@@ -84,7 +82,7 @@ class Classification:
                 p.requires_grad_(k < n)
         self._body_trains = n > 0
 
-    def before_step(self, trainer: Trainer) -> None:
+    def before_step(self, trainer: TrainerView) -> None:
         self._set_trainable(trainer.model, self.epoch)
         # A frozen body is a fixed feature extractor: no dropout noise in it.
         trainer.model.body.train(self._body_trains)
@@ -111,7 +109,7 @@ class Classification:
         part = ClassificationBatch(batch.ids[rows], batch.lengths[rows], batch.mask[rows], batch.labels[rows])
         return part, weight
 
-    def loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, int]]:
+    def loss(self, trainer: TrainerView) -> tuple[torch.Tensor, dict[str, int]]:
         batch, weight = self._my_rows(self._next_batch())
         batch = batch.to(trainer.device)
         with autocast(trainer.device, trainer.precision):
@@ -123,11 +121,11 @@ class Classification:
     def step_record(self, loss: float) -> dict[str, Any]:
         return {"epoch": self.epoch}
 
-    def validates_in_part(self, trainer: Trainer) -> bool:
+    def validates_in_part(self, trainer: TrainerView) -> bool:
         return False  # the held-out sentences are few: every validation reads them all
 
     @torch.inference_mode()
-    def evaluate(self, trainer: Trainer, split: str, whole: bool = False) -> dict[str, Any]:
+    def evaluate(self, trainer: TrainerView, split: str, whole: bool = False) -> dict[str, Any]:
         """Accuracy, mean loss and the confusion matrix (rows: true label, columns: predicted)."""
         model = trainer.model
         model.eval()
@@ -153,7 +151,7 @@ class Classification:
     def selection_value(self, result: dict[str, Any]) -> float:
         return result["accuracy"]
 
-    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None,
+    def card(self, trainer: TrainerView, best: float, test: dict[str, Any] | None,
              val_full: dict[str, Any] | None = None) -> dict[str, Any]:
         from labkit.models import count_parameters
 
@@ -167,10 +165,10 @@ class Classification:
             card.update({name: test[key] for key, name in names.items() if key in test})
         return card
 
-    def state_dict(self, trainer: Trainer) -> dict[str, Any]:
+    def state_dict(self, trainer: TrainerView) -> dict[str, Any]:
         return {"batches": self.batches.state_dict()}
 
-    def load_state_dict(self, trainer: Trainer, state: dict[str, Any]) -> None:
+    def load_state_dict(self, trainer: TrainerView, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])
         self._iter = None
 

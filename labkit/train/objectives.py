@@ -13,7 +13,7 @@ reads exactly the batches it would have read.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,9 +29,7 @@ from labkit.device import autocast, matmul_peak
 from labkit.errors import LabkitError
 from labkit.models.loss import lm_loss
 from labkit.models.output import train_flops_per_token
-
-if TYPE_CHECKING:
-    from labkit.train.trainer import Trainer
+from labkit.train.contract import TrainerView
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -55,7 +53,7 @@ class LanguageModeling:
         self._state: Any = None  # the RNN hidden state carried across windows
         self._iter = None
 
-    def attach(self, trainer: Trainer) -> None:
+    def attach(self, trainer: TrainerView) -> None:
         c, model = trainer.config, trainer.model
         self.stateful = bool(model.carries_state)
         context = model.context_length
@@ -70,7 +68,7 @@ class LanguageModeling:
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         return decay_groups(model, weight_decay)
 
-    def before_step(self, trainer: Trainer) -> None:
+    def before_step(self, trainer: TrainerView) -> None:
         pass
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +83,7 @@ class LanguageModeling:
                 self._iter, self._state = None, None
                 self.epoch += 1
 
-    def loss(self, trainer: Trainer) -> tuple[torch.Tensor, dict[str, int]]:
+    def loss(self, trainer: TrainerView) -> tuple[torch.Tensor, dict[str, int]]:
         """The mean loss of this process's next micro-batch, and what it read."""
         x, y = (t.to(trainer.device, non_blocking=True) for t in self._next_batch())
         with autocast(trainer.device, trainer.precision):
@@ -110,13 +108,13 @@ class LanguageModeling:
         return (f"sliding windows of {config.seq_len} tokens, stride {self.stride(config)}: every token scored once, "
                 f"each after at least {config.seq_len - self.stride(config)} tokens of context")
 
-    def validates_in_part(self, trainer: Trainer) -> bool:
+    def validates_in_part(self, trainer: TrainerView) -> bool:
         """Whether periodic validations score only the start of the validation split (`val_tokens`)."""
         n = trainer.config.val_tokens
         return n is not None and self.data.valid.numel() > n + 1
 
     @torch.inference_mode()
-    def evaluate(self, trainer: Trainer, split: str, whole: bool = False) -> dict[str, Any]:
+    def evaluate(self, trainer: TrainerView, split: str, whole: bool = False) -> dict[str, Any]:
         """Mean per-token loss over the split, perplexity and word-level perplexity. Every target
         of the split is scored once, by both families: an RNN carries its state through the
         split; a model of fixed context reads sliding windows (`strided_windows`), so that each
@@ -152,7 +150,7 @@ class LanguageModeling:
     def selection_value(self, result: dict[str, Any]) -> float:
         return result["loss"]
 
-    def train_flops_per_token(self, trainer: Trainer) -> float:
+    def train_flops_per_token(self, trainer: TrainerView) -> float:
         """labkit.models.output.train_flops_per_token on the training stream, computed once."""
         if not hasattr(self, "_train_fpt"):
             self._train_fpt = train_flops_per_token(trainer.model, trainer.config.seq_len, self.data.train)
@@ -170,7 +168,7 @@ class LanguageModeling:
             self._unigram_ppl = math.exp(min(-logp[targets].mean().item(), 50)) if targets.numel() else math.inf
         return self._unigram_ppl
 
-    def card(self, trainer: Trainer, best: float, test: dict[str, Any] | None,
+    def card(self, trainer: TrainerView, best: float, test: dict[str, Any] | None,
              val_full: dict[str, Any] | None = None) -> dict[str, Any]:
         """The language model's part of the card. With `val_full` (the whole validation split, scored
         once at the end when periodic validations read part of it) the best_val figures are the whole
@@ -196,7 +194,7 @@ class LanguageModeling:
                         test_tokens=test["tokens"])
         return card
 
-    def state_dict(self, trainer: Trainer) -> dict[str, Any]:
+    def state_dict(self, trainer: TrainerView) -> dict[str, Any]:
         """The data position and the RNN state: the same whatever the number of processes (the
         state is gathered into the whole batch's)."""
         state = {"batches": self.batches.state_dict(), "epoch": self.epoch, "rnn_state": None}
@@ -206,7 +204,7 @@ class LanguageModeling:
             state["rnn_state"] = [trainer.dist.gather_rows(t.detach(), dim=1).cpu() for t in s]
         return state
 
-    def load_state_dict(self, trainer: Trainer, state: dict[str, Any]) -> None:
+    def load_state_dict(self, trainer: TrainerView, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])
         self.epoch = int(state["epoch"])
         self._iter = None

@@ -33,7 +33,7 @@ from labkit.runs import MetricsWriter, RunDir, load_weights, read_metrics
 from labkit.train import distributed
 from labkit.train.callbacks import Callback
 from labkit.train.checkpoints import Checkpoints
-from labkit.train.classification import Classification
+from labkit.train.contract import Objective
 from labkit.train.interrupts import StopSignals, TrainingStopped
 from labkit.train.objectives import LanguageModeling
 from labkit.train.schedule import PlateauDivider, scheduled_lr
@@ -47,7 +47,7 @@ class Trainer(Checkpoints):
     `config`; writes the run directory `run` (None: nothing is written) and calls `callbacks`
     (objects with any of on_step, on_eval, on_checkpoint, on_end)."""
 
-    def __init__(self, model: nn.Module, objective: LanguageModeling | Classification | LMData, config: TrainConfig,
+    def __init__(self, model: nn.Module, objective: Objective | LMData, config: TrainConfig,
                  run: RunDir | None = None, callbacks: list[Callback] | tuple = ()):
         self.config = c = config
         self.objective = LanguageModeling(objective) if isinstance(objective, LMData) else objective

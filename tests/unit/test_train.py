@@ -420,3 +420,72 @@ def test_training_memory_is_kept_while_training_and_handed_back_after():
     assert kept > 64, f"only {kept:.0f} MB of 96 kept while training"
     assert after < kept - 64, f"{after:.0f} MB still held after training ({kept:.0f} MB inside)"
     assert fill_and_free() - start < after + 32  # the defaults again: a freed 1 MB block goes back at once
+
+
+# --- the contract: a third objective, written here, trains through the one Trainer ----------
+class LineFit:
+    """An objective that implements labkit.train.contract.Objective and nothing else: fit
+    y = 2x + 1 with a linear layer, mean squared error, on 16 points of [-1, 1]."""
+
+    kind, select, shared_keys, test_weights = "line", ("val_mse", "min"), ("mse",), "best"
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.x = torch.linspace(-1, 1, 16)[:, None]
+        self.y = 2 * self.x + 1
+
+    def attach(self, trainer) -> None:
+        assert trainer.config.batch_size <= 16
+
+    def param_groups(self, model, weight_decay):
+        return [{"params": list(model.parameters()), "weight_decay": 0.0, "lr_scale": 1.0}]
+
+    def before_step(self, trainer) -> None:
+        pass
+
+    def loss(self, trainer):
+        return torch.nn.functional.mse_loss(trainer.forward(self.x), self.y), {"tokens": len(self.x)}
+
+    def step_record(self, loss):
+        return {}
+
+    def validates_in_part(self, trainer):
+        return False
+
+    @torch.no_grad()
+    def evaluate(self, trainer, split, whole=False):
+        return {"mse": torch.nn.functional.mse_loss(trainer.model(self.x), self.y).item()}
+
+    def eval_record(self, split, result):
+        return {f"{'val' if split == 'valid' else split}_mse": result["mse"]}
+
+    def selection_value(self, result):
+        return result["mse"]
+
+    def card(self, trainer, best, test, val_full=None):
+        w, b = trainer.model.weight.item(), trainer.model.bias.item()
+        return {"best_val_mse": best, "test_mse": test["mse"] if test else None, "w": w, "b": b}
+
+    def state_dict(self, trainer):
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, trainer, state):
+        self.epoch = state["epoch"]
+
+
+def test_a_third_objective_trains_through_the_trainer_by_the_contract_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    history = History()
+    card = Trainer(model, LineFit(), train_config(max_steps=300, eval_every=100, lr=0.05, warmup_steps=0,
+                                                  min_lr_ratio=0.0), None, [history]).fit()
+    w, b = card["w"], card["b"]
+    assert card["kind"] == "line" and card["steps"] == 300 and card["tokens_seen"] == 300 * 16
+    assert w == pytest.approx(2.0, abs=1e-3) and b == pytest.approx(1.0, abs=1e-3)
+    # the error of the final line, worked out from its two numbers: mean over the points of
+    # ((w - 2) x + (b - 1))^2
+    xs = [-1 + 2 * i / 15 for i in range(16)]
+    by_hand = sum(((w - 2) * x + (b - 1)) ** 2 for x in xs) / 16
+    assert card["test_mse"] == pytest.approx(by_hand, rel=1e-3, abs=1e-9)
+    assert [r["step"] for r in history.evals] == [100, 200, 300]
+    assert card["best_val_mse"] == pytest.approx(min(r["val_mse"] for r in history.evals))
