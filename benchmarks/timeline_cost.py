@@ -2,7 +2,7 @@
 
     python benchmarks/timeline_cost.py [--preset tiny-transformer] [--steps 100]
 
-Trains the preset on the synthetic corpus with the timeline recorder (labkit.timeline) timed
+Trains the preset on the synthetic corpus with the timeline recorder (labkit.recorder) timed
 at each evaluation, and prints the seconds it spent against the run's training time. Run it
 alone: the share is a timing.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from labkit.data.lm import DataConfig, load_lm_data
 from labkit.models import config_from_dict
 from labkit.presets import PRESETS
-from labkit.timeline import TimelineRecorder
+from labkit.recorder import TimelineRecorder
 from labkit.train.pretrain import pretrain
 from labkit.train.settings import TrainConfig
 

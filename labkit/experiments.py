@@ -35,8 +35,8 @@ from labkit.inspect.curves import run_curves
 from labkit.models import ModelConfig, RNNConfig, build_model, config_from_dict, count_parameters
 from labkit.models.output import train_flops_per_token
 from labkit.presets import PRESETS, resolve_preset
+from labkit.recorder import TimelineRecorder
 from labkit.runs import LoadedRun, RunDir, load_run, run_metrics
-from labkit.timeline import TimelineRecorder
 from labkit.train.callbacks import Callback, ProgressBar
 from labkit.train.pretrain import pretrain
 from labkit.train.trainer import TrainConfig

@@ -19,8 +19,8 @@ import torch
 from labkit.data import DataConfig
 from labkit.data.lm import load_lm_data
 from labkit.models import RNNConfig, TransformerConfig
+from labkit.recorder import TimelineRecorder
 from labkit.runs import RunDir
-from labkit.timeline import TimelineRecorder
 from labkit.train import TrainConfig
 from labkit.train.finetune import FinetuneConfig, finetune
 from labkit.train.pretrain import pretrain

@@ -8,7 +8,7 @@ from labkit.errors import LabkitError
 from labkit.inspect import classifier as clf
 from labkit.inspect.attention import clean_text
 from labkit.inspect.plots import confusion_matrix_figure, learning_curve_figure, metric_curve_figure
-from labkit.inspect.runs import drop_empty_columns
+from labkit.inspect.run_tables import drop_empty_columns
 from labkit.runs import run_kind
 
 import common

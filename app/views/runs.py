@@ -12,7 +12,7 @@ from labkit.demo import demo_progress, start_demo
 from labkit.errors import LabkitError
 from labkit.inspect.curves import load_curves
 from labkit.inspect.plots import loss_figure
-from labkit.inspect.runs import config_diff, drop_empty_columns, summary_row
+from labkit.inspect.run_tables import config_diff, drop_empty_columns, summary_row
 from labkit.runs import STALE, RunInfo, run_kind, run_status
 
 import common

@@ -83,7 +83,7 @@ def read_prompt(name: str) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from labkit.inspect import quality
-    from labkit.inspect.runs import drop_empty_columns, summary_row
+    from labkit.inspect.run_tables import drop_empty_columns, summary_row
     from labkit.runs import list_runs
 
     infos = list_runs(args.runs_dir)

@@ -170,8 +170,8 @@ def report(card: dict[str, Any], out: Path) -> None:
 
 def train(args: argparse.Namespace, out: Path, start) -> int:
     """Train a new or resumed run with the progress display, TensorBoard (when asked) and the
-    run's timeline (labkit.timeline) as callbacks."""
-    from labkit.timeline import TimelineRecorder
+    run's timeline (labkit.recorder) as callbacks."""
+    from labkit.recorder import TimelineRecorder
 
     return run_training(args, "pretrain", lambda callbacks: report(
         start(callbacks + tensorboard_callbacks(args) + [TimelineRecorder()]), out))

@@ -39,7 +39,7 @@ from labkit.inspect.probes import (
     overall,
     word_copy_items,
 )
-from labkit.inspect.runs import config_diff, flatten, summary_row
+from labkit.inspect.run_tables import config_diff, flatten, summary_row
 from labkit.inspect.saliency import SaliencyMap, gradient_x_input, occlusion, saliency
 from labkit.inspect.surgery import TokenEffect, ablate, head_importance, unit_importance
 from labkit.inspect.surprisal import Surprisal, compare_surprisal, surprisal_html, token_surprisal

@@ -1,5 +1,5 @@
 """Watch it learn: what a model looks like at each evaluation of its training, from the snapshots
-in its run's timeline file (labkit.runs.timeline, written by labkit.timeline's recorder).
+in its run's timeline file (labkit.runs.timeline, written by labkit.recorder).
 
 A snapshot is small on purpose (it is taken at every evaluation, live):
 

@@ -1,6 +1,6 @@
 """The timeline file of a run: a small snapshot of the model at each evaluation, appended while
 training runs, so that a viewer can watch it learn (labkit.inspect.timeline reads it; the
-recorder that writes it is labkit.timeline).
+recorder that writes it is labkit.recorder).
 
 One JSON object per line, written and read as the metrics file is (labkit.runs.metrics): each
 line appended whole, a torn last line skipped by readers and cut by the next writer. The first

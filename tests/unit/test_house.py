@@ -24,13 +24,13 @@ FLOORS = {
     1: ("labkit.data", "labkit.models"),
     2: ("labkit.runs",),
     3: ("labkit.train", "labkit.inspect", "labkit.generate", "labkit.interop", "labkit.notebook_display"),
-    4: ("labkit.experiments", "labkit.demo", "labkit.bench", "labkit.timeline"),
+    4: ("labkit.experiments", "labkit.demo", "labkit.bench", "labkit.recorder"),
     5: ("labkit.cli", "labkit.__main__", "labkit.notebook", "app"),
 }
 SIDEWAYS = {("labkit.__main__", "labkit.cli"),  # `python -m labkit` is the command line
             ("labkit.notebook_display", "labkit.inspect"),  # it draws labkit.inspect's figures
             ("labkit.experiments", "labkit.demo"),  # the demo models' names and budget
-            ("labkit.experiments", "labkit.timeline")}  # its runs record their timeline
+            ("labkit.experiments", "labkit.recorder")}  # its runs record their timeline
 # Viewers look at runs; they never import what trains.
 VIEWERS = ("labkit.inspect", "labkit.generate", "labkit.notebook_display", "labkit.demo", "app")
 

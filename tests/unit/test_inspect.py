@@ -30,7 +30,7 @@ from labkit.inspect.attention import (
 from labkit.inspect.bertviz_offline import head_view_html, make_offline, model_view_html
 from labkit.inspect.curves import ema, load_curves, run_curves
 from labkit.inspect.plots import attention_grid_figure, loss_figure, token_probability_figure
-from labkit.inspect.runs import config_diff, drop_empty_columns, flatten, summary_row
+from labkit.inspect.run_tables import config_diff, drop_empty_columns, flatten, summary_row
 from labkit.models import RNNConfig, TransformerConfig, build_model, run_with_cache
 from labkit.models.transformer import causal_mask
 from labkit.runs import STALE, RunInfo, pid_alive, run_kind, run_status

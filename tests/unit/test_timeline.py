@@ -16,9 +16,9 @@ from labkit.inspect.heads import induction_score
 from labkit.inspect.probes import copy_accuracy, overall
 from labkit.inspect.timeline import choose_sentence, probe_items, read_timeline
 from labkit.models import RNNConfig, TransformerConfig, build_model
+from labkit.recorder import TimelineRecorder
 from labkit.runs import RunDir, load_weights
 from labkit.runs.timeline import timeline_path
-from labkit.timeline import TimelineRecorder
 from labkit.train.pretrain import pretrain, resume
 from labkit.train.trainer import TrainConfig
 
