@@ -32,7 +32,7 @@ def pick_device(preference: str = "auto") -> torch.device:
         raise LabkitError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LabkitError("CUDA was asked for but torch sees no GPU; use --device cpu, or install "
-                          "a CUDA build of torch (see README, 'GPU')")
+                          "a CUDA build of torch (docs/guide.md, 'GPU')")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise LabkitError("MPS was asked for but is not available here; use --device cpu")
     return device
