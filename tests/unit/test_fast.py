@@ -168,3 +168,37 @@ def test_load_run_gives_the_plain_model_to_edit_when_asked(tmp_path):
     assert type(plain.blocks[0].attn) is CausalSelfAttention
     x = torch.tensor([[2, 3, 4, 5, 2, 6]])
     assert torch.allclose(fast(x).logits, plain(x).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["transformer", "lstm"])
+def test_the_fast_path_with_dropout_is_the_plain_one_with_the_same_masks(family):
+    """Dropout 0.3 in train mode: each of the plain model's nn.Dropout layers is given the mask
+    labkit.models.fast.dropout draws (a forward hook, the same seed for both models; the layer's own
+    rate set to 0 so that it draws nothing itself), and the fast
+    model, its own dropout and attention kernel included, computes the same logits and gradients:
+    every mask is drawn at the same place, in the same order, on the same shape."""
+    from labkit.models.fast import dropout
+
+    config = CONFIGS["transformer" if family == "transformer" else "lstm"].replace(dropout=0.3)
+    torch.manual_seed(0)
+    fast = build_model(config).train()
+    plain = build_model(config, fast=False).train()
+    plain.load_state_dict(fast.state_dict())
+    for m in plain.modules():
+        if type(m) is torch.nn.Dropout:  # its own draw off (p 0 draws nothing), fast's mask instead
+            m.p, m.drawn_p = 0.0, m.p
+            m.register_forward_hook(lambda mod, inputs, out: dropout(inputs[0], mod.drawn_p, mod.training))
+    x, y = ids(), ids().roll(1, 1)
+    results = []
+    for model in (plain, fast):
+        torch.manual_seed(1)
+        model.zero_grad()
+        logits = model(x).logits
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(b, a, **TOL)
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], **TOL, msg=f"gradient of {n}")
+    with torch.no_grad():  # and the masks were drawn: without them the logits differ
+        assert not torch.allclose(fast.eval()(x).logits, a, atol=1e-3)
