@@ -106,7 +106,8 @@ def small(source: Path, target: Path) -> None:
     assert target.stat().st_size < README_SHOT["max_bytes"], f"{target} is {target.stat().st_size:,} bytes"
 
 
-def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> None:
+def start_and_runs(v: Visit, started: float, root: Path, timings: dict) -> None:
+    """The first page (the cold start), then the runs table with the damaged runs named."""
     page = v.page
     # Start: the first page; the cold start is the server start plus it drawn.
     v.goto("/", "labkit")
@@ -120,6 +121,10 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     page.get_by_text("is corrupt").filter(visible=True).first.wait_for()
     v.check("02-runs", readme="runs")
 
+
+def curves_and_learn(v: Visit, started: float, root: Path, timings: dict) -> None:
+    """Loss curves, following a live run as its metrics grow; Watch it learn."""
+    page = v.page
     # Loss curves: plotly draws traces; the live run's curve grows when its metrics do.
     v.goto("/curves", "Loss curves")
     page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').first.wait_for(timeout=30_000)
@@ -143,6 +148,10 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     page.get_by_text("One line per head").filter(visible=True).first.wait_for(timeout=30_000)
     v.check("04-learn", readme="learn")
 
+
+def attention_tabs(v: Visit, started: float, root: Path, timings: dict) -> None:
+    """Attention: bertviz offline, saved as SVG and PNG, then every tab."""
+    page = v.page
     # Attention: bertviz draws SVG inside its iframe with every CDN blocked, with its save
     # buttons and nothing cut off below the last token; then every other tab.
     v.goto("/attention", "Attention")
@@ -182,6 +191,10 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
     tokens, computed = re.search(r"([\d,]+) tokens in .* Computed in ([\d.]+) s", caption).groups()
     timings[f"long inputs, {tokens} tokens pooled, computed in (s)"] = float(computed)
 
+
+def compare_tabs(v: Visit, started: float, root: Path, timings: dict) -> None:
+    """Compare: an LSTM and a Transformer, every tab."""
+    page = v.page
     # Compare: an LSTM and a Transformer, every tab.
     t0 = time.perf_counter()
     v.goto("/compare", "Compare")
@@ -194,6 +207,10 @@ def visit_every_page(v: Visit, started: float, root: Path, timings: dict) -> Non
         page.get_by_text(shown).filter(visible=True).first.wait_for(timeout=60_000)
         v.check("10-compare-" + tab.replace(" ", "-"))
 
+
+def lens_generate_finetune(v: Visit, started: float, root: Path, timings: dict) -> None:
+    """The logit lens, Generate (tokens arrive, then each step), Fine-tuning."""
+    page = v.page
     # Logit lens: a layer x position grid.
     v.goto("/lens", "Logit lens")
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(state="attached", timeout=30_000)
@@ -266,28 +283,42 @@ def frame_shows_all(page, index: int) -> bool:
         return !!bar && bar.getBoundingClientRect().bottom <= f.getBoundingClientRect().height; }""", index)
 
 
-def test_every_page_in_a_real_browser_offline(server, tmp_path_factory, capsys):
+GROUPS = {  # one test per group of pages, each in its own offline browser page
+    "start_and_runs": ["01-start", "02-runs"],
+    "curves_and_learn": ["03-curves", "04-learn"],
+    "attention_tabs": ["05-attention-head-view", "06-attention-model-view", "07-attention-heatmaps",
+                       "08-attention-statistics", "08-attention-surgery", "08-attention-fine-tuning",
+                       "08-attention-long-inputs"],
+    "compare_tabs": ["09-compare-saliency"] + ["10-compare-" + tab.replace(" ", "-") for tab, _ in COMPARE_TABS],
+    "lens_generate_finetune": ["11-lens", "12-generate", "13-finetune"],
+}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_pages_in_a_real_browser_offline(group, server, tmp_path_factory, capsys):
+    """Each view of the group: no traceback, every chart drawn, nothing fetched from another host,
+    no JavaScript error; a screenshot of each (and the README's copies when LABKIT_SCREENSHOTS is set)."""
     base, started, ready_s, root = server
     shots = tmp_path_factory.mktemp("screenshots")
     readme = Path(os.environ["LABKIT_SCREENSHOTS"]) if os.environ.get("LABKIT_SCREENSHOTS") else None
-    timings: dict[str, float] = {"cold start: process start to server answering (s)": ready_s}
+    timings: dict[str, float] = {"cold start: process start to server answering (s)": ready_s} \
+        if group == "start_and_runs" else {}
 
     with offline_page(WIDTH, HEIGHT) as view:
         visit = Visit(view, base, shots, readme)
         try:
-            visit_every_page(visit, started, root, timings)
+            globals()[group](visit, started, root, timings)
         except Exception:
             view.page.screenshot(path=shots / "failure.png")
             with capsys.disabled():
-                print(f"\nbrowser test failed; screenshots in {shots}")
+                print(f"\nbrowser test {group} failed; screenshots in {shots}")
             raise
     blocked, errors = view.blocked, view.errors
 
     with capsys.disabled():
-        print(f"\nbrowser test: {len(visit.seen)} views checked, screenshots in {shots}")
+        print(f"\nbrowser test {group}: {len(visit.seen)} views checked, screenshots in {shots}")
         for name, seconds in timings.items():
             print(f"browser test: {name}: {seconds:.2f}")
-        print(f"browser test: requests to non-local hosts blocked: {len(blocked)}")
-    assert len(visit.seen) == 20
+    assert visit.seen == GROUPS[group]
     assert not errors, f"JavaScript errors: {errors}"
     assert not blocked, f"the app asked for non-local resources: {blocked}"
