@@ -120,9 +120,10 @@ def writer_lock(run: RunDir) -> Iterator[RunLock]:
         lock.release()
 
 
-def remove_run(run: RunDir) -> None:
-    """Delete a run, unless a process is writing it (a RunError that names that process). A run
-    folder that is a link: the link alone is removed."""
+def remove_run(run: RunDir | str | os.PathLike) -> None:
+    """Delete a run (a RunDir or its folder), unless a process is writing it (a RunError that
+    names that process). A run folder that is a link: the link alone is removed."""
+    run = run if isinstance(run, RunDir) else RunDir(run)  # (a Path's own .root is "/" or "")
     if run.root.is_symlink():
         run.root.unlink()
         return

@@ -234,3 +234,12 @@ def test_a_run_being_created_is_not_a_users_folder(tmp_path):
     (mine / "todo.txt").write_text("buy milk\n")
     with pytest.raises(RunError, match=r"holds files of its own \(todo.txt\)"):
         RunDir(mine).check_new()
+
+
+def test_remove_run_takes_a_run_or_its_folder_and_removes_only_it(tmp_path: Path) -> None:
+    keep = small_run(tmp_path / "keep")
+    for given in (lambda p: RunDir(p), lambda p: p, lambda p: str(p)):
+        small_run(tmp_path / "gone")
+        remove_run(given(tmp_path / "gone"))  # (a Path's own .root is "/": never that)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    assert keep.config_path.is_file()
