@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune_recipe import accuracy_axes  # (a sibling script: benchmarks/ is on the path when run)
+
 from labkit.data.tasks import TextEncoder, load_task
 from labkit.runs import remove_run
 from labkit.train.finetune import FinetuneConfig, finetune, lm_stage
@@ -165,13 +167,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
                 xs = sorted(points)
                 ax.plot(xs, [statistics.mean(points[x]) for x in xs], "--" if name == "bag of words" else "-",
                         marker="o", markersize=3, label=name)
-        ax.axhline(50, color="grey", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled sentences")
-        ax.set_ylabel("SST-2 dev accuracy (%)")
-        ax.set_title(body, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        accuracy_axes(ax, body)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -124,16 +124,21 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         style = {"pretrained": "-", "scratch": ":", "pretrained, frozen": "--"}[condition]
         ax.plot(xs, [statistics.mean(points[x]) for x in xs], style, marker="o", markersize=3,
                 label=f"{base}: {condition}")
+    accuracy_axes(ax, "Fine-tuning on SST-2: pretrained against from scratch")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+
+
+def accuracy_axes(ax: Any, title: str) -> None:
+    """A fine-tuning curve's axes: labelled sentences (log) against SST-2 dev accuracy, chance at 50%."""
     ax.axhline(50, color="grey", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("labelled sentences")
     ax.set_ylabel("SST-2 dev accuracy (%)")
-    ax.set_title("Fine-tuning on SST-2: pretrained against from scratch", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
 
 
 def main() -> None:

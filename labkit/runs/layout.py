@@ -51,6 +51,7 @@ KEEP_CHECKPOINTS = 2
 CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD = "config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl", "card.json"
 CHECKPOINTS, STATE = "checkpoints", "state.pt"
 TIMELINE = "timeline.jsonl"  # snapshots at each evaluation: labkit.runs.timeline
+ENTRIES = (CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD, TIMELINE, CHECKPOINTS)  # what a run's folder holds
 # The most a run's JSON files may hold: a config or card is a few KB; metrics grow with the run.
 LIMITS = {CONFIG: MiB, CARD: MiB, METRICS: 512 * MiB}
 NAME_MAX = 255  # bytes in a file name, on the common file systems
@@ -115,8 +116,7 @@ class RunDir:
         lock says so)."""
         if self.exists() or not self.root.is_dir():
             return
-        own = {CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD, TIMELINE, CHECKPOINTS}
-        foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in own)
+        foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.name not in ENTRIES)
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise RunError(f"{self.root} is a folder that holds files of its own ({shown}) and no run: a new run "
@@ -135,7 +135,7 @@ class RunDir:
 
     def check_confined(self) -> None:
         """Refuse a run with a link that leads out of it, before anything writes to it."""
-        entries = [self.root / name for name in (CONFIG, TOKENIZER, WEIGHTS, METRICS, CARD, TIMELINE, CHECKPOINTS)]
+        entries = [self.root / name for name in ENTRIES]
         if self.checkpoints_dir.is_dir() and not self.checkpoints_dir.is_symlink():
             for folder in self.checkpoints_dir.iterdir():
                 entries += [folder, folder / WEIGHTS, folder / STATE]
