@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 
@@ -71,13 +72,27 @@ def training_memory(device: torch.device) -> Iterator[None]:
     the system. Otherwise every step maps fresh pages for its activations and gradients and pays a
     page fault per 4 kB when it first writes them (11 to 17% of a step, docs/benchmarks.md). After
     the block, glibc's default thresholds again, and the memory kept is handed back: a notebook's
-    kernel does not hold a run's freed memory once training is done."""
-    changed = device.type == "cpu" and keep_freed_memory()
+    kernel does not hold a run's freed memory once training is done. The setting is the
+    process's, so it is counted: runs training at once in threads keep it until the last ends."""
+    global _training_runs, _kept
+    if device.type != "cpu":
+        yield
+        return
+    with _training_lock:  # the setting is the process's: kept while any run trains (a server's sessions)
+        _training_runs += 1
+        if _training_runs == 1:
+            _kept = keep_freed_memory()
     try:
         yield
     finally:
-        if changed:
-            release_freed_memory()
+        with _training_lock:
+            _training_runs -= 1
+            if _training_runs == 0 and _kept:
+                _kept = not release_freed_memory()
+
+
+_training_lock = threading.Lock()
+_training_runs, _kept = 0, False
 
 
 @contextlib.contextmanager
