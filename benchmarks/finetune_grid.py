@@ -37,6 +37,7 @@ from finetune_recipe import accuracy_axes  # (a sibling script: benchmarks/ is o
 
 from labkit.data.tasks import TextEncoder, load_task
 from labkit.runs import remove_run
+from labkit.train.adapt import LMStage
 from labkit.train.finetune import FinetuneConfig, finetune, lm_stage
 
 SIZES = (100, 300, 1000, 3000, 10_000, None)  # None: every training sentence (65,349)
@@ -87,9 +88,11 @@ def pretrain_body(preset: str, steps: int, root: Path, out: Path) -> Path:
 def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[str], sizes: list[int | None]) -> None:
     recipe = FinetuneConfig(lm_steps=lm_steps, patience=10**6, eval_every=200)
     stages = {}
-    for arm in {CONDITIONS[c][0] for c in conditions} - {None}:
+    for arm in sorted({CONDITIONS[c][0] for c in conditions} - {None}):
         started = time.perf_counter()
-        stages[arm] = lm_stage(body, recipe.replace(**ARMS[arm]))
+        stages[arm] = cached_stage(body, recipe.replace(**ARMS[arm]), root / f"{body.name}-lm-{arm.replace(' ', '_')}")
+        if stages[arm].info.get("cached"):
+            continue
         print(json.dumps({"body": body.name, "lm_stage": arm, **stages[arm].info,
                           "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}), flush=True)
         with out.open("a") as f:
@@ -118,6 +121,30 @@ def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[
                 print(json.dumps(row), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
+
+
+def cached_stage(body: Path, config: FinetuneConfig, folder: Path) -> LMStage:
+    """The LM stage of `body` for one arm, made once and kept in `folder` (its weights as safetensors,
+    what it did as JSON) for later calls of the grid with the same body and steps: the vocabulary is
+    grown again from the task's text (the same words), the weights read back into that shape."""
+    from safetensors.torch import load_model, save_model
+
+    from labkit.runs import load_run
+    from labkit.train.adapt import body_to_train, grown_words, task_tokenizer
+
+    weights, info = folder / "body.safetensors", folder / "info.json"
+    if info.exists() and json.loads(info.read_text()).get("lm_steps") == config.lm_steps:
+        base = load_run(body)
+        tokenizer = task_tokenizer(config, base.tokenizer)
+        model = body_to_train(base.model, config, grown_words(base.tokenizer, tokenizer))
+        load_model(model, weights, device=str(next(model.parameters()).device))
+        return LMStage(model, tokenizer, {**json.loads(info.read_text()), "cached": True}, config.from_scratch,
+                       config.task_lm)
+    stage = lm_stage(body, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(stage.body, weights)
+    info.write_text(json.dumps(stage.info))
+    return stage
 
 
 def read(path: Path) -> list[dict[str, Any]]:
