@@ -1,7 +1,7 @@
 """Attention patterns of a Transformer run, and what each head does with them.
 
 `capture_attention` runs a sentence through the model once and keeps every layer's and head's
-attention pattern, read at the `blocks.{i}.attn.pattern` hook points (labkit.models.hooks): a
+attention pattern, read at the `blocks.{i}.attn.hook_pattern` hook points (labkit.models.hooks): a
 (layers, heads, T, T) array in which row t is how query position t spreads its attention over
 positions 0..t (the causal mask zeroes the rest). bertviz, the plotly heatmaps and `head_stats`
 all read this one array.
@@ -77,8 +77,8 @@ def capture_attention(model: nn.Module, tokenizer: Any, text: str,
     ids, total, notices = encode_text(model, tokenizer, text, max_tokens, "bertviz slows to a crawl on long inputs")
     with eval_mode(model), torch.inference_mode():
         _, cache = run_with_cache(model, torch.tensor([ids], device=device_of(model)),
-                                  names="blocks.*.attn.pattern", compute_logits=False)
-    attention = cache.stack("attn.pattern")[:, 0].float().cpu().numpy()  # (L, H, T, T)
+                                  names="blocks.*.attn.hook_pattern", compute_logits=False)
+    attention = cache.stack("attn.hook_pattern")[:, 0].float().cpu().numpy()  # (L, H, T, T)
     tokens = [str(t) for t in tokenizer.id_to_token(ids)]
     return AttentionCapture(tokens, ids, attention, total, notices)
 
@@ -192,8 +192,8 @@ def long_attention(model: nn.Module, tokenizer: Any, text: str, *, max_tokens: i
         group = [w for w in windows if w[1] - w[0] == length]
         batch = torch.tensor([ids[b:e] for b, e, _ in group], device=device_of(model))  # (B, length)
         with eval_mode(model), torch.inference_mode():
-            _, cache = run_with_cache(model, batch, names=f"blocks.{layer}.attn.pattern", compute_logits=False)
-        pattern = cache[f"blocks.{layer}.attn.pattern"].float().cpu().numpy()  # (B, nh, length, length)
+            _, cache = run_with_cache(model, batch, names=f"blocks.{layer}.attn.hook_pattern", compute_logits=False)
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].float().cpu().numpy()  # (B, nh, length, length)
         rows = pattern.mean(1) if head is None else pattern[:, head]  # (B, length, length)
         for (begin, end, kept), a in zip(group, rows):
             first = max(kept, begin) - begin

@@ -71,7 +71,7 @@ def induction_score(model: nn.Module, pool: Sequence[int] | None = None, length:
     ids = repeated_sequences(pool, length, batch, seed, prefix, middle)
     check_fits(model, ids.size(1))
     with eval_mode(model), torch.no_grad():
-        _, cache = run_with_cache(model, ids.to(device_of(model)), names="blocks.*.attn.pattern",
+        _, cache = run_with_cache(model, ids.to(device_of(model)), names="blocks.*.attn.hook_pattern",
                                   compute_logits=False)
-    attention = cache.stack("attn.pattern").transpose(0, 1).float().cpu().numpy()  # (B, L, H, T, T)
+    attention = cache.stack("attn.hook_pattern").transpose(0, 1).float().cpu().numpy()  # (B, L, H, T, T)
     return induction_scores(attention, length, len(prefix), len(middle))

@@ -4,9 +4,9 @@ A model's output layer reads the top of the network. The logit lens (nostalgebra
 it each layer's state instead, and reads the prediction token by token: where in depth does the
 right next word appear, and how sure is each layer?
 
-- Transformer: the residual stream after block i (`blocks.{i}.resid_post`), through the final
+- Transformer: the residual stream after block i (`blocks.{i}.hook_resid_post`), through the final
   LayerNorm and the output layer, exactly as the top block's output goes through them.
-- RNN: layer i's hidden state h_t (`layers.{i}.hidden`) through the output layer (which was
+- RNN: layer i's hidden state h_t (`layers.{i}.hook_hidden`) through the output layer (which was
   trained on the top layer's states only, so the lower layers' readings are rougher still).
 
 At the top layer the lens is the model's own prediction. The text is read as the start of a line
@@ -45,14 +45,14 @@ def lens_points(model: nn.Module) -> list[str]:
     position embeddings, the stream into block 0; an RNN's word embeddings when they are as wide as
     its hidden state, which the output layer reads), then each layer's output."""
     if model.carries_state:
-        bottom = ["embed"] if model.config.d_embed == model.width else []
-        return bottom + [f"layers.{i}.hidden" for i in range(model.config.n_layers)]
-    return ["blocks.0.resid_pre"] + [f"blocks.{i}.resid_post" for i in range(model.config.n_layers)]
+        bottom = ["hook_embed"] if model.config.d_embed == model.width else []
+        return bottom + [f"layers.{i}.hook_hidden" for i in range(model.config.n_layers)]
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.config.n_layers)]
 
 
 def layer_label(point: str) -> str:
     """A lens row's name for a reader: "embeddings", "block 0", "layer 1"."""
-    if point in ("embed", "blocks.0.resid_pre"):
+    if point in ("hook_embed", "blocks.0.hook_resid_pre"):
         return "embeddings"
     parts = point.split(".")
     return f"{'block' if parts[0] == 'blocks' else 'layer'} {parts[1]}" if len(parts) > 1 else point

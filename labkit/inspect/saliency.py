@@ -75,7 +75,7 @@ def gradient_x_input(model: nn.Module, ids: Sequence[int], targets: Sequence[int
     x = torch.tensor([list(ids)] * T, device=device_of(model))  # (T, T): batch row t explains position t
     # cuDNN's RNN has no backward pass in eval mode; the plain kernels do.
     with eval_mode(model), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False), \
-            gradient_at(model, "embed") as embedded:
+            gradient_at(model, "hook_embed") as embedded:
         hidden = model(x, compute_logits=False).hidden  # (T, T, D)
         rows = torch.arange(T, device=x.device)
         log_probs = F.log_softmax(model.logits(hidden[rows, rows]).float(), dim=-1)  # (T, V)

@@ -113,7 +113,8 @@ def ablation_hooks(model: nn.Module, *, heads: Iterable[tuple[int, int]] = (), u
         for name, fn in zero_units(model, layer, us).items():
             by_point[name].append(fn)
     for layer in layers:
-        names = [f"layers.{layer}.hidden"] if model.carries_state else [f"blocks.{layer}.attn.out", f"blocks.{layer}.mlp.out"]
+        names = ([f"layers.{layer}.hook_hidden"] if model.carries_state
+                 else [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"])
         for name in names:
             by_point[name].append(_zeros)
     return {name: _compose(fns) for name, fns in by_point.items()}
@@ -193,7 +194,7 @@ def head_importance(model: nn.Module, tokenizer: Any, texts: Sequence[str], *,
     for layer in range(model.config.n_layers):
         for start in range(0, H, max(1, MAX_ROWS // B)):
             chosen = list(range(start, min(H, start + max(1, MAX_ROWS // B))))
-            fns = {f"blocks.{layer}.attn.z": _row_groups(B, chosen, zero_head_rows)}
+            fns = {f"blocks.{layer}.attn.hook_z": _row_groups(B, chosen, zero_head_rows)}
             losses = _mean_losses(model, inputs, targets, mask, len(chosen), fns)
             out += [{"layer": layer, "head": h, "loss_increase": loss - base} for h, loss in zip(chosen, losses)]
     return sorted(out, key=lambda r: -r["loss_increase"])
@@ -209,7 +210,7 @@ def unit_importance(model: nn.Module, tokenizer: Any, texts: Sequence[str], laye
     inputs, targets, mask = _batch(model, tokenizer, texts, max_tokens)
     base = _mean_losses(model, inputs, targets, mask, 1, {})[0]
     B, width = inputs.size(0), model.width
-    name = f"layers.{layer}.hidden" if model.carries_state else f"blocks.{layer}.resid_post"
+    name = f"layers.{layer}.hook_hidden" if model.carries_state else f"blocks.{layer}.hook_resid_post"
 
     def zero_unit_rows(value: torch.Tensor, rows: torch.Tensor, which: torch.Tensor) -> None:
         if value.dim() == 2:  # one step of the recurrence: (rows, H)

@@ -110,8 +110,9 @@ def measure(model: nn.Module, tokenizer: Any, sentence: list[int], corpus: str) 
     if getattr(model.config, "family", None) == "transformer" and sentence:
         with eval_mode(model), torch.inference_mode():
             _, cache = run_with_cache(model, torch.tensor([sentence], device=device_of(model)),
-                                      names="blocks.*.attn.pattern", compute_logits=False)
-        attention = cache.stack("attn.pattern")[:, 0].double().cpu().numpy()  # (L, H, T, T); float64: 0.123 stays 0.123 in JSON
+                                      names="blocks.*.attn.hook_pattern", compute_logits=False)
+        # (L, H, T, T); float64: 0.123 stays 0.123 in JSON
+        attention = cache.stack("attn.hook_pattern")[:, 0].double().cpu().numpy()
         special = {tokenizer.eos_id, tokenizer.unk_id, getattr(tokenizer, "pad_id", None)}
         pool = [i for i in range(model.config.vocab_size) if i not in special]
         length = min(INDUCTION["length"], len(pool), (model.config.context_length - 1) // 2)

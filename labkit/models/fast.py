@@ -17,8 +17,8 @@ fast model against the plain one, logits and gradients. What each swap buys (doc
 - `FastCausalSelfAttention`: torch's fused `scaled_dot_product_attention` when nobody needs the
   attention pattern; for training on a CPU the products spelled out with `baddbmm` (the mask added
   in the same product, the mask made once per shape), because there the fused kernel has no
-  dropout of its own and a slower backward pass. A hook on `attn.pattern` gets the pattern
-  computed and passed through the point; `attn.z` is honoured on every path.
+  dropout of its own and a slower backward pass. A hook on `attn.hook_pattern` gets the pattern
+  computed and passed through the point; `attn.hook_z` is honoured on every path.
 """
 
 from __future__ import annotations
@@ -83,13 +83,13 @@ class FastCausalSelfAttention(CausalSelfAttention):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         T, S = q.size(2), k.size(2)
-        if has_hooks(self.pattern) or (self.training and q.device.type == "cpu"):
+        if has_hooks(self.hook_pattern) or (self.training and q.device.type == "cpu"):
             B, nh, _, hs = q.shape
             bias = self.additive_mask(T, S, q.device, q.dtype if q.dtype == k.dtype else torch.float32)
             # mask + q k^T / sqrt(hs) in one product: -inf where a query must not look
             scores = torch.baddbmm(bias.expand(B * nh, T, S), q.reshape(-1, T, hs),
                                    k.reshape(-1, S, hs).transpose(1, 2), alpha=1 / math.sqrt(hs))
-            att = self.pattern(F.softmax(scores.view(B, nh, T, S), dim=-1))  # (B, nh, T, S)
+            att = self.hook_pattern(F.softmax(scores.view(B, nh, T, S), dim=-1))  # (B, nh, T, S)
             return self.attn_drop(att) @ v  # (B, nh, T, hs)
         p = self.attn_drop.p if self.training else 0.0
         if T == S or T == 1:

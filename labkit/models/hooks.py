@@ -2,34 +2,40 @@
 
 In the spirit of TransformerLens, the models pass their intermediate values through `HookPoint`s,
 identity modules without parameters (state dicts do not change). A point's name is its path in
-`model.named_modules()`. Forward hooks on a point see its value; a hook that returns a tensor
-replaces the value, so the rest of the forward pass computes with the replacement. Every viewer
-(attention maps, induction scores, saliency) reads activations this way.
+`model.named_modules()`, and its last part begins with `hook_`, as in TransformerLens: a point
+never shares a name with a layer or a method (`embed` is the embedding layer, `hook_embed` what
+it outputs). Forward hooks on a point see its value; a hook that returns a tensor replaces the
+value, so the rest of the forward pass computes with the replacement. Every viewer (attention
+maps, induction scores, saliency) reads activations this way.
 
 Shapes: B batch, T new positions, S keys seen (the cached prefix plus T), C d_model, nh heads,
 hs = C / nh, E d_embed, H d_hidden, V vocabulary.
 
 Transformer:
-    embed                    (B, T, C)      token embeddings (TransformerLens' `hook_embed`)
-    blocks.{i}.resid_pre     (B, T, C)      residual stream into block i; block 0: token + position
-                                            embedding, after dropout
-    blocks.{i}.attn.pattern  (B, nh, T, S)  softmax weights, row t over the keys it may see
-    blocks.{i}.attn.z        (B, nh, T, hs) each head's output before the output projection
-                                            (zero z[:, h] and head h is switched off)
-    blocks.{i}.attn.out      (B, T, C)      what attention adds to the stream (projected, dropout)
-    blocks.{i}.resid_mid     (B, T, C)      after the attention, before the MLP
-    blocks.{i}.mlp.out       (B, T, C)      what the MLP adds to the stream
-    blocks.{i}.resid_post    (B, T, C)      out of block i
-    final                    (B, T, C)      after the final LayerNorm: the output layer's input
-    logits                   (B, T, V)
+    hook_embed                    (B, T, C)      token embeddings
+    blocks.{i}.hook_resid_pre     (B, T, C)      residual stream into block i; block 0: token +
+                                                 position embedding, after dropout
+    blocks.{i}.attn.hook_pattern  (B, nh, T, S)  softmax weights, row t over the keys it may see
+    blocks.{i}.attn.hook_z        (B, nh, T, hs) each head's output before the output projection
+                                                 (zero z[:, h] and head h is switched off)
+    blocks.{i}.hook_attn_out      (B, T, C)      what attention adds to the stream (projected, dropout)
+    blocks.{i}.hook_resid_mid     (B, T, C)      after the attention, before the MLP
+    blocks.{i}.hook_mlp_out       (B, T, C)      what the MLP adds to the stream
+    blocks.{i}.hook_resid_post    (B, T, C)      out of block i
+    hook_final                    (B, T, C)      after the final LayerNorm: the output layer's input
+    hook_logits                   (B, T, V)
 RNN (rnn_tanh, rnn_relu, lstm, gru):
-    embed                    (B, T, E)      the embedding layer's output (the layer is the point)
-    layers.{i}.hidden        (B, H) a step  h_t of layer i
-    layers.{i}.cell          (B, H) a step  c_t (LSTM)
-    layers.{i}.gates.input|forget|candidate|output  (B, H) a step   (LSTM: i, f, g, o)
-    layers.{i}.gates.reset|update|candidate         (B, H) a step   (GRU: r, z, n)
-    final                    (B, T, H)      top layer's output after dropout: the output layer's input
-    logits                   (B, T, V)
+    hook_embed                    (B, T, E)      the embedding layer's output
+    layers.{i}.hook_hidden        (B, H) a step  h_t of layer i
+    layers.{i}.hook_cell          (B, H) a step  c_t (LSTM)
+    layers.{i}.hook_gate_input|forget|candidate|output  (B, H) a step   (LSTM: i, f, g, o)
+    layers.{i}.hook_gate_reset|update|candidate         (B, H) a step   (GRU: r, z, n)
+    hook_final                    (B, T, H)      top layer's output after dropout: the output layer's input
+    hook_logits                   (B, T, V)
+
+Code written for the names before the `hook_` prefix (`blocks.0.attn.pattern`, `layers.0.hidden`,
+`final`) gets an error that names the point as it is called now (`renamed`). No saved file holds
+a point's name (the recorder keeps arrays by layer), so nothing on disk needs migrating.
 
 torch's fused RNN kernels hide the per-layer states and the gates, so while any hook sits under
 `layers.` the RNN runs its recurrence spelled out step by step (same weights, same result); the
@@ -67,10 +73,6 @@ class HookPoint(nn.Module):
         return x
 
 
-class HookedEmbedding(nn.Embedding, HookPoint):
-    """An nn.Embedding (same state dict) that is itself a hook point: its output is the value."""
-
-
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
     """Every point in `model` by name (and each point is told its name)."""
     points = {name: m for name, m in model.named_modules() if isinstance(m, HookPoint)}
@@ -95,7 +97,26 @@ def select(names: Iterable[str], wanted: Names) -> list[str]:
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
+# the names before the hook_ prefix -> today's (the first rule that matches a name applies)
+_RENAMED = ((r"(^|\.)attn\.(pattern|z)$", r"\1attn.hook_\2"), (r"(^|\.)(attn|mlp)\.out$", r"\1hook_\2_out"),
+            (r"(^|\.)gates\.([\w*?]+)$", r"\1hook_gate_\2"),
+            (r"(^|\.)(embed|final|logits|resid_pre|resid_mid|resid_post|hidden|cell)$", r"\1hook_\2"))
+
+
+def renamed(name: str) -> str | None:
+    """A point's name (or glob) as written before the `hook_` prefix, in today's words, or None
+    when it is not such a name: "blocks.*.attn.pattern" -> "blocks.*.attn.hook_pattern"."""
+    for old, new in _RENAMED:
+        if re.search(old, name):
+            return re.sub(old, new, name)
+    return None
+
+
 def _no_point(points: dict[str, HookPoint], pattern: str) -> LabkitError:
+    now = renamed(pattern)
+    if now is not None and select(points, now):
+        return LabkitError(f"no hook point matches {pattern!r}: hook points are named hook_* now "
+                           f"(as in TransformerLens); use {now!r}")
     shown = ", ".join(list(points)[:12]) + (", ..." if len(points) > 12 else "")
     return LabkitError(f"no hook point matches {pattern!r}; this model has: {shown}")
 
@@ -128,15 +149,17 @@ class ActivationCache(dict[str, torch.Tensor]):
     """Activations by point name, as `run_with_cache` recorded them."""
 
     def stack(self, kind: str) -> torch.Tensor:
-        """One kind of point over the layers, bottom first: "attn.pattern" -> (layers, B, nh, T, S),
-        "resid_post" -> (layers, B, T, C), "hidden" (RNN) -> (layers, B, T, H)."""
+        """One kind of point over the layers, bottom first: "attn.hook_pattern" -> (layers, B, nh, T, S),
+        "hook_resid_post" -> (layers, B, T, C), "hook_hidden" (RNN) -> (layers, B, T, H)."""
         found = {}
         for name in self:
             m = re.fullmatch(rf"(?:.+\.)?(?:blocks|layers)\.(\d+)\.{re.escape(kind)}", name)
             if m:
                 found[int(m.group(1))] = self[name]
         if not found:
-            raise KeyError(f"no cached point of kind {kind!r} (cached: {', '.join(self) or 'none'})")
+            now = renamed(f"blocks.0.{kind}")
+            hint = f"; points are named hook_* now: {now.removeprefix('blocks.0.')!r}" if now else ""
+            raise KeyError(f"no cached point of kind {kind!r} (cached: {', '.join(self) or 'none'}){hint}")
         return torch.stack([found[i] for i in sorted(found)])
 
 
@@ -224,15 +247,15 @@ def zero_head(layer: int, head: int | Iterable[int], positions: int | Iterable[i
             z[:, h, where] = 0.0  # (B, nh, T, hs)
         return z
 
-    return {f"blocks.{layer}.attn.z": zero}
+    return {f"blocks.{layer}.attn.hook_z": zero}
 
 
 def zero_units(model: nn.Module, layer: int, units: int | Iterable[int],
                positions: int | Iterable[int] | None = None) -> dict[str, HookFn]:
     """For `hooks`: zero `units` of layer `layer`'s state, at `positions` (time steps) only when
-    given. RNN: h_t of `layers.{layer}.hidden`, which the recurrence then reads; Transformer: the
-    residual stream after the block (`blocks.{layer}.resid_post`). The model decides the name."""
-    name = f"layers.{layer}.hidden" if model.carries_state else f"blocks.{layer}.resid_post"
+    given. RNN: h_t of `layers.{layer}.hook_hidden`, which the recurrence then reads; Transformer: the
+    residual stream after the block (`blocks.{layer}.hook_resid_post`). The model decides the name."""
+    name = f"layers.{layer}.hook_hidden" if model.carries_state else f"blocks.{layer}.hook_resid_post"
     cols, where = _indices(units), _indices(positions)
 
     def zero(value: torch.Tensor, point: HookPoint) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from labkit.config import JSONConfig
-from labkit.models.hooks import HookedEmbedding, HookPoint, has_hooks, hook_points
+from labkit.models.hooks import HookPoint, has_hooks, hook_points
 from labkit.models.output import LMOutput, check_output, head_flops, head_logits, make_head
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
@@ -70,25 +70,16 @@ class RNNConfig(JSONConfig):
 GATES = {"lstm": ("input", "forget", "candidate", "output"), "gru": ("reset", "update", "candidate")}
 
 
-class Gates(nn.Module):
-    """A point per gate (not an nn.ModuleDict: its `update` method would hide the GRU's gate)."""
-
-    def __init__(self, names: tuple[str, ...]):
-        super().__init__()
-        for name in names:
-            setattr(self, name, HookPoint())
-
-
 class LayerPoints(nn.Module):
     """The hook points of one recurrent layer, each called once per time step with a (B, H) value."""
 
     def __init__(self, cell: str):
         super().__init__()
-        self.hidden = HookPoint()  # h_t
+        self.hook_hidden = HookPoint()  # h_t
         if cell == "lstm":
-            self.cell = HookPoint()  # c_t
-        if cell in GATES:
-            self.gates = Gates(GATES[cell])
+            self.hook_cell = HookPoint()  # c_t
+        for gate in GATES.get(cell, ()):
+            setattr(self, f"hook_gate_{gate}", HookPoint())  # hook_gate_input, ...
 
 
 class RNNLM(nn.Module):
@@ -100,9 +91,8 @@ class RNNLM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        # The layer is itself the `embed` point, (B, T, E): the name belongs to the layer that holds
-        # `embed.weight` in saved runs.
-        self.embed = HookedEmbedding(c.vocab_size, c.d_embed)
+        self.embed = nn.Embedding(c.vocab_size, c.d_embed)
+        self.hook_embed = HookPoint()  # (B, T, E): the embedding layer's output
         self.drop = nn.Dropout(c.dropout)
         between = c.dropout if c.n_layers > 1 else 0.0  # torch warns on dropout with 1 layer
         if c.cell == "lstm":
@@ -118,9 +108,8 @@ class RNNLM(nn.Module):
             # usually lower perplexity.
             self.head.weight = self.embed.weight
         self.layers = nn.ModuleList(LayerPoints(c.cell) for _ in range(c.n_layers))
-        self.final = HookPoint()  # (B, T, H)
-        # `self.logits` is the output-layer method below, so this point is registered by hand
-        self._modules["logits"] = HookPoint()  # (B, T, V)
+        self.hook_final = HookPoint()  # (B, T, H)
+        self.hook_logits = HookPoint()  # (B, T, V)
         hook_points(self)  # tell every point its name
         self._init_weights()
 
@@ -156,12 +145,12 @@ class RNNLM(nn.Module):
         """Token ids (B, T) -> hidden states of the top layer (B, T, H) and the new state."""
         if state is None:
             state = self.init_hidden(idx.size(0), idx.device)
-        x = self.drop(self.embed(idx))  # (B, T, E)
+        x = self.drop(self.hook_embed(self.embed(idx)))  # (B, T, E)
         if has_hooks(self.layers):
             h, state = self.recurrence(x, state)  # spelled out, so that every step meets the points
         else:
             h, state = self.rnn(x, state)  # (B, T, H): torch's fused kernel
-        return self.final(self.drop(h)), state
+        return self.hook_final(self.drop(h)), state
 
     def recurrence(self, x: torch.Tensor, state: RNNState) -> tuple[torch.Tensor, RNNState]:
         """What `self.rnn(x, state)` computes, one step and one layer at a time, with its weights;
@@ -197,28 +186,27 @@ class RNNLM(nn.Module):
         cell = self.config.cell
         if cell == "lstm":
             i, f, g, o = (gi + gh).chunk(4, dim=1)  # each (B, H)
-            gates = points.gates
-            i = gates.input(torch.sigmoid(i))  # how much of the candidate to write
-            f = gates.forget(torch.sigmoid(f))  # how much of the old cell to keep
-            g = gates.candidate(torch.tanh(g))  # what to write
-            o = gates.output(torch.sigmoid(o))  # how much of the cell to show
-            c = points.cell(f * c + i * g)  # c_t = f * c_{t-1} + i * g
+            i = points.hook_gate_input(torch.sigmoid(i))  # how much of the candidate to write
+            f = points.hook_gate_forget(torch.sigmoid(f))  # how much of the old cell to keep
+            g = points.hook_gate_candidate(torch.tanh(g))  # what to write
+            o = points.hook_gate_output(torch.sigmoid(o))  # how much of the cell to show
+            c = points.hook_cell(f * c + i * g)  # c_t = f * c_{t-1} + i * g
             h = o * torch.tanh(c)  # h_t = o * tanh(c_t)
         elif cell == "gru":
             r_x, z_x, n_x = gi.chunk(3, dim=1)
             r_h, z_h, n_h = gh.chunk(3, dim=1)
-            r = points.gates.reset(torch.sigmoid(r_x + r_h))  # how much of h_{t-1} the candidate reads
-            z = points.gates.update(torch.sigmoid(z_x + z_h))  # how much of h_{t-1} to keep
-            n = points.gates.candidate(torch.tanh(n_x + r * n_h))
+            r = points.hook_gate_reset(torch.sigmoid(r_x + r_h))  # how much of h_{t-1} the candidate reads
+            z = points.hook_gate_update(torch.sigmoid(z_x + z_h))  # how much of h_{t-1} to keep
+            n = points.hook_gate_candidate(torch.tanh(n_x + r * n_h))
             h = (1 - z) * n + z * h  # h_t
         else:
             h = (torch.tanh if cell == "rnn_tanh" else torch.relu)(gi + gh)  # h_t = f(W_xh x_t + W_hh h_{t-1} + b)
-        return points.hidden(h), c
+        return points.hook_hidden(h), c
 
     def forward(self, idx: torch.Tensor, state: RNNState | None = None, *,
                 compute_logits: bool = True) -> LMOutput:
         hidden, state = self.encode(idx, state)
-        logits = self._modules["logits"](self.logits(hidden)) if compute_logits else None  # (B, T, V)
+        logits = self.hook_logits(self.logits(hidden)) if compute_logits else None  # (B, T, V)
         return LMOutput(logits=logits, hidden=hidden, state=state)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

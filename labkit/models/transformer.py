@@ -11,7 +11,7 @@ d_model / n_heads-wide slices and concatenates them:
     MultiHead(X) = Concat(head_1, ..., head_h) W_O,   head_i = Attention(X W_Q^i, X W_K^i, X W_V^i)
 
 The attention is written out as these equations read; its weights pass through the hook point
-`blocks.{i}.attn.pattern` and each head's output through `blocks.{i}.attn.z` (labkit.models.hooks
+`blocks.{i}.attn.hook_pattern` and each head's output through `blocks.{i}.attn.hook_z` (labkit.models.hooks
 lists every point). The fused kernels that make it fast live in labkit.models.fast, behind
 `build_model(config, fast=True)`, tested against this plain version.
 
@@ -125,9 +125,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model)  # W_O
         self.attn_drop = nn.Dropout(config.dropout)
         self.resid_drop = nn.Dropout(config.dropout)
-        self.pattern = HookPoint()  # (B, nh, T, S)
-        self.z = HookPoint()  # (B, nh, T, hs)
-        self.out = HookPoint()  # (B, T, C)
+        self.hook_pattern = HookPoint()  # (B, nh, T, S)
+        self.hook_z = HookPoint()  # (B, nh, T, hs)
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
@@ -138,9 +137,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, S, hs): the cached prefix, then these T
-        z = self.z(self.attend(q, k, v))  # (B, nh, T, hs)
+        z = self.hook_z(self.attend(q, k, v))  # (B, nh, T, hs)
         y = z.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.out(self.resid_drop(self.proj(y)))
+        return self.resid_drop(self.proj(y))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """softmax(q k^T / sqrt(hs) + M) v for queries (B, nh, T, hs), the last T of the S
@@ -148,7 +147,7 @@ class CausalSelfAttention(nn.Module):
         T, S = q.size(2), k.size(2)
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, S)
         scores = scores.masked_fill(~causal_mask(T, S, q.device), float("-inf"))
-        att = self.pattern(F.softmax(scores, dim=-1))  # (B, nh, T, S): each row sums to 1
+        att = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, S): each row sums to 1
         return self.attn_drop(att) @ v  # (B, nh, T, hs)
 
 
@@ -166,10 +165,9 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.d_ff, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.approximate = GELU_APPROXIMATION[config.activation]
-        self.out = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -182,12 +180,13 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
-        self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, T, C)
+        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, T, C)
+        self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()  # (B, T, C): what each adds to the stream
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
-        x = self.resid_pre(x)
-        x = self.resid_mid(x + self.attn(self.ln1(x), layer, cache))
-        return self.resid_post(x + self.mlp(self.ln2(x)))
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), layer, cache)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
 class TransformerLM(nn.Module):
@@ -206,10 +205,9 @@ class TransformerLM(nn.Module):
         self.head = make_head(c.d_model, c.vocab_size, c.output, c.adaptive_cutoffs, bias=False)
         if c.tie_weights:
             self.head.weight = self.tok_embed.weight
-        self.embed = HookPoint()  # (B, T, C): token embeddings, before the positions are added
-        self.final = HookPoint()  # (B, T, C)
-        # `self.logits` is the output-layer method below, so this point is registered by hand
-        self._modules["logits"] = HookPoint()  # (B, T, V)
+        self.hook_embed = HookPoint()  # (B, T, C): token embeddings, before the positions are added
+        self.hook_final = HookPoint()  # (B, T, C)
+        self.hook_logits = HookPoint()  # (B, T, V)
         hook_points(self)  # tell every point its name
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layers) so the residual
@@ -245,10 +243,10 @@ class TransformerLM(nn.Module):
             raise ValueError(f"sequence of {past + T} tokens exceeds the context length "
                              f"{self.config.context_length}")
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.drop(self.embed(self.tok_embed(idx)) + self.pos_embed(pos))  # (B, T, C)
+        x = self.drop(self.hook_embed(self.tok_embed(idx)) + self.pos_embed(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, i, cache)
-        return self.final(self.ln_f(x)), cache
+        return self.hook_final(self.ln_f(x)), cache
 
     def forward(self, idx: torch.Tensor, state: KVCache | None = None, *,
                 use_cache: bool = False, compute_logits: bool = True) -> LMOutput:
@@ -256,7 +254,7 @@ class TransformerLM(nn.Module):
         returned state, so the next call only needs the new tokens."""
         cache = state if state is not None else (self.new_cache() if use_cache else None)
         hidden, cache = self.encode(idx, cache)
-        logits = self._modules["logits"](self.logits(hidden)) if compute_logits else None  # (B, T, V)
+        logits = self.hook_logits(self.logits(hidden)) if compute_logits else None  # (B, T, V)
         return LMOutput(logits=logits, hidden=hidden, state=cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

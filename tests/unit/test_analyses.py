@@ -126,8 +126,8 @@ def test_induction_score_of_a_transformer_whose_attention_is_set_by_hand():
     assert scores.shape == (1, 1)
     assert scores[0, 0] == pytest.approx(np.mean([math.exp(z) / (math.exp(z) + q) for q in queries]), rel=1e-4)
     with torch.no_grad():  # the same head's full pattern, row by row
-        _, cache = run_with_cache(model, torch.arange(11)[None] % 10, names="blocks.0.attn.pattern")
-    att = cache["blocks.0.attn.pattern"][0, 0].numpy()
+        _, cache = run_with_cache(model, torch.arange(11)[None] % 10, names="blocks.0.attn.hook_pattern")
+    att = cache["blocks.0.attn.hook_pattern"][0, 0].numpy()
     assert att[3, :4] == pytest.approx(np.full(4, 1 / 4)) and not att[3, 4:].any()  # no position 3 - 4 yet
     assert att[8, 4] == pytest.approx(math.exp(z) / (math.exp(z) + 8), rel=1e-4)
     assert att[8, :4] == pytest.approx(np.full(4, 1 / (math.exp(z) + 8)), rel=1e-4)

@@ -102,9 +102,9 @@ def test_the_kv_cache_gives_the_same_logits(name):
 def test_a_hook_on_the_pattern_or_a_head_is_honoured_on_the_fast_path(train):
     plain, fast = (m.train(train) for m in pair("transformer"))
     x = ids()
-    (a, pa), (b, pb) = (run_with_cache(m, x, names="blocks.*.attn.pattern") for m in (plain, fast))
+    (a, pa), (b, pb) = (run_with_cache(m, x, names="blocks.*.attn.hook_pattern") for m in (plain, fast))
     torch.testing.assert_close(b.logits, a.logits, **TOL)
-    torch.testing.assert_close(pb.stack("attn.pattern"), pa.stack("attn.pattern"), **TOL)
+    torch.testing.assert_close(pb.stack("attn.hook_pattern"), pa.stack("attn.hook_pattern"), **TOL)
     # a head switched off, with no hook on the pattern: the fused kernel's output goes through z
     with hooks(plain, zero_head(1, 2)), hooks(fast, zero_head(1, 2)):
         off_plain, off_fast = plain(x).logits, fast(x).logits

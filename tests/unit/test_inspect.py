@@ -183,8 +183,8 @@ def test_capture_attention_gives_causal_rows_that_sum_to_one():
     x = torch.tensor([cap.ids])
     with torch.no_grad():
         block = model.eval().blocks[1]
-        _, cache = run_with_cache(model, x, names="blocks.0.resid_post")
-        q, k, _ = block.attn.qkv(block.ln1(cache["blocks.0.resid_post"])).split(16, dim=2)  # (1, T, C)
+        _, cache = run_with_cache(model, x, names="blocks.0.hook_resid_post")
+        q, k, _ = block.attn.qkv(block.ln1(cache["blocks.0.hook_resid_post"])).split(16, dim=2)  # (1, T, C)
         q, k = (t.view(1, 6, 2, 8).transpose(1, 2) for t in (q, k))  # (1, heads, T, hs)
         scores = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~causal_mask(6, 6), float("-inf"))
     assert np.allclose(cap.attention[1], scores.softmax(-1)[0].numpy(), atol=1e-6)
@@ -261,8 +261,8 @@ def capture_of(tokens):
 def window_attention(model, ids, begin, end, layer, head=None):
     """(end - begin, end - begin): the layer's attention on ids[begin:end] read alone, as the model computes it."""
     with torch.no_grad():
-        _, cache = run_with_cache(model.eval(), torch.tensor([ids[begin:end]]), names=f"blocks.{layer}.attn.pattern")
-    a = cache[f"blocks.{layer}.attn.pattern"][0].numpy()  # (heads, T, T)
+        _, cache = run_with_cache(model.eval(), torch.tensor([ids[begin:end]]), names=f"blocks.{layer}.attn.hook_pattern")
+    a = cache[f"blocks.{layer}.attn.hook_pattern"][0].numpy()  # (heads, T, T)
     return a.mean(0) if head is None else a[head]
 
 

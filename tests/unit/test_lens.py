@@ -34,8 +34,8 @@ def test_the_top_layers_lens_is_the_models_own_prediction(family):
     with torch.no_grad():
         logp = torch.log_softmax(model(inputs).logits[0].float(), -1)  # (T, V)
     L = model.config.n_layers + 1  # the embeddings, then each layer
-    assert lens.layer_names == ["embed" if family == "rnn" else "blocks.0.resid_pre"] + [
-        f"{'layers' if family == 'rnn' else 'blocks'}.{i}.{'hidden' if family == 'rnn' else 'resid_post'}"
+    assert lens.layer_names == ["hook_embed" if family == "rnn" else "blocks.0.hook_resid_pre"] + [
+        f"{'layers' if family == 'rnn' else 'blocks'}.{i}.{'hook_hidden' if family == 'rnn' else 'hook_resid_post'}"
         for i in range(L - 1)]
     assert [layer_label(n) for n in lens.layer_names[:2]] == ["embeddings", "layer 0" if family == "rnn" else "block 0"]
     assert lens.tokens == ["a", "g", "b", "c", "a", "f", "f"] and lens.target_tokens == list("gbcaffe")
@@ -112,7 +112,7 @@ def test_an_earlier_rnn_layer_reads_as_the_hand_computation_says():
     h0 = torch.stack([sum(alpha ** (t - k) * x[k] for k in range(t + 1)) for t in range(5)])
     W, bias = model.head.weight.detach().double(), model.head.bias.detach().double()
     lens = logit_lens(model, tok, text)
-    assert lens.layer_names == ["embed", "layers.0.hidden", "layers.1.hidden"]
+    assert lens.layer_names == ["hook_embed", "layers.0.hook_hidden", "layers.1.hook_hidden"]
     for layer, h in ((0, x), (1, h0), (2, 2 * h0)):  # the embeddings, as wide as the hidden state, then each layer
         expected = torch.log_softmax(h @ W.T + bias, -1)
         np.testing.assert_allclose(lens.target_logp[layer], expected[torch.arange(5), ids].numpy(), atol=1e-5)

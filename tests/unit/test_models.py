@@ -79,10 +79,10 @@ def test_attention_read_through_hooks_matches_the_fused_path():
     model = build_model(tiny_transformer()).eval()
     x = torch.randint(0, V, (2, 24))
     fused = model(x)  # no hook: the fused kernel, no pattern computed
-    explicit, cache = run_with_cache(model, x, names="blocks.*.attn.pattern")
+    explicit, cache = run_with_cache(model, x, names="blocks.*.attn.hook_pattern")
     torch.testing.assert_close(explicit.logits, fused.logits, atol=1e-5, rtol=0)
-    patterns = cache.stack("attn.pattern")
-    assert list(cache) == ["blocks.0.attn.pattern", "blocks.1.attn.pattern"]
+    patterns = cache.stack("attn.hook_pattern")
+    assert list(cache) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
     assert patterns.shape == (2, 2, 4, 24, 24)  # (layers, B, heads, T, S)
     for att in patterns:
         torch.testing.assert_close(att.sum(-1), torch.ones(2, 4, 24))
@@ -109,9 +109,9 @@ def test_kv_cache_matches_full_recomputation():
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=0)
     # The explicit path (a hook wants the pattern) with a cache agrees too.
     cache2 = model.new_cache()
-    run_with_cache(model, x[:, :12], state=cache2, names="blocks.*.attn.pattern")
-    step, seen = run_with_cache(model, x[:, 12:13], state=cache2, names="blocks.*.attn.pattern")
-    assert seen["blocks.0.attn.pattern"].shape == (2, 4, 1, 13)
+    run_with_cache(model, x[:, :12], state=cache2, names="blocks.*.attn.hook_pattern")
+    step, seen = run_with_cache(model, x[:, 12:13], state=cache2, names="blocks.*.attn.hook_pattern")
+    assert seen["blocks.0.attn.hook_pattern"].shape == (2, 4, 1, 13)
     torch.testing.assert_close(step.logits, full[:, 12:13], atol=1e-5, rtol=0)
 
 

@@ -126,7 +126,7 @@ def figures() -> dict[str, go.Figure]:
 def inside_figures() -> dict[str, go.Figure]:
     """labkit.inspect.inside_plots: the lens, surgery, long inputs and the timeline."""
     top = [[[["cat", "the"]] * 3] * 2][0]  # [L=2][T=3][k=2]
-    lens = Lens(["<eos>", "the", "cat"], ["blocks.0.resid_post", "blocks.1.resid_post"], [[[1, 2]] * 3] * 2, top,
+    lens = Lens(["<eos>", "the", "cat"], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], [[[1, 2]] * 3] * 2, top,
                 [[[0.6, 0.3]] * 3] * 2, np.log(np.full((2, 3), 0.5)), np.ones((2, 3), dtype=int), ["the", "cat", "sat"])
     effect = TokenEffect(TOKENS, [1, 2, 3, 4], np.zeros(4), np.array([-1.0, 0.5, 0.0, -0.2]), np.array([-1.0, 0.5, 0.0, -0.2]))
     stats = {"entropy": np.ones((2, 2)), "previous_token": np.full((2, 2), 0.5), "induction": np.eye(2)}

@@ -59,8 +59,8 @@ def test_a_snapshot_at_each_evaluation_holds_what_the_model_computes(tmp_path):
     from labkit.models.hooks import run_with_cache
 
     with torch.no_grad():
-        _, cache = run_with_cache(model, torch.tensor([sentence]), names="blocks.*.attn.pattern")
-    attention = cache.stack("attn.pattern")[:, 0].numpy()
+        _, cache = run_with_cache(model, torch.tensor([sentence]), names="blocks.*.attn.hook_pattern")
+    attention = cache.stack("attn.hook_pattern")[:, 0].numpy()
     np.testing.assert_allclose(last.attention, attention, atol=5e-4)  # stored to 3 decimals
     pool = [i for i in range(data.tokenizer.vocab_size) if i not in {data.tokenizer.eos_id, data.tokenizer.unk_id}]
     induction = induction_score(model, pool, 15, batch=4, prefix=[data.tokenizer.eos_id])
@@ -102,8 +102,8 @@ def test_resume_drops_the_snapshots_it_takes_again_and_reads_as_one_run(tmp_path
 
     with torch.no_grad():
         _, cache = run_with_cache(model, torch.tensor([choose_sentence(data.valid, data.tokenizer.eos_id, 32)]),
-                                  names="blocks.*.attn.pattern")
-    np.testing.assert_allclose(b[2].attention, cache.stack("attn.pattern")[:, 0].numpy(), atol=5e-4)
+                                  names="blocks.*.attn.hook_pattern")
+    np.testing.assert_allclose(b[2].attention, cache.stack("attn.hook_pattern")[:, 0].numpy(), atol=5e-4)
 
 
 def test_a_torn_or_damaged_timeline_reads_as_its_whole_snapshots(tmp_path):
