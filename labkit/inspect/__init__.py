@@ -11,11 +11,9 @@ The app, the notebooks and tests all call these; none of them holds this logic i
 from labkit.inspect.attention import (
     MAX_TOKENS,
     AttentionCapture,
-    EmptyInput,
     LongAttention,
     attention_change,
     capture_attention,
-    clean_text,
     head_stats,
     long_attention,
     sink_heads,
@@ -29,8 +27,8 @@ from labkit.inspect.context import (
 )
 from labkit.inspect.curves import X_AXES, RunCurves, ema, load_curves, run_curves
 from labkit.inspect.heads import induction_score, induction_scores, repeated_sequences
+from labkit.inspect.inputs import EmptyInput, clean_text
 from labkit.inspect.lens import Lens, logit_lens
-from labkit.inspect.predictions import language_model
 from labkit.inspect.probes import (
     agreement_accuracy,
     agreement_margins,
@@ -40,6 +38,7 @@ from labkit.inspect.probes import (
     word_copy_items,
 )
 from labkit.inspect.run_tables import config_diff, flatten, summary_row
+from labkit.inspect.running import language_model
 from labkit.inspect.saliency import SaliencyMap, gradient_x_input, occlusion, saliency
 from labkit.inspect.surgery import TokenEffect, ablate, head_importance, unit_importance
 from labkit.inspect.surprisal import Surprisal, compare_surprisal, surprisal_html, token_surprisal

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from labkit.errors import LabkitError
-from labkit.inspect.predictions import EmptyInput, clean_text, device_of, encode_text, eval_mode, language_model
+from labkit.inspect.inputs import EmptyInput, clean_text, encode_text
+from labkit.inspect.running import device_of, eval_mode, language_model
 from labkit.models.hooks import run_with_cache
 
 __all__ = ["MAX_TOKENS", "SINK_SHARE", "AttentionCapture", "EmptyInput", "attention_change", "capture_attention",

@@ -21,7 +21,7 @@ from torch import nn
 
 from labkit.data.batching import eval_windows
 from labkit.errors import LabkitError
-from labkit.inspect.predictions import require_lm, target_log_probs
+from labkit.inspect.running import require_lm, target_log_probs
 
 
 def window_losses(model: nn.Module, stream: torch.Tensor, block: int, *, batch_size: int = 16,

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from labkit.errors import LabkitError
-from labkit.inspect.predictions import check_fits, context_length, device_of, eval_mode, language_model
+from labkit.inspect.inputs import check_fits, context_length
+from labkit.inspect.running import device_of, eval_mode, language_model
 from labkit.models.hooks import run_with_cache
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from labkit.inspect.predictions import context_length, device_of, encode_text, eval_mode, require_lm
+from labkit.inspect.inputs import context_length, encode_text
+from labkit.inspect.running import device_of, eval_mode, require_lm
 from labkit.models.hooks import run_with_cache
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from labkit.data.synthetic import AgreementItem, SequenceItem
 from labkit.errors import LabkitError
-from labkit.inspect.predictions import batches, log_probs_at
+from labkit.inspect.inputs import batches
+from labkit.inspect.running import log_probs_at
 
 
 def _known(tokenizer: Any, ids: Sequence[int], what: str) -> None:

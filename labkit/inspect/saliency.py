@@ -34,14 +34,8 @@ from torch.nn import functional as F
 
 from labkit.errors import LabkitError
 from labkit.inspect.attention import MAX_TOKENS
-from labkit.inspect.predictions import (
-    device_of,
-    encode_text,
-    eval_mode,
-    log_probs_at,
-    require_lm,
-    target_log_probs,
-)
+from labkit.inspect.inputs import encode_text
+from labkit.inspect.running import device_of, eval_mode, log_probs_at, require_lm, target_log_probs
 from labkit.models.hooks import gradient_at
 
 METHODS = ("gradient", "occlusion")

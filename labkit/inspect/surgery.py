@@ -35,7 +35,8 @@ from torch import nn
 
 from labkit.data.batching import pad_batch
 from labkit.errors import LabkitError
-from labkit.inspect.predictions import context_length, encode_text, require_lm, target_log_probs
+from labkit.inspect.inputs import context_length, encode_text
+from labkit.inspect.running import require_lm, target_log_probs
 from labkit.models.hooks import HookFn, HookPoint, hooks, zero_head, zero_units
 
 MAX_ROWS = 256  # rows of one ablation batch (groups of texts, each with its own part removed)

@@ -24,7 +24,8 @@ from torch import nn
 
 from labkit.errors import LabkitError
 from labkit.inspect import style
-from labkit.inspect.predictions import context_length, encode_text, require_lm, target_log_probs
+from labkit.inspect.inputs import context_length, encode_text
+from labkit.inspect.running import require_lm, target_log_probs
 
 
 @dataclass

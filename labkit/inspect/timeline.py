@@ -29,8 +29,8 @@ from labkit.data.synthetic import agreement_items, copy_item, recall_item, seque
 from labkit.errors import LabkitError
 from labkit.inspect.attention import head_stats
 from labkit.inspect.heads import induction_score
-from labkit.inspect.predictions import device_of, eval_mode
 from labkit.inspect.probes import agreement_accuracy, copy_accuracy, overall
+from labkit.inspect.running import device_of, eval_mode
 from labkit.models.hooks import run_with_cache
 from labkit.runs.timeline import read_timeline_records
 

@@ -1,5 +1,6 @@
-"""What the analyses need from a model, whatever its family: the language model inside a run,
-its device and context limit, and next-token log-probabilities at chosen positions only.
+"""Running the model an analysis reads, whatever its family: the language model inside a run,
+its device, eval mode for the length of a block, and next-token log-probabilities at chosen
+positions only.
 
 Reading log-probabilities at a few positions (hidden states -> the model's output layer,
 `model.logits(hidden)`, for those rows only) matters for real vocabularies: full logits for 64
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,17 +18,7 @@ from torch.nn import functional as F
 
 from labkit.data.batching import pad_batch
 from labkit.errors import LabkitError
-
-
-class EmptyInput(LabkitError):
-    """There is nothing to run: the text holds no tokens."""
-
-
-def clean_text(text: Any) -> str:
-    """Text that every later step can encode: lone surrogates and NULs become U+FFFD."""
-    if not isinstance(text, str):
-        return ""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+from labkit.inspect.inputs import check_fits
 
 
 def family(model: nn.Module) -> str:
@@ -52,34 +42,6 @@ def require_lm(model: nn.Module, what: str) -> nn.Module:
 
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def context_length(model: nn.Module) -> int | None:
-    """A Transformer's context length; None for an RNN (it reads any length)."""
-    return getattr(getattr(model, "config", None), "context_length", None)
-
-
-def check_fits(model: nn.Module, n_tokens: int) -> None:
-    limit = context_length(model)
-    if limit is not None and n_tokens > limit:
-        raise LabkitError(f"{n_tokens} tokens do not fit the model's context of {limit}; use shorter inputs")
-
-
-def encode_text(model: nn.Module, tokenizer: Any, text: str, max_tokens: int | None = None,
-                why: str = "") -> tuple[list[int], int, list[str]]:
-    """(ids, total, notices): `text`'s ids, cut to `max_tokens` (for `why`) and to the model's
-    context; `total` counts them before the cut and a notice says so. Raises `EmptyInput`."""
-    ids = list(tokenizer.encode(clean_text(text)))
-    if not ids:
-        raise EmptyInput("the text has no tokens: type a sentence")
-    total = len(ids)
-    context = context_length(model)
-    limit = max(1, min(max_tokens or total, context or total))
-    notices = []
-    if total > limit:
-        reason = "the model's context length" if limit == context else why
-        notices.append(f"The input has {total:,} tokens; showing the first {limit} ({reason}).")
-    return ids[:limit], total, notices
 
 
 @contextlib.contextmanager
@@ -108,11 +70,6 @@ def log_probs_at(model: nn.Module, sequences: Sequence[Sequence[int]], positions
         picked = model.logits(hidden[rows.to(hidden.device), cols.to(hidden.device)])  # (N, V)
         flat = F.log_softmax(picked.float(), dim=-1).cpu()
     return list(flat.split([len(ps) for ps in positions]))
-
-
-def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def target_log_probs(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor, *,
