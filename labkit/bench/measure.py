@@ -1,23 +1,95 @@
-"""`labkit bench`'s measurements: peak memory (in a fresh process), training tokens/s in timed
-windows taken in turn, validation perplexity after a training budget, evaluation and generation speed."""
+"""What `labkit bench` measures: the machine (its matrix-multiply peak, the ceiling its FLOP/s are
+compared with, a description of it, peak memory), peak memory of each variant (in a fresh process:
+`python -m labkit.bench.measure REQUEST` is that child), training tokens/s in timed windows taken
+in turn, validation perplexity after a training budget, evaluation and generation speed."""
 
 from __future__ import annotations
 
 import gc
 import json
 import math
+import os
+import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from labkit.bench.machine import PeakMemory, rss_mb
 from labkit.bench.variants import PROMPT, BenchConfig, Recipe, Variant, load_data, recipe_for, say
-from labkit.device import pick_device, sync, training_memory
+from labkit.device import cpu_has_bf16, matmul_peak, pick_device, sync, training_memory
 from labkit.errors import LabkitError
 from labkit.models import build_model, config_from_dict
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+                            "threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(),
+                            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["processor"] = line.split(":", 1)[1].strip()
+                break
+        info["load_1min_start"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    info["matmul_peak_fp32"] = matmul_peak(device, torch.float32)
+    info["matmul_peak_bf16"] = matmul_peak(device, torch.bfloat16)
+    return info
+
+
+class PeakMemory:
+    """Peak resident memory of this process over a stretch of code. On Linux the kernel's
+    high-water mark is reset first (/proc/self/clear_refs), so each variant gets its own peak;
+    on CUDA the allocator's peak is read too."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self.resettable = True
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.resettable = False
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.rss_mb = rss_peak_mb()
+        self.cuda_mb = (torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None)
+
+
+def rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
+def rss_peak_mb() -> float | None:
+    peak = _status_mb("VmHWM")
+    if peak is None:
+        import resource
+
+        scale = 1 if platform.system() == "Darwin" else 1024  # bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    return peak
+
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def probe_memory(config: BenchConfig, family: str, name: str, steps: int = 5) -> dict[str, Any]:
@@ -47,7 +119,7 @@ def measure_memory(config: BenchConfig, family: str, name: str) -> dict[str, Any
     import sys
 
     payload = json.dumps({"config": asdict(config) | {"progress": False}, "family": family, "name": name})
-    done = subprocess.run([sys.executable, "-m", "labkit.bench.memory", payload], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "labkit.bench.measure", payload], capture_output=True, text=True,
                           timeout=1800)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -136,3 +208,16 @@ def measure_generation(recipe: Recipe, vocab_size: int, tokenizer: Any, config: 
         result["same_text"] = [t.id for t in plain.tokens] == [t.id for t in cached.tokens]
         result["speedup"] = cached.tokens_per_second / plain.tokens_per_second
     return result
+
+
+def child(argv: list[str]) -> None:
+    """The memory child: one variant's peak memory, printed as JSON (see measure_memory)."""
+    request = json.loads(argv[0])
+    config = request["config"]
+    for key in ("families", "variants", "budget_variants"):
+        config[key] = tuple(config[key])
+    print(json.dumps(probe_memory(BenchConfig(**config), request["family"], request["name"])))
+
+
+if __name__ == "__main__":
+    child(sys.argv[1:])

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from labkit.bench.names import FAMILIES, SIZES, VARIANTS
+from labkit.bench import FAMILIES, SIZES, VARIANTS
 from labkit.bench.reference import ReferenceTrainer, build_reference, load_labkit_weights
 from labkit.data.lm import DataConfig, LMData, load_lm_data
 from labkit.device import pick_device, sync

@@ -10,7 +10,7 @@ from labkit.cli.common import SEED, HelpFormatter, bounded, duration, names_list
 
 
 def add_bench(sub: Any) -> None:
-    from labkit.bench.names import FAMILIES, SIZES, VARIANTS
+    from labkit.bench import FAMILIES, SIZES, VARIANTS
 
     p = sub.add_parser("bench", help="training speed: labkit against a plain reference, side by side",
                        formatter_class=HelpFormatter, description=(
@@ -52,8 +52,7 @@ def add_bench(sub: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from labkit.atomic import check_writable
-    from labkit.bench.report import table, write_result
-    from labkit.bench.run import run
+    from labkit.bench.run import run, table, write_result
     from labkit.bench.variants import BenchConfig
     from labkit.device import pick_device
 

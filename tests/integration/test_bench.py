@@ -18,7 +18,7 @@ import torch
 
 from labkit.bench.measure import time_to
 from labkit.bench.reference import ReferenceTrainer, build_reference, load_labkit_weights
-from labkit.bench.report import table
+from labkit.bench.run import table
 from labkit.bench.variants import BenchConfig
 from labkit.device import cpu_has_bf16, denormals_flushed, resolve_precision
 from labkit.errors import LabkitError
