@@ -4,13 +4,19 @@ Pages call labkit for everything else; nothing here knows about models.
 One server holds a classroom: what is read from runs is shared by every session and kept while the
 files it came from stay the same (keyed by run and the files' modification stamps), in caches of a
 fixed size, so the server's memory does not grow with the number of sessions: the run list, the
-models (`load`), and analyses of a model (`analysis`). A shared model is used by one session at a
-time (`models_in_use`): hooks that one session puts on it to read its attention would otherwise
-also fire in another session's forward pass and mix their tensors."""
+models (`load`), and analyses of a model (`analysis`: twenty students on one run and one sentence
+cost one computation). The weights are loaded once; each script run gets its own module tree over
+them (labkit.models.own_modules), so the hooks one session puts on a model to read its attention
+never fire in another's, and no session waits for another's page. Computations take a slot of
+the server's cores (`GATE`); a session that has to wait is shown its place in the queue.
+
+The runs folder: with `labkit app --class` it is the server's, fixed (no folder box); otherwise the
+folder box accepts folders under the one the app was started in, or under `--runs-dir`."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import re
@@ -23,6 +29,7 @@ import streamlit as st
 
 from labkit.errors import LabkitError
 from labkit.inspect import quality
+from labkit.models import own_modules
 from labkit.runs import (
     LoadedRun,
     RunDir,
@@ -82,18 +89,68 @@ def serve_here_only() -> None:
         st.stop()
 
 
+STARTED_IN = Path.cwd().resolve()  # the folder the app was started in
+
+
+def class_mode() -> bool:
+    """`labkit app --class`: one runs folder for everyone, the server's (no folder box)."""
+    return os.environ.get("LABKIT_CLASS") == "1"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LABKIT_RUNS") or "runs").expanduser()
+
+
+def allowed_bases() -> list[Path]:
+    """The folders a runs folder may lie under: the one the app was started in, and --runs-dir."""
+    bases = [STARTED_IN]
+    if os.environ.get("LABKIT_RUNS"):
+        bases.append(Path(os.environ["LABKIT_RUNS"]).expanduser().resolve())
+    return bases
+
+
+def refusal(folder: str) -> str | None:
+    """Why `folder` cannot be the runs folder (one line), or None when it can: it must lie under
+    the folder the app was started in or under --runs-dir, after `..` and symbolic links are
+    followed. (An app opened to a class must not list or write the server's other folders.)"""
+    if not folder.strip():
+        return "the runs folder is empty: type a folder"
+    if "\x00" in folder:
+        return "the runs folder has a NUL character in it"
+    try:
+        path = (STARTED_IN / Path(folder).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long
+        return f"`{folder}` cannot be read as a folder ({e})"
+    if any(path == base or path.is_relative_to(base) for base in allowed_bases()):
+        return None
+    return (f"`{folder}` is outside the folder the app was started in ({STARTED_IN}); to open it, start "
+            f"the app with `labkit app --runs-dir {folder}`")
+
+
 def sidebar() -> None:
-    """The runs-folder picker, shown on every page (main.py calls it before the page)."""
+    """The runs-folder picker, shown on every page (main.py calls it before the page); in class
+    mode the server's folder, fixed."""
+    if class_mode():
+        st.session_state[ROOT_KEY] = str(default_root())
+        st.sidebar.caption(f"Runs: `{md_escape(str(default_root()))}` (class mode)")
+        return
     # Kept under a plain key too: Streamlit may drop a widget's own state when pages switch.
-    value = st.session_state.setdefault(ROOT_KEY, os.environ.get("LABKIT_RUNS", "runs"))
-    st.session_state[ROOT_KEY] = st.sidebar.text_input(
+    value = st.session_state.setdefault(ROOT_KEY, str(default_root()))
+    typed = st.sidebar.text_input(
         "Runs folder", value=value, key="runs_root_input",
         help="Every folder in it is read as a run directory (relative paths are relative to where "
-             "you started the app).")
+             "you started the app, and must stay under it or under --runs-dir).")
+    problem = refusal(typed) if typed != value else None  # what the app or a test set is not checked
+    if problem:
+        st.sidebar.error(f"Not opened: {problem}. Still showing `{md_escape(value)}`.")
+    else:
+        st.session_state[ROOT_KEY] = typed
 
 
 def root() -> Path:
-    return Path(str(st.session_state.get(ROOT_KEY) or "runs")).expanduser()
+    if class_mode():
+        return default_root()
+    return Path(str(st.session_state.get(ROOT_KEY) or default_root())).expanduser()
 
 
 def runs() -> list[RunInfo]:
@@ -179,7 +236,8 @@ stamp = weights_stamp  # (mtime, size) of a run's weights: what cached results a
 @st.cache_data(max_entries=64, show_spinner="Computing...")
 def _analysis(name: str, path: str, weights: tuple[int, int], args: tuple, _fn: Callable[..., Any],
               _run: LoadedRun) -> Any:
-    return _fn(_run, *args)
+    with computing():
+        return _fn(_run, *args)
 
 
 def analysis(fn: Callable[..., Any], info: RunInfo, *args: Any) -> Any:
@@ -202,36 +260,90 @@ def load(info: RunInfo) -> LoadedRun | None:
     return loaded
 
 
-MODELS = threading.RLock()  # held by the session whose script run uses a shared model
-_held = threading.local()
+class Gate:
+    """`slots` computations at a time, the rest waiting in the order they came: a request's place
+    in the line is what a waiting page shows. (Not a lock around a page: only the computing waits;
+    cached results, figures and text do not.)"""
+
+    def __init__(self, slots: int):
+        self.slots = max(1, slots)
+        self.running = 0
+        self.line: list[object] = []  # waiting requests, first come first
+        self.cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def slot(self, waiting: Callable[[int], None] = lambda ahead: None) -> Iterator[None]:
+        """Within the block, one of the slots. While there is none, `waiting(requests ahead)` is
+        called (outside the gate's lock) each time that number changes, and `waiting(-1)` once the
+        wait is over (clear the message)."""
+        me = object()
+        shown = None
+        with self.cond:
+            self.line.append(me)
+        try:
+            while True:
+                with self.cond:
+                    ahead = self.line.index(me) + max(0, self.running - self.slots + 1)
+                    if self.running < self.slots and self.line[0] is me:
+                        self.line.pop(0)
+                        self.running += 1
+                        break
+                if ahead != shown:
+                    waiting(ahead)
+                    shown = ahead
+                with self.cond:
+                    self.cond.wait(timeout=0.25)
+        except BaseException:  # the page was left (a rerun, a stop): out of the line
+            with self.cond:
+                if me in self.line:
+                    self.line.remove(me)
+                self.cond.notify_all()
+            raise
+        if shown is not None:
+            waiting(-1)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.running -= 1
+                self.cond.notify_all()
+
+
+def slots_here() -> int:
+    """How many computations the server runs at once: its cores over torch's threads per
+    computation (LABKIT_APP_SLOTS overrides); `labkit app --class` gives each one thread."""
+    if os.environ.get("LABKIT_APP_SLOTS", "").isdigit():
+        return int(os.environ["LABKIT_APP_SLOTS"])
+    import torch
+
+    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+
+
+GATE = Gate(slots_here())
 
 
 @contextlib.contextmanager
-def models_in_use() -> Iterator[None]:
-    """Around a page's script run: a model loaded in it (`load`, `try_load`) is the session's alone
-    until the run ends (a rerun or a stop included); a page that loads none never waits."""
-    _held.count = 0
-    try:
+def computing() -> Iterator[None]:
+    """A slot of the server for a computation, with the session's place in the line on the page
+    while it waits (and nothing left on the page after)."""
+    note = st.empty()
+
+    def waiting(ahead: int) -> None:
+        if ahead < 0:
+            note.empty()
+        else:
+            note.info(f"Waiting for the server: {ahead} request{'s' if ahead != 1 else ''} ahead of yours.",
+                      icon=":material/hourglass_top:")
+
+    with GATE.slot(waiting):
         yield
-    finally:
-        for _ in range(getattr(_held, "count", 0)):
-            MODELS.release()
-        _held.count = 0
-
-
-def _use_models() -> None:
-    """Wait for the shared models, once per script run (one lock for all: no two sessions can hold
-    one model each and wait for the other's)."""
-    if hasattr(_held, "count") and not _held.count:
-        MODELS.acquire()
-        _held.count = 1
 
 
 def try_load(info: RunInfo) -> tuple[LoadedRun | None, str | None]:
     """(the loaded run, None), or (None, why it cannot be loaded) for a page that keeps the message."""
-    _use_models()
     try:
-        return _load(str(info.path), stamp(info)), None
+        shared = _load(str(info.path), stamp(info))
+        return dataclasses.replace(shared, model=own_modules(shared.model)), None
     except FileNotFoundError:
         return None, (f"**{info.path.name}** has no saved weights (yet): it may still be starting, or "
                       "it was deleted. Pick another run.")

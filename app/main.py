@@ -21,5 +21,4 @@ page = st.navigation(PAGES)
 common.sidebar()
 ui.export_choice()
 st.sidebar.caption(f"labkit {__version__}: pretrain and fine-tune RNN and Transformer language models")
-with common.models_in_use():  # a shared model serves one session at a time
-    page.run()
+page.run()

@@ -44,6 +44,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     command = streamlit_command(args)
     if args.runs_dir:  # the app's default runs folder
         os.environ["LABKIT_RUNS"] = str(Path(args.runs_dir).expanduser().resolve())
+    if args.class_mode:  # one runs folder for everyone, fixed; one thread per computation, one per core at once
+        os.environ["LABKIT_CLASS"] = "1"
+        os.environ["LABKIT_RUNS"] = str(Path(os.environ.get("LABKIT_RUNS") or "runs").expanduser().resolve())
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"labkit app: http://127.0.0.1:{args.port} (runs: {os.environ.get('LABKIT_RUNS', 'runs')})",
           file=sys.stderr, flush=True)
     os.execv(command[0], command)
@@ -57,8 +61,12 @@ def add_app(sub: Any) -> None:
                            "with Streamlit's usage\nstatistics off. Other options are passed on to "
                            "`streamlit run` (see streamlit run --help)."),
                        epilog="examples:\n  labkit app\n  labkit app --port 8600 --runs-dir ~/experiments\n"
+                              "  labkit app --class --runs-dir ~/course-runs --server.address 0.0.0.0\n"
                               "  labkit app --theme.base dark")
     p.add_argument("--port", type=bounded(int, 1, 65535), default=8501, metavar="N", help="the port to listen on")
     p.add_argument("--runs-dir", metavar="DIR", help="the runs folder the app opens (default: $LABKIT_RUNS, "
-                   "else ./runs)")
+                   "else ./runs); the folder box accepts folders under it or under the folder the app starts in")
+    p.add_argument("--class", dest="class_mode", action="store_true",
+                   help="class mode: every session sees the runs folder, fixed (no folder box); the demo button "
+                        "is off and trainings go to one queue (the Train page); one thread per computation")
     p.set_defaults(func=cmd_app, passed_on=[])

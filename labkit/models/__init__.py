@@ -21,6 +21,7 @@ from labkit.models.hooks import ActivationCache, HookPoint, hook_points, hooks, 
 from labkit.models.output import LMOutput
 from labkit.models.rnn import CELLS, RNNLM, RNNConfig
 from labkit.models.transformer import KVCache, TransformerConfig, TransformerLM
+from labkit.models.view import own_modules
 
 ModelConfig = RNNConfig | TransformerConfig
 FAMILIES: dict[str, tuple[type, type]] = {
@@ -32,7 +33,7 @@ FAMILIES: dict[str, tuple[type, type]] = {
 
 __all__ = ["CELLS", "FAMILIES", "ActivationCache", "BagOfWords", "BagOfWordsConfig", "ClassifierConfig", "HookPoint", "KVCache",
            "LMOutput", "ModelConfig", "RNNConfig", "RNNLM", "SequenceClassifier", "TransformerConfig", "TransformerLM",
-           "build_model", "config_from_dict", "count_parameters", "hook_points", "hooks", "run_with_cache"]
+           "build_model", "config_from_dict", "count_parameters", "hook_points", "hooks", "own_modules", "run_with_cache"]
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
