@@ -130,7 +130,7 @@ class Server:
     from a scratch folder (no .streamlit/ found), with `labkit app`'s settings; or one at `url`."""
 
     def __init__(self, label: str, root: Path | None = None, app_dir: Path = REPO, url: str | None = None,
-                 pid: int | None = None, log_dir: Path | None = None):
+                 pid: int | None = None, log_dir: Path | None = None, class_mode: bool = False):
         self.label, self.process, self.log = label, None, None
         if url:
             self.url = url.rstrip("/")
@@ -144,8 +144,12 @@ class Server:
             script = app_dir.resolve() / "app" / "main.py"
             if not script.is_file():
                 raise SystemExit(f"no app in {app_dir}: {script} is missing")
+            settings = [*LOCAL_ONLY, "--server.port", str(port)]
+            if class_mode:  # what `labkit app --class` sets
+                env |= {"LABKIT_CLASS": "1", "OMP_NUM_THREADS": "1"}
+                settings += ["--server.fileWatcherType", "none"]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(script), *LOCAL_ONLY, "--server.port", str(port)],
+                [sys.executable, "-m", "streamlit", "run", str(script), *settings],
                 cwd=scratch, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
             self.url = f"http://127.0.0.1:{port}"
             pid = self.process.pid
@@ -682,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for its memory")
     parser.add_argument("--browser", action="store_true",
                         help="the smoke check: Playwright sessions in Chromium instead of protocol clients")
+    parser.add_argument("--class-mode", action="store_true",
+                        help="serve this checkout as `labkit app --class` does (one thread per computation, a fixed "
+                             "runs folder, no file watcher); --compare's server keeps its defaults")
     parser.add_argument("--no-warm-up", action="store_true", help="skip the one warm-up session per server")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
@@ -696,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             servers.append(Server("server", url=args.url, pid=args.pid))
         else:
-            servers.append(Server("after" if args.compare else "server", args.root, args.app_dir))
+            servers.append(Server("after" if args.compare else "server", args.root, args.app_dir,
+                                  class_mode=args.class_mode))
             if args.compare:
                 servers.append(Server("before", args.root, args.compare))
         tallies = {s.label: Tally(s) for s in servers}

@@ -34,9 +34,11 @@ def app_script() -> Path:
 
 def streamlit_command(args: argparse.Namespace) -> list[str]:
     """The command that serves the app: the local-only settings, the port, then what was passed on
-    (which may change a setting on purpose: --server.address 0.0.0.0 serves a classroom)."""
+    (which may change a setting on purpose: --server.address 0.0.0.0 serves a classroom). In class
+    mode no file watcher: an edit to labkit's files must not reload its modules under a class."""
     passed = [a for a in args.passed_on if a != "--"]
-    return [sys.executable, "-m", "streamlit", "run", str(app_script()), *LOCAL_ONLY,
+    watcher = ("--server.fileWatcherType", "none") if getattr(args, "class_mode", False) else ()
+    return [sys.executable, "-m", "streamlit", "run", str(app_script()), *LOCAL_ONLY, *watcher,
             "--server.port", str(args.port), *passed]
 
 
