@@ -90,7 +90,8 @@ def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[
     stages = {}
     for arm in sorted({CONDITIONS[c][0] for c in conditions} - {None}):
         started = time.perf_counter()
-        stages[arm] = cached_stage(body, recipe.replace(**ARMS[arm]), root / f"{body.name}-lm-{arm.replace(' ', '_')}")
+        folder = root / f"{body.name}-lm-{arm.replace(' ', '_')}" / f"{lm_steps}-steps"
+        stages[arm] = cached_stage(body, recipe.replace(**ARMS[arm]), folder)
         if stages[arm].info.get("cached"):
             continue
         print(json.dumps({"body": body.name, "lm_stage": arm, **stages[arm].info,
