@@ -118,7 +118,8 @@ def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[
                        "predicted": [sum(r[j] for r in card["confusion_matrix"]) for j in range(2)],
                        "steps": card.get("steps"), "training_s": card.get("wall_time_s"),
                        "seconds": time.perf_counter() - started, "load": [load, os.getloadavg()[0]],
-                       "oov_rate": card.get("oov_rate"), "vocab_added": card.get("vocab_added")}
+                       "oov_rate": card.get("oov_rate"), "vocab_added": card.get("vocab_added"),
+                       "lm_steps": card.get("lm_steps")}
                 print(json.dumps(row), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
