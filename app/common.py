@@ -8,20 +8,18 @@ models (`load`), and analyses of a model (`analysis`: twenty students on one run
 cost one computation). The weights are loaded once; each script run gets its own module tree over
 them (labkit.models.own_modules), so the hooks one session puts on a model to read its attention
 never fire in another's, and no session waits for another's page. Computations take a slot of
-the server's cores (`GATE`); a session that has to wait is shown its place in the queue.
+the server's cores (panels/gate.py); a session that has to wait is shown its place in the line.
 
 The runs folder: with `labkit app --class` it is the server's, fixed (no folder box); otherwise the
 folder box accepts folders under the one the app was started in, or under `--runs-dir`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ from labkit.runs import (
     run_status,
     weights_stamp,
 )
+
+from panels.gate import computing
 
 REFRESH_S = 2.0  # how often a page showing a live run re-reads it
 ROOT_KEY = "runs_root"
@@ -258,85 +258,6 @@ def load(info: RunInfo) -> LoadedRun | None:
     if problem:
         st.error(problem)
     return loaded
-
-
-class Gate:
-    """`slots` computations at a time, the rest waiting in the order they came: a request's place
-    in the line is what a waiting page shows. (Not a lock around a page: only the computing waits;
-    cached results, figures and text do not.)"""
-
-    def __init__(self, slots: int):
-        self.slots = max(1, slots)
-        self.running = 0
-        self.line: list[object] = []  # waiting requests, first come first
-        self.cond = threading.Condition()
-
-    @contextlib.contextmanager
-    def slot(self, waiting: Callable[[int], None] = lambda ahead: None) -> Iterator[None]:
-        """Within the block, one of the slots. While there is none, `waiting(requests ahead)` is
-        called (outside the gate's lock) each time that number changes, and `waiting(-1)` once the
-        wait is over (clear the message)."""
-        me = object()
-        shown = None
-        with self.cond:
-            self.line.append(me)
-        try:
-            while True:
-                with self.cond:
-                    ahead = self.line.index(me) + max(0, self.running - self.slots + 1)
-                    if self.running < self.slots and self.line[0] is me:
-                        self.line.pop(0)
-                        self.running += 1
-                        break
-                if ahead != shown:
-                    waiting(ahead)
-                    shown = ahead
-                with self.cond:
-                    self.cond.wait(timeout=0.25)
-        except BaseException:  # the page was left (a rerun, a stop): out of the line
-            with self.cond:
-                if me in self.line:
-                    self.line.remove(me)
-                self.cond.notify_all()
-            raise
-        if shown is not None:
-            waiting(-1)
-        try:
-            yield
-        finally:
-            with self.cond:
-                self.running -= 1
-                self.cond.notify_all()
-
-
-def slots_here() -> int:
-    """How many computations the server runs at once: its cores over torch's threads per
-    computation (LABKIT_APP_SLOTS overrides); `labkit app --class` gives each one thread."""
-    if os.environ.get("LABKIT_APP_SLOTS", "").isdigit():
-        return int(os.environ["LABKIT_APP_SLOTS"])
-    import torch
-
-    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
-
-
-GATE = Gate(slots_here())
-
-
-@contextlib.contextmanager
-def computing() -> Iterator[None]:
-    """A slot of the server for a computation, with the session's place in the line on the page
-    while it waits (and nothing left on the page after)."""
-    note = st.empty()
-
-    def waiting(ahead: int) -> None:
-        if ahead < 0:
-            note.empty()
-        else:
-            note.info(f"Waiting for the server: {ahead} request{'s' if ahead != 1 else ''} ahead of yours.",
-                      icon=":material/hourglass_top:")
-
-    with GATE.slot(waiting):
-        yield
 
 
 def try_load(info: RunInfo) -> tuple[LoadedRun | None, str | None]:

@@ -1,4 +1,4 @@
-"""The app's compute gate (app/common.py `Gate`): `slots` computations at once, the rest served
+"""The app's compute gate (app/panels/gate.py `Gate`): `slots` computations at once, the rest served
 first come first served, each told how many requests are ahead of it whenever that changes, and a
 request that leaves while waiting (its page was left) taken out of the line. Real threads."""
 
@@ -10,8 +10,15 @@ import time
 import pytest
 
 
-def test_requests_wait_in_order_and_are_told_their_place(common):
-    gate = common.Gate(1)
+@pytest.fixture()
+def Gate(common):  # noqa: N802 (the class under test)
+    from panels.gate import Gate
+
+    return Gate
+
+
+def test_requests_wait_in_order_and_are_told_their_place(Gate):  # noqa: N803
+    gate = Gate(1)
     told: dict[str, list[int]] = {"b": [], "c": []}
     order: list[str] = []
     release = threading.Event()
@@ -46,8 +53,8 @@ def test_requests_wait_in_order_and_are_told_their_place(common):
     assert gate.running == 0 and gate.line == []
 
 
-def test_two_slots_serve_two_at_once_and_a_request_that_leaves_frees_its_place(common):
-    gate = common.Gate(2)
+def test_two_slots_serve_two_at_once_and_a_request_that_leaves_frees_its_place(Gate):  # noqa: N803
+    gate = Gate(2)
     inside = threading.Barrier(3, timeout=10)
 
     def hold() -> None:
