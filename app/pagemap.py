@@ -4,6 +4,8 @@ navigation from it, the Start page its map of the lab."""
 PAGES = [  # (file, title, what it teaches); the first is the default page
     ("views/start.py", "Start", "what labkit is, and a path through the pages told with your own runs"),
     ("views/runs.py", "Runs", "every run, its status, results card and config; the demo models for a fresh start"),
+    ("views/train.py", "Train", "start a pretraining or a fine-tuning run from the browser and watch its loss curve; "
+                                "stop it with a checkpoint and resume it; one run at a time per server, the rest in line"),
     ("views/curves.py", "Loss curves", "how the loss falls while a model trains, by step, tokens or time"),
     ("views/learn.py", "Watch it learn", "a Transformer's heads at each evaluation of one run: the step a copying "
                                          "(induction) head forms, beside the loss curve"),

@@ -167,7 +167,7 @@ class Trainer(Checkpoints):
     def _fit(self) -> dict[str, Any]:
         c = self.config
         # SIGINT / SIGTERM: finish the current step, save a checkpoint, stop cleanly.
-        signals = StopSignals(lambda signum: setattr(self, "_stop_signal", signum))
+        signals = StopSignals(self.request_stop)
         if self.writes:
             self.run.remove_stale_files()  # what a killed run left half-written
         self._clock_from = time.monotonic()
@@ -215,6 +215,12 @@ class Trainer(Checkpoints):
             signals.restore()
         self.stopped_by = self.stopped_by or ("max steps" if self.step >= c.max_steps else "patience")
         return self._finish()
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop as Ctrl-C does (a signal calls this): the current step finishes, a checkpoint is
+        saved and fit() raises TrainingStopped with `signum`. Safe from another thread: a server's
+        Stop button (labkit.train.queue) stops a run that trains in one of its threads."""
+        self._stop_signal = signum
 
     def _agree(self) -> int | None:
         """Processes of a distributed run agree once per step on the clock (the slowest one's,
