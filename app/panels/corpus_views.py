@@ -18,7 +18,7 @@ from labkit.inspect.compare_plots import frequency_figure, position_loss_figure,
 from labkit.runs import LoadedRun, RunInfo
 
 import common
-from panels import corpus, ui
+from panels import corpus, share, ui
 
 DISTANCES = (0, 2, 4, 6, 8, 10, 12)  # words between the subject and its verb
 MAX_WINDOWS = 64  # windows read for the loss by position and frequency: enough for a smooth curve, fast on a CPU
@@ -144,8 +144,9 @@ def frequency_section(pair: Pair) -> None:
 
 
 def agreement_section(pair: Pair) -> None:
-    per_distance = st.select_slider("Test sentences per distance", options=[10, 20, 50, 100, 200], value=20,
-                                    key="cmp_agreement_n")
+    sizes = [10, 20, 50, 100, 200]
+    per_distance = st.select_slider("Test sentences per distance", options=sizes, key="cmp_agreement_n",
+                                    value=share.shared("sentences", "cmp_agreement_n", 20, share.choice(sizes)))
     tables, example = {}, ""
     for n, r in pair.runs.items():
         try:

@@ -15,7 +15,8 @@ from labkit.inspect.compare_plots import attention_difference_figure
 from labkit.runs import RunInfo, run_kind
 
 import common
-from panels import figures, ui
+from panels import figures, share, ui
+from panels.surgery import head_code
 
 
 def fine_tuned_from(info: RunInfo, infos: list[RunInfo]) -> list[RunInfo]:
@@ -35,7 +36,7 @@ def panel(info: RunInfo, before: AttentionCapture, text: str, all_infos: list[Ru
                 "heads then show here beside the pretrained ones.")
         return
     by_name = {i.path.name: i for i in runs}
-    name = ui.pick_run("Fine-tuned run", list(by_name), f"{key}_run")
+    name = ui.pick_run("Fine-tuned run", list(by_name), f"{key}_run", param="ft_run")
     if name is None:
         return
     loaded = common.load(by_name[name])
@@ -53,7 +54,8 @@ def panel(info: RunInfo, before: AttentionCapture, text: str, all_infos: list[Ru
                                  title="how much each head's attention changed"), f"{key}_change")
     order = np.argsort(-change, axis=None)
     options = [(int(i // H), int(i % H)) for i in order]
-    layer, head = st.selectbox("Head", options, key=f"{key}_head::{name}",
+    first = share.shared("ft_head", f"{key}_head::{name}", options[0], share.choice(options, list(map(head_code, options))))
+    layer, head = st.selectbox("Head", options, key=f"{key}_head::{name}", index=options.index(first),
                                format_func=lambda o: f"layer {o[0]}, head {o[1]} (changed {change[o]:.2f})")
     ui.chart(attention_difference_figure(before.attention[layer, head], after.attention[layer, head], before.tokens,
                                          title=f"layer {layer}, head {head}: before and after fine-tuning"),

@@ -14,7 +14,7 @@ from labkit.inspect.attention import LongAttention, long_attention
 from labkit.runs import LoadedRun, RunInfo
 
 import common
-from panels import corpus, ui
+from panels import corpus, share, ui
 
 SOURCES = ("the run's validation text", "the sentence above")
 
@@ -30,10 +30,15 @@ def measure(_run: LoadedRun, path: str, stamp: tuple[int, int], text: str, token
 def panel(info: RunInfo, run: LoadedRun, sentence: str, key: str) -> None:
     config = run.model.config
     c1, c2, c3, c4 = st.columns(4)
-    source = c1.radio("Text", SOURCES, key=f"{key}_source")
-    tokens = c2.select_slider("Tokens (at most)", [128, 256, 512, 1024], value=1024, key=f"{key}_tokens")
-    layer = c3.selectbox("Layer", list(range(config.n_layers)), index=config.n_layers - 1, key=f"{key}_layer")
-    head = c4.selectbox("Head", [None, *range(config.n_heads)], key=f"{key}_head",
+    sizes, layers, heads = [128, 256, 512, 1024], list(range(config.n_layers)), [None, *range(config.n_heads)]
+    first = share.shared("long_text", f"{key}_source", SOURCES[0], share.choice(SOURCES, ["validation", "sentence"]))
+    source = c1.radio("Text", SOURCES, index=SOURCES.index(first), key=f"{key}_source")
+    tokens = c2.select_slider("Tokens (at most)", sizes, key=f"{key}_tokens",
+                              value=share.shared("long_tokens", f"{key}_tokens", 1024, share.choice(sizes)))
+    first = share.shared("long_layer", f"{key}_layer", layers[-1], share.choice(layers))
+    layer = c3.selectbox("Layer", layers, index=first, key=f"{key}_layer")
+    first = share.shared("long_head", f"{key}_head", None, share.choice(heads, ["mean", *map(str, heads[1:])]))
+    head = c4.selectbox("Head", heads, index=heads.index(first), key=f"{key}_head",
                         format_func=lambda h: "mean of the heads" if h is None else f"head {h}")
     try:
         text = corpus.opening(info, 2 * tokens) if source == SOURCES[0] else sentence

@@ -17,7 +17,7 @@ from labkit.inspect.surgery import ablate, head_importance, unit_importance
 from labkit.runs import LoadedRun, RunInfo
 
 import common
-from panels import ui
+from panels import share, ui
 
 
 @st.cache_data(max_entries=16, show_spinner="Ranking the heads (each one switched off in turn)...")
@@ -34,15 +34,22 @@ def head_name(head: tuple[int, int]) -> str:
     return f"L{head[0]} H{head[1]}"
 
 
-def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: str, *, narrow: bool = False) -> None:
+def head_code(head: tuple[int, int]) -> str:
+    """A head as a page's link writes it: L1H2."""
+    return f"L{head[0]}H{head[1]}"
+
+
+def panel(info: RunInfo, run: LoadedRun, text: str, texts: Sequence[str], key: str, *, narrow: bool = False,
+          share_as: str = "") -> None:
     """The surgery view of one run on `text`; `texts` (the sentence and the examples) for the ranking.
-    `narrow`: the view sits in a column (Compare): its controls go above its charts, not beside them."""
+    `narrow`: the view sits in a column (Compare): its controls go above its charts, not beside them.
+    `share_as`: what the names of its controls in the page's link start with (panels.share)."""
     texts = tuple(dict.fromkeys(t for t in (text, *texts) if t.strip()))
     try:
         if run.model.carries_state:
-            cut, what = rnn_controls(info, run, texts, key, narrow)
+            cut, what = rnn_controls(info, run, texts, key, narrow, share_as)
         else:
-            cut, what = transformer_controls(info, run, texts, key, narrow)
+            cut, what = transformer_controls(info, run, texts, key, narrow, share_as)
         if not any(cut.values()):
             st.caption("Pick something to switch off.")
             return
@@ -71,13 +78,15 @@ def sides(narrow: bool) -> tuple:
 
 
 def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str,
-                         narrow: bool) -> tuple[dict, str]:
+                         narrow: bool, share_as: str = "") -> tuple[dict, str]:
     config = run.model.config
     ranking = ranked_heads(run, str(info.path), common.stamp(info), texts)
     left, right = sides(narrow)
     options = [(layer, head) for layer in range(config.n_layers) for head in range(config.n_heads)]
     top = (ranking[0]["layer"], ranking[0]["head"])
-    heads = left.multiselect("Heads to switch off", options, default=[top], format_func=head_name,
+    default = share.shared(f"{share_as}heads", f"{key}_heads", [top],
+                           share.choices(options, [head_code(o) for o in options]))
+    heads = left.multiselect("Heads to switch off", options, default=default, format_func=head_name,
                              key=f"{key}_heads", help="Each head's output is set to zero: it adds nothing to the "
                                                       "residual stream. The default is the head whose removal costs most.")
     with right:
@@ -89,20 +98,30 @@ def transformer_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], 
     return {"heads": heads}, ", ".join(map(head_name, heads)) or "nothing"
 
 
-def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str, narrow: bool) -> tuple[dict, str]:
+WHAT = ["units of its hidden state", "the whole layer's state"]
+
+
+def rnn_controls(info: RunInfo, run: LoadedRun, texts: tuple[str, ...], key: str, narrow: bool,
+                 share_as: str = "") -> tuple[dict, str]:
     config = run.model.config
     left, right = sides(narrow)
     layer = 0
     if config.n_layers > 1:
-        layer = left.selectbox("Layer", list(range(config.n_layers)), key=f"{key}_layer")
-    whole = left.radio("Switch off", ["units of its hidden state", "the whole layer's state"], key=f"{key}_what",
+        layers = list(range(config.n_layers))
+        layer = left.selectbox("Layer", layers, key=f"{key}_layer",
+                               index=share.shared(f"{share_as}layer", f"{key}_layer", 0, share.choice(layers)))
+    what = share.shared(f"{share_as}off", f"{key}_what", WHAT[0], share.choice(WHAT, ["units", "layer"]))
+    whole = left.radio("Switch off", WHAT, index=WHAT.index(what), key=f"{key}_what",
                        help="A unit's h_t is set to zero at every step, so the recurrence reads the zero too and "
-                            "later predictions feel it.") != "units of its hidden state"
+                            "later predictions feel it.") != WHAT[0]
     if whole:
         return {"layers": [layer]}, f"layer {layer}'s state"
     ranking = ranked_units(run, str(info.path), common.stamp(info), texts, layer)
-    units = left.multiselect("Units", list(range(run.model.width)), default=[r["unit"] for r in ranking[:3]],
-                             key=f"{key}_units::{layer}", help="The default is the three units whose removal costs most.")
+    every = list(range(run.model.width))
+    default = share.shared(f"{share_as}units", f"{key}_units::{layer}", [r["unit"] for r in ranking[:3]],
+                           share.choices(every))
+    units = left.multiselect("Units", every, default=default, key=f"{key}_units::{layer}",
+                             help="The default is the three units whose removal costs most.")
     with right:
         ui.chart(ip.unit_importance_figure(ranking, title="the costliest units, each switched off alone"), f"{key}_ranking")
         st.caption(f"Mean next-token loss over {len(texts)} sentences with one unit of layer {layer} set to zero, "

@@ -16,6 +16,7 @@ import streamlit as st
 from labkit.inspect import style
 
 import common
+from panels import share
 
 EXPORT_KEY = "export_format"  # the sidebar's choice: what a chart's camera button downloads
 EXPORTS = {"PNG": style.EXPORT_CONFIG, "SVG": style.SVG_EXPORT_CONFIG}
@@ -79,13 +80,18 @@ def when(timestamp: Any) -> str:
 
 
 def pick_run(label: str, names: Sequence[str], key: str, *, default: int = 0, taken: str | None = None,
-             format_func: Callable[[str], str] = str, where: Any = st) -> str | None:
+             format_func: Callable[[str], str] = str, where: Any = st, param: str | None = None) -> str | None:
     """A run picker that remembers its run across pages. When that run is no longer in `names`
     (deleted, moved, or now unreadable) it says so and picks nothing until the user picks again, so
     the page never shows another run's results as if they were the same run's. `taken`: a run left
-    out of `names` because another picker on the page holds it (not gone: this one starts afresh)."""
+    out of `names` because another picker on the page holds it (not gone: this one starts afresh).
+    `param`: the run is kept in the page's link under that name (panels.share); a link's run comes
+    before the one remembered from another visit of the page."""
     memory, gone_key = f"{key}::chosen", f"{key}::gone"  # plain keys: Streamlit keeps them across pages
-    previous = st.session_state.get(key, st.session_state.get(memory))
+    linked = share.shared(param, key, None, share.choice(names)) if param else None
+    previous = st.session_state.get(key, linked if linked is not None else st.session_state.get(memory))
+    if previous is not None and previous == linked:
+        st.session_state.pop(gone_key, None)  # the link names a run that is here
     if previous is not None and previous == taken:
         st.session_state.pop(key, None)
         st.session_state.pop(memory, None)

@@ -14,12 +14,13 @@ from labkit.inspect.style import count
 from labkit.runs import is_transformer
 
 import common
-from panels import finetuned, longinput, surgery, ui
+from panels import finetuned, longinput, share, surgery, ui
 
 # Short names: seven tabs side by side fit a 1,100-pixel window with the sidebar open.
 TABS = ["head view", "model view", "heatmaps", "statistics", "surgery", "fine-tuning", "long inputs"]
 
 st.title("Attention")
+share.begin()
 infos, all_infos = common.language_models(is_transformer)
 if not infos:
     st.info(f"Attention views need a Transformer run, and `{common.root()}` has none: run `labkit pretrain "
@@ -27,13 +28,16 @@ if not infos:
     st.stop()
 
 by_name = {i.path.name: i for i in infos}
-name = ui.pick_run("Transformer run", list(by_name), "attn_run")
+name = ui.pick_run("Transformer run", list(by_name), "attn_run", param="run")
 if name is None:
     st.stop()
 info = by_name[name]
 common.quality_note(info)
-example = st.selectbox("Example sentence", common.examples(info), key="attn_example")
-text = st.text_area("Sentence (type your own)", value=example, key=f"attn_text::{example}", height=80)
+examples = common.examples(info)
+example = st.selectbox("Example sentence", examples, key="attn_example", index=examples.index(share.shared(
+    "example", "attn_example", examples[0], share.choice(examples, [str(i) for i in range(len(examples))]))))
+text = st.text_area("Sentence (type your own)", key=f"attn_text::{example}", height=80,
+                    value=share.shared("text", f"attn_text::{example}", example, share.text()))
 
 loaded = common.load(info)
 if loaded is None:
@@ -53,6 +57,7 @@ if capture is not None:
         st.caption("Words outside the run's vocabulary show as <unk>: that is what the model sees.")
     st.caption(f"{count(len(capture.tokens), 'token')}, {count(capture.n_layers, 'layer')} x {count(capture.n_heads, 'head')}.")
 
+share.tab("tab", "attn_tab", TABS)
 tabs = dict(zip(TABS, st.tabs(TABS, key="attn_tab", on_change="rerun")))
 
 
@@ -103,8 +108,9 @@ for label, tab in tabs.items():
         continue
     with tab:
         if label == "surgery":
-            surgery.panel(info, loaded, text, common.examples(info), "attn_surgery")
+            surgery.panel(info, loaded, text, examples, "attn_surgery")
         elif label == "long inputs":
             longinput.panel(info, loaded, text, "attn_long")
         elif capture is not None:
             sentence_views(label)
+share.publish()

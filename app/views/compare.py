@@ -18,7 +18,7 @@ from labkit.inspect.compare_plots import position_maps_figure, surprisal_figure
 from labkit.runs import model_label, run_kind
 
 import common
-from panels import corpus_views, surgery, ui
+from panels import corpus_views, share, surgery, ui
 from panels.corpus_views import Pair
 
 METHODS = {"gradient": "gradient × input", "occlusion": "occlusion"}
@@ -33,6 +33,7 @@ def top_inputs(row: np.ndarray, tokens: list[str], k: int = 3) -> str:
 
 # --- the runs -------------------------------------------------------------------------------
 st.title("Compare")
+share.begin()
 infos, all_infos = common.language_models()
 classifiers = sorted(i.path.name for i in all_infos if not i.error and run_kind(i) == "classifier")
 if classifiers:
@@ -51,10 +52,10 @@ labels = {n: f"{n} ({model_label(by_name[n].config)})" for n in names}
 is_tf = {n: model_label(by_name[n].config) == "transformer" for n in names}
 c1, c2 = st.columns(2)
 name_a = ui.pick_run("Run A", names, "cmp_run_a", default=names.index(next((n for n in names if not is_tf[n]), names[0])),
-                     format_func=labels.get, where=c1)
+                     format_func=labels.get, where=c1, param="a")
 others = [n for n in names if n != name_a]
 name_b = ui.pick_run("Run B", others, "cmp_run_b", default=others.index(next((n for n in others if is_tf[n]), others[0])),
-                     taken=name_a, format_func=labels.get, where=c2)
+                     taken=name_a, format_func=labels.get, where=c2, param="b")
 if name_a is None or name_b is None:
     st.stop()
 chosen = [name_a, name_b]
@@ -73,9 +74,14 @@ if corpora[name_a] != corpora[name_b]:
                f"{corpora[name_b] or '?'}. Each reads the text with its own vocabulary (unknown words as "
                "<unk>); the loss by position and by word frequency need one corpus and are left out.")
 
-example = st.selectbox("Example sentence", common.examples(by_name[name_a]), key="cmp_example")
-text = st.text_area("Sentence (type your own)", value=example, key=f"cmp_text::{example}", height=80)
+examples = common.examples(by_name[name_a])
+example = st.selectbox("Example sentence", examples, key="cmp_example", index=examples.index(share.shared(
+    "example", "cmp_example", examples[0], share.choice(examples, [str(i) for i in range(len(examples))]))))
+text = st.text_area("Sentence (type your own)", key=f"cmp_text::{example}", height=80,
+                    value=share.shared("text", f"cmp_text::{example}", example, share.text()))
+side = {name_a: "a", name_b: "b"}  # how the link names each run's controls
 
+share.tab("tab", "cmp_tab", TABS)
 tabs = dict(zip(TABS, st.tabs(TABS, key="cmp_tab", on_change="rerun")))
 
 
@@ -105,15 +111,19 @@ def saliency_section() -> None:
         own, T = tokens[n], len(tokens[n])
         at = T - 1
         if T > 1:
+            key = f"cmp_position::{digest}" + ("" if shared else f"::{n}")
+            start = share.shared("position" if shared else f"position_{side[n]}", key, T - 1, share.choice(range(T)))
             at = left.select_slider("Explain the prediction after token" + ("" if shared else f" ({n})"),
-                                    options=list(range(T)), value=T - 1, format_func=lambda i, own=own: f"{i}: {own[i]}",
-                                    key=f"cmp_position::{digest}" + ("" if shared else f"::{n}"))
+                                    options=list(range(T)), value=start, format_func=lambda i, own=own: f"{i}: {own[i]}",
+                                    key=key)
         position |= dict.fromkeys(chosen if shared else [n], at)
     heads = {}
     for n, cap in captures.items():
         options = [(layer, None) for layer in range(cap.n_layers)] + [
             (layer, head) for layer in range(cap.n_layers) for head in range(cap.n_heads)]
-        heads[n] = right.selectbox(f"Attention of {n}", options, index=cap.n_layers - 1, key=f"cmp_head::{n}",
+        codes = [f"L{layer}" if head is None else f"L{layer}H{head}" for layer, head in options]
+        start = share.shared(f"head_{side[n]}", f"cmp_head::{n}", options[cap.n_layers - 1], share.choice(options, codes))
+        heads[n] = right.selectbox(f"Attention of {n}", options, index=options.index(start), key=f"cmp_head::{n}",
                                    format_func=lambda o: f"layer {o[0]}, " + ("mean of the heads" if o[1] is None
                                                                               else f"head {o[1]}"))
     if not captures:
@@ -187,7 +197,8 @@ def surgery_section() -> None:
     for col, n in zip(st.columns(2), chosen):
         with col:
             st.subheader(labels[n])
-            surgery.panel(by_name[n], runs[n], text, common.examples(by_name[n]), f"cmp_surgery::{n}", narrow=True)
+            surgery.panel(by_name[n], runs[n], text, common.examples(by_name[n]), f"cmp_surgery::{n}", narrow=True,
+                          share_as=f"{side[n]}_")
 
 
 SECTIONS = {"saliency vs attention": saliency_section, "surprisal": surprisal_section,
@@ -198,3 +209,4 @@ for label, tab in tabs.items():
     if tab.open:
         with tab:
             SECTIONS[label]()
+share.publish()

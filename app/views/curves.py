@@ -9,9 +9,10 @@ from labkit.inspect.plots import loss_figure
 from labkit.runs import run_status
 
 import common
-from panels import ui
+from panels import share, ui
 
 st.title("Loss curves")
+share.begin()
 infos = common.lm_runs(common.runs())
 common.note_unreadable(common.runs())
 if not infos:
@@ -20,17 +21,23 @@ if not infos:
     st.stop()
 
 names = [i.path.name for i in infos]
-chosen = st.multiselect("Runs", names, default=names[:6], key="curve_runs")
+chosen = st.multiselect("Runs", names, key="curve_runs",
+                        default=share.shared("runs", "curve_runs", names[:6], share.choices(names)))
 c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
-x_axis = c1.radio("x axis", list(X_AXES), horizontal=True, key="curve_x")
-metric = c2.radio("y axis", list(METRICS), horizontal=True, key="curve_metric")
+axes, metrics, units = list(X_AXES), list(METRICS), ["nats", "bits"]
+x_axis = c1.radio("x axis", axes, horizontal=True, key="curve_x",
+                  index=axes.index(share.shared("x", "curve_x", axes[0], share.choice(axes, [X_AXES[a] for a in axes]))))
+metric = c2.radio("y axis", metrics, horizontal=True, key="curve_metric",
+                  index=metrics.index(share.shared("y", "curve_metric", metrics[0], share.choice(metrics))))
 unit = "nats"
 if metric == "loss":
-    unit = c2.radio("loss in", ["nats", "bits"], horizontal=True, key="curve_unit",
+    unit = c2.radio("loss in", units, horizontal=True, key="curve_unit",
+                    index=units.index(share.shared("unit", "curve_unit", "nats", share.choice(units))),
                     help="Per token: nats use the natural log (what training minimises), bits log2 (1 nat = 1.44 bits).")
-log_y = c3.toggle("log y", value=False, key="curve_log")
-show_val = c3.toggle("validation", value=True, key="curve_val")
-smoothing = c4.slider("smoothing (TensorBoard's de-biased EMA)", 0.0, 0.99, 0.6, 0.01, key="curve_smooth",
+log_y = c3.toggle("log y", value=share.shared("log_y", "curve_log", False, share.FLAG), key="curve_log")
+show_val = c3.toggle("validation", value=share.shared("validation", "curve_val", True, share.FLAG), key="curve_val")
+smoothing = c4.slider("smoothing (TensorBoard's de-biased EMA)", 0.0, 0.99, key="curve_smooth",
+                      value=share.shared("smoothing", "curve_smooth", 0.6, share.number(0, 0.99, step=0.01)), step=0.01,
                       help="Each point becomes w * previous + (1 - w) * value, divided by 1 - w^n so the "
                            "start is not pulled to zero. The raw curve stays faint behind it.")
 selected = [i for i in infos if i.path.name in chosen]
@@ -56,3 +63,4 @@ def chart() -> None:
 
 
 chart()
+share.publish()

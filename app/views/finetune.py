@@ -12,9 +12,10 @@ from labkit.inspect.run_tables import drop_empty_columns
 from labkit.runs import run_kind
 
 import common
-from panels import ui
+from panels import share, ui
 
 st.title("Fine-tuning")
+share.begin()
 all_infos = common.runs()
 infos = [i for i in all_infos if not i.error and run_kind(i) == "classifier"]
 common.note_unreadable(all_infos)
@@ -40,7 +41,7 @@ if points:
 else:
     st.caption("No run has both a train size and an accuracy yet.")
 
-name = ui.pick_run("Run", [i.path.name for i in infos], "ft_run")
+name = ui.pick_run("Run", [i.path.name for i in infos], "ft_run", param="run")
 if name is None:
     st.stop()
 info = next(i for i in infos if i.path.name == name)
@@ -64,7 +65,8 @@ with right:
         ui.chart(metric_curve_figure(steps, values, name="validation accuracy"), "ft_val_curve")
 
 st.subheader("Try a sentence")
-sentence = st.text_input("Sentence", value="a gripping , beautifully acted film .", key="ft_sentence")
+sentence = st.text_input("Sentence", key="ft_sentence", value=share.shared(
+    "sentence", "ft_sentence", "a gripping , beautifully acted film .", share.text()))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the classifier...")
@@ -91,3 +93,4 @@ elif sentence.strip():
         st.error(str(e))
 else:
     st.caption("Type a sentence to classify.")
+share.publish()

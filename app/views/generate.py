@@ -14,7 +14,7 @@ from labkit.inspect.attention import clean_text
 from labkit.runs import model_label
 
 import common
-from panels import generation, ui
+from panels import generation, share, ui
 
 NONE = "(none)"
 RESULTS = "generations"  # session key: the last press's results, errors included, kept across reruns
@@ -25,26 +25,33 @@ st.markdown("A language model writes one token at a time: at each step it gives 
             "softmax (below 1 sharpens the distribution, above 1 flattens it, 0 always takes the likeliest "
             "token); **top-k** keeps only the k likeliest tokens and **top-p** the smallest set whose "
             "probability adds up to p. Same prompt and seed on both sides: the difference is the model.")
+share.begin()
 infos = common.language_models_or_stop()
 
 by_name = {i.path.name: i for i in infos}
 names = list(by_name)
 labels = {n: f"{n} ({model_label(i.config)})" for n, i in by_name.items()}
 c1, c2 = st.columns(2)
-first = ui.pick_run("Run", names, "gen_run", format_func=labels.get, where=c1)
+first = ui.pick_run("Run", names, "gen_run", format_func=labels.get, where=c1, param="run")
 others = [NONE, *[n for n in names if n != first]]
 other_family = next((n for n in others[1:] if first and model_label(by_name[n].config) != model_label(by_name[first].config)),
                     NONE)
 second = ui.pick_run("Side by side with", others, "gen_run_b", default=others.index(other_family), taken=first,
-                     format_func=lambda n: labels.get(n, n), where=c2)
-prompt = st.text_area("Prompt", value="the", key="gen_prompt", height=68)
+                     format_func=lambda n: labels.get(n, n), where=c2, param="with")
+prompt = st.text_area("Prompt", key="gen_prompt", height=68,
+                      value=share.shared("prompt", "gen_prompt", "the", share.text()))
 s1, s2, s3, s4, s5 = st.columns(5)
-temperature = s1.slider("temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temp", help="0 = greedy")
-top_k = s2.number_input("top-k (0 = off)", 0, 100_000, 0, key="gen_topk")
-top_p = s3.slider("top-p", 0.05, 1.0, 0.9, 0.05, key="gen_topp")
-seed = s4.number_input("seed", 0, 2**31 - 1, 1, key="gen_seed", help="The same seed draws the same text again")
-length = s5.slider("length (tokens)", 1, 300, 40, key="gen_len")
-stop_at_eos = st.toggle("stop at <eos> (end of line)", value=True, key="gen_eos")
+temperature = s1.slider("temperature", 0.0, 2.0, share.shared("temperature", "gen_temp", 0.8, share.number(0, 2, step=0.05)),
+                        0.05, key="gen_temp", help="0 = greedy")
+top_k = s2.number_input("top-k (0 = off)", 0, 100_000, share.shared("top_k", "gen_topk", 0, share.number(0, 100_000, whole=True)),
+                        key="gen_topk")
+top_p = s3.slider("top-p", 0.05, 1.0, share.shared("top_p", "gen_topp", 0.9, share.number(0.05, 1, step=0.05)), 0.05,
+                  key="gen_topp")
+seed = s4.number_input("seed", 0, 2**31 - 1, share.shared("seed", "gen_seed", 1, share.number(0, 2**31 - 1, whole=True)),
+                       key="gen_seed", help="The same seed draws the same text again")
+length = s5.slider("length (tokens)", 1, 300, share.shared("length", "gen_len", 40, share.number(1, 300, whole=True)),
+                   key="gen_len")
+stop_at_eos = st.toggle("stop at <eos> (end of line)", value=share.shared("eos", "gen_eos", True, share.FLAG), key="gen_eos")
 
 chosen = [n for n in (first, second) if n not in (None, NONE)]
 for name in chosen:
@@ -121,3 +128,4 @@ for col, name in zip(columns, chosen):
 if not shown:
     st.caption("Press **Generate**: the text streams in, then a chart of each token's probability; click a "
                "token (or use the step slider) to see the distribution it was drawn from.")
+share.publish()

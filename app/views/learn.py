@@ -16,7 +16,7 @@ from labkit.runs import model_label, run_status
 from labkit.runs.timeline import timeline_path
 
 import common
-from panels import figures, ui
+from panels import figures, share, ui
 
 STATS = {"induction": ("induction score", "score", "score"),  # key -> (title, quantity, unit)
          "previous_token": ("previous-token share", "score", "weight"),
@@ -24,6 +24,7 @@ STATS = {"induction": ("induction score", "score", "score"),  # key -> (title, q
 CHANCE = {"agreement": 0.5}  # two verbs to choose from
 
 st.title("Watch it learn")
+share.begin()
 st.markdown("At every evaluation, training appends a small snapshot of the model to its run: a Transformer's "
             "attention on one fixed sentence with each head's entropy, previous-token share and **induction score** "
             "(how well it copies a repeated sequence: the head that makes in-context learning possible), and, on "
@@ -39,7 +40,7 @@ names = list(by_name)
 recorded = [n for n in names if timeline_path(by_name[n].path).is_file()]  # a Transformer's first: it has heads
 recorded.sort(key=lambda n: model_label(by_name[n].config) != "transformer")
 name = ui.pick_run("Run", names, "learn_run", default=names.index(recorded[0]) if recorded else 0,
-                   format_func=lambda n: f"{n} ({model_label(by_name[n].config)})")
+                   format_func=lambda n: f"{n} ({model_label(by_name[n].config)})", param="run")
 if name is None:
     st.stop()
 info = by_name[name]
@@ -59,7 +60,9 @@ def jump(snapshots: list[Snapshot], key: str) -> str:
 
 
 def heads_over_time(snapshots: list[Snapshot], at: Snapshot) -> None:
-    key = st.radio("Head statistic", list(STATS), format_func=lambda k: STATS[k][0], horizontal=True, key="learn_stat")
+    stats = list(STATS)
+    key = st.radio("Head statistic", stats, format_func=lambda k: STATS[k][0], horizontal=True, key="learn_stat",
+                   index=stats.index(share.shared("statistic", "learn_stat", stats[0], share.choice(stats))))
     title, quantity, unit = STATS[key]
     steps = [s for s in snapshots if s.head_stats and key in s.head_stats]
     L, H = steps[0].head_stats[key].shape
@@ -83,7 +86,10 @@ def timeline() -> None:
         st.caption(f"Live: {name} is still training; new evaluations appear every {common.REFRESH_S:.0f} s.")
     index = len(snapshots) - 1
     if len(snapshots) > 1:
-        index = st.select_slider("Evaluation", options=list(range(len(snapshots))), value=len(snapshots) - 1,
+        indices = list(range(len(snapshots)))
+        start = share.shared("step", f"learn_step::{name}", index,
+                             share.choice(indices, [str(s.step) for s in snapshots]))  # the link names the step
+        index = st.select_slider("Evaluation", options=indices, value=start,
                                  format_func=lambda i: f"step {snapshots[i].step:,}", key=f"learn_step::{name}")
     at = snapshots[index]
     loss = f", validation loss {at.val_loss:.3f} nats/token" if at.val_loss is not None else ""
@@ -109,6 +115,8 @@ def timeline() -> None:
         st.caption("This snapshot holds no attention (an RNN records probe scores only).")
     if any(s.head_stats for s in snapshots):
         heads_over_time(snapshots, at)
+    share.fragment_done()
 
 
 timeline()
+share.publish()

@@ -14,22 +14,27 @@ from labkit.inspect.style import token_text
 from labkit.runs import model_label
 
 import common
-from panels import ui
+from panels import share, ui
 
 st.title("Logit lens")
 st.markdown("A model's output layer reads the top of the network. The **logit lens** feeds it each layer's state "
             "instead (a Transformer's residual stream after each block, through the final LayerNorm; an RNN "
             "layer's hidden state) and asks what it would predict there. Where in depth does the right next "
             "word appear, and how sure is each layer of it? At the top layer the lens is the model's own prediction.")
+share.begin()
 infos = common.language_models_or_stop()
 by_name = {i.path.name: i for i in infos}
-name = ui.pick_run("Run", list(by_name), "lens_run", format_func=lambda n: f"{n} ({model_label(by_name[n].config)})")
+name = ui.pick_run("Run", list(by_name), "lens_run", format_func=lambda n: f"{n} ({model_label(by_name[n].config)})",
+                   param="run")
 if name is None:
     st.stop()
 info = by_name[name]
 common.quality_note(info)
-example = st.selectbox("Example sentence", common.examples(info), key="lens_example")
-text = st.text_area("Sentence (type your own)", value=example, key=f"lens_text::{example}", height=80)
+examples = common.examples(info)
+example = st.selectbox("Example sentence", examples, key="lens_example", index=examples.index(share.shared(
+    "example", "lens_example", examples[0], share.choice(examples, [str(i) for i in range(len(examples))]))))
+text = st.text_area("Sentence (type your own)", key=f"lens_text::{example}", height=80,
+                    value=share.shared("text", f"lens_text::{example}", example, share.text()))
 loaded = common.load(info)
 if loaded is None:
     st.stop()
@@ -54,7 +59,8 @@ st.caption("Each cell: the layer's likeliest next token (✓ when it is the actu
            + ". The embeddings row reads the input words alone, before any layer has mixed in their context.")
 
 T = len(lens.tokens)
-position = st.select_slider("Position", options=list(range(T)), value=T - 1, key=f"lens_position::{len(lens.tokens)}",
+position = st.select_slider("Position", options=list(range(T)), key=f"lens_position::{T}",
+                            value=share.shared("position", f"lens_position::{T}", T - 1, share.choice(range(T))),
                             format_func=lambda t: f"{t}: {token_text(lens.tokens[t])} → {token_text(lens.target_tokens[t])}")
 rows = []
 for i in reversed(range(len(lens.layer_names))):
@@ -66,3 +72,4 @@ for i in reversed(range(len(lens.layer_names))):
 ui.table(rows, "lens_table", {"p(actual)": "{:.3f}"})
 st.caption(f"After reading “{token_text(lens.tokens[position])}” the actual next token is "
            f"“{token_text(lens.target_tokens[position])}”: each layer's five likeliest guesses, the top layer first.")
+share.publish()

@@ -16,9 +16,10 @@ from labkit.inspect.run_tables import config_diff, drop_empty_columns, summary_r
 from labkit.runs import STALE, RunInfo, run_kind, run_status
 
 import common
-from panels import status, ui
+from panels import share, status, ui
 
 st.title("labkit runs")
+share.begin()
 FORMATS = {"parameters": "{:,.0f}", "steps": "{:,.0f}", "tokens seen": "{:,.0f}", "best val ppl": "{:,.2f}",
            "test ppl": "{:,.2f}", "accuracy": "{:.3f}", "wall time (s)": "{:,.1f}", "training time (s)": "{:,.1f}",
            "training FLOPs": "{:.3g}", "MFU": "{:.1%}"}
@@ -59,7 +60,9 @@ def demo_section() -> None:
              "files are on disk, about 5 minutes in all on a quiet 2-core CPU; else tiny models on a small synthetic "
              "corpus that labkit generates, then the number of a noun phrase (seconds). Every run stops at a number of "
              "steps, not a time: a slower machine makes the same models, later. Then every page has something to show.")
-    if st.button("Train demo models", type="primary", disabled=running, key="train_demo"):
+    if common.class_mode():  # the teacher trains them on the server (`labkit demo`), not a student's click
+        st.caption("Class mode: the teacher trains the demo models on the server (`labkit demo RUNS_FOLDER`).")
+    if st.button("Train demo models", type="primary", disabled=running or common.class_mode(), key="train_demo"):
         try:
             start_demo(root)
         except (OSError, ValueError, LabkitError) as e:
@@ -140,8 +143,8 @@ st.subheader("Compare runs")
 names = [i.path.name for i in readable]
 finished = sorted((i for i in readable if run_status(i) == "finished"), key=lambda i: run_kind(i) != "lm")
 finished = [i.path.name for i in finished]
-chosen = st.multiselect("Runs to compare", names, default=finished[:2] if len(finished) >= 2 else names[:2],
-                        key="compare_runs")
+chosen = st.multiselect("Runs to compare", names, key="compare_runs", default=share.shared(
+    "compare", "compare_runs", finished[:2] if len(finished) >= 2 else names[:2], share.choices(names)))
 chosen_infos = [i for i in readable if i.path.name in chosen]
 if len(chosen_infos) < 2:
     st.caption("Pick two or more runs: the table shows only the config fields that differ.")
@@ -157,7 +160,7 @@ else:
 
 st.subheader("Run details")
 if readable:
-    name = ui.pick_run("Run", names, key="detail_run")
+    name = ui.pick_run("Run", names, key="detail_run", param="run")
     info = next((i for i in readable if i.path.name == name), None)
     if info is not None:
         st.markdown(f"Status: **{status.status(info)}**")
@@ -176,3 +179,4 @@ if readable:
 if not demo_first:
     with st.expander("Demo models"):
         demo_section()
+share.publish()

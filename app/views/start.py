@@ -13,6 +13,7 @@ from labkit.runs import RunInfo, model_label, run_kind, run_status
 
 import common
 from pagemap import PAGES
+from panels import share
 
 # Streamlit's own icon font, served with the app: emoji would need a font the machine may not have.
 DONE, TO_DO, WEAK = ":material/check_circle:", ":material/radio_button_unchecked:", ":material/warning:"
@@ -42,6 +43,7 @@ def step(done: bool, title: str, body: str, *links: tuple[str, str], runs: list[
 
 
 st.title("labkit")
+share.begin()
 st.markdown("A lab for learning how language models are **pretrained** on raw text and then **fine-tuned** on "
             "a labelled task, by training small ones and looking inside them: recurrent networks (LSTM, GRU) "
             "and Transformers, side by side. Every page reads the run directories in the runs folder "
@@ -118,3 +120,4 @@ for page, label, teaches in PAGES[1:]:  # (the first is this page)
     left, right = st.columns([1, 4])
     left.page_link(page, label=label)
     right.markdown(teaches)
+share.publish()

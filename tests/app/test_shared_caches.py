@@ -1,6 +1,7 @@
 """The caches one app server shares between its sessions (app/common.py): the run list is read
 again as soon as a run's config or card changes, so a session never sees a stale list; a model and
-an analysis of it are computed once for every session and again when the weights change."""
+an analysis of it are computed once for every session and again when the weights change (the
+weights loaded once, each session's model a module tree of its own over them)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def test_an_analysis_is_computed_once_for_every_session(root: Path, common) -> N
     first = common.analysis(vocabulary, info, 1)
     assert common.analysis(vocabulary, info, 1) == first and calls == [1]  # a second session: no work
     assert common.analysis(vocabulary, info, 2) == first + 1 and calls == [1, 2]
-    assert common.load(info) is common.load(info)  # one model object, shared
+    mine, yours = common.load(info), common.load(info)  # two sessions: a module tree each, one set of weights
+    assert mine.model is not yours.model
+    assert [id(p) for p in mine.model.parameters()] == [id(p) for p in yours.model.parameters()]
     weights = info.run.weights_path
     os.utime(weights, ns=(1, 1))  # rewritten, as by a run that trained on: a new stamp
     assert common.analysis(vocabulary, info, 1) == first and calls == [1, 2, 1]
