@@ -10,12 +10,12 @@ import numpy as np
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect import AttentionCapture, attention_change, capture_attention
+from labkit.inspect import AttentionCapture, attention_change
 from labkit.inspect.compare_plots import attention_difference_figure
 from labkit.runs import RunInfo, run_kind
 
 import common
-from panels import figures, share, ui
+from panels import analyses, figures, share, ui
 from panels.surgery import head_code
 
 
@@ -43,7 +43,7 @@ def panel(info: RunInfo, before: AttentionCapture, text: str, all_infos: list[Ru
     if loaded is None:
         return
     try:
-        after = capture_attention(loaded.model, loaded.tokenizer, text)
+        after = common.analysis(analyses.attention, by_name[name], text)
         change = attention_change(before.attention, after.attention)  # (L, H)
     except LabkitError as e:
         st.error(f"**{name}** cannot be compared head by head with this run: {e}")

@@ -9,6 +9,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import streamlit as st
 
@@ -76,10 +77,11 @@ GATE = Gate(slots_here())
 
 
 @contextlib.contextmanager
-def computing() -> Iterator[None]:
+def computing(note: Any = None) -> Iterator[None]:
     """A slot of the server for a computation, with the session's place in the line on the page
-    while it waits (and nothing left on the page after)."""
-    note = st.empty()
+    while it waits (in `note`, an st.empty() placeholder, or a new one), and nothing left on the
+    page after. A loop of many small computations (Generate's tokens) passes one placeholder."""
+    note = note if note is not None else st.empty()
 
     def waiting(ahead: int) -> None:
         if ahead < 0:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect.attention import MAX_TOKENS, EmptyInput, capture_attention, head_stats, sink_heads
+from labkit.inspect.attention import EmptyInput, head_stats, sink_heads
 from labkit.inspect.bertviz_offline import head_view_html, model_view_html
 from labkit.inspect.plots import attention_grid_figure, head_stats_figure
 from labkit.inspect.style import count
 from labkit.runs import is_transformer
 
 import common
-from panels import finetuned, longinput, share, surgery, ui
+from panels import analyses, finetuned, longinput, share, surgery, ui
 
 # Short names: seven tabs side by side fit a 1,100-pixel window with the sidebar open.
 TABS = ["head view", "model view", "heatmaps", "statistics", "surgery", "fine-tuning", "long inputs"]
@@ -43,7 +43,7 @@ loaded = common.load(info)
 if loaded is None:
     st.stop()
 try:
-    capture = capture_attention(loaded.model, loaded.tokenizer, text, max_tokens=MAX_TOKENS)
+    capture = common.analysis(analyses.attention, info, text)
 except EmptyInput:
     capture = None
     st.info("Type a sentence to see where each head looks.")

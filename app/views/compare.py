@@ -13,12 +13,12 @@ import numpy as np
 import streamlit as st
 
 from labkit.errors import LabkitError
-from labkit.inspect import MAX_TOKENS, EmptyInput, capture_attention, compare_surprisal, saliency, surprisal_html
+from labkit.inspect import MAX_TOKENS, EmptyInput, compare_surprisal, surprisal_html
 from labkit.inspect.compare_plots import position_maps_figure, surprisal_figure
 from labkit.runs import model_label, run_kind
 
 import common
-from panels import corpus_views, share, surgery, ui
+from panels import analyses, corpus_views, share, surgery, ui
 from panels.corpus_views import Pair
 
 METHODS = {"gradient": "gradient × input", "occlusion": "occlusion"}
@@ -88,8 +88,8 @@ tabs = dict(zip(TABS, st.tabs(TABS, key="cmp_tab", on_change="rerun")))
 # --- saliency beside attention ----------------------------------------------------------------
 def saliency_section() -> None:
     try:
-        maps = {(n, m): saliency(r.model, r.tokenizer, text, method=m) for n, r in runs.items() for m in METHODS}
-        captures = {n: capture_attention(r.model, r.tokenizer, text) for n, r in runs.items() if is_tf[n]}
+        maps = {(n, m): common.analysis(analyses.saliency_map, by_name[n], text, m) for n in runs for m in METHODS}
+        captures = {n: common.analysis(analyses.attention, by_name[n], text) for n in runs if is_tf[n]}
     except EmptyInput:
         st.info("Type a sentence to see which tokens each run's predictions lean on.")
         return
@@ -161,8 +161,9 @@ def saliency_section() -> None:
 # --- surprisal --------------------------------------------------------------------------------
 def surprisal_section() -> None:
     try:
-        results = compare_surprisal({n: (r.model, r.tokenizer) for n, r in runs.items()}, text,
-                                    max_tokens=MAX_TOKENS)
+        with common.computing():
+            results = compare_surprisal({n: (r.model, r.tokenizer) for n, r in runs.items()}, text,
+                                        max_tokens=MAX_TOKENS)
     except EmptyInput:
         st.info("Type a sentence to see how surprised each run is by each of its tokens.")
         return

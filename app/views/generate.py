@@ -84,10 +84,12 @@ def run_all(config: SamplingConfig) -> dict[str, dict]:
                 results[name] = {"error": problem}
     ids: dict[str, list[int]] = {name: [] for name in streams}
     pending = dict(streams)
+    waiting = st.empty()  # the place in the server's line, when a token has to wait for a slot
     while pending:
         for name, (s, loaded) in list(pending.items()):
             try:
-                token = next(s)
+                with common.computing(waiting):  # a slot per token: sessions generating at once take turns
+                    token = next(s)
             except StopIteration:
                 del pending[name]
                 continue

@@ -9,12 +9,12 @@ import streamlit as st
 from labkit.errors import LabkitError
 from labkit.inspect import EmptyInput
 from labkit.inspect import inside_plots as ip
-from labkit.inspect.lens import layer_label, logit_lens
+from labkit.inspect.lens import layer_label
 from labkit.inspect.style import token_text
 from labkit.runs import model_label
 
 import common
-from panels import share, ui
+from panels import analyses, share, ui
 
 st.title("Logit lens")
 st.markdown("A model's output layer reads the top of the network. The **logit lens** feeds it each layer's state "
@@ -39,7 +39,7 @@ loaded = common.load(info)
 if loaded is None:
     st.stop()
 try:
-    lens = logit_lens(loaded.model, loaded.tokenizer, text, top_k=5, max_tokens=64)
+    lens = common.analysis(analyses.lens, info, text)
 except EmptyInput:
     st.info("Type a sentence to see what each layer predicts.")
     st.stop()

@@ -70,3 +70,35 @@ def test_an_analysis_is_computed_once_for_every_session(root: Path, common) -> N
     weights = info.run.weights_path
     os.utime(weights, ns=(1, 1))  # rewritten, as by a run that trained on: a new stamp
     assert common.analysis(vocabulary, info, 1) == first and calls == [1, 2, 1]
+
+
+def test_two_sessions_on_one_run_and_sentence_cost_one_computation(root: Path, common, monkeypatch) -> None:
+    """The Logit lens page in two sessions, same run, same sentence: the model runs once (counted by
+    a forward hook on the shared weights' model, which every session's copy carries); a third
+    session with another sentence runs it again."""
+    from labkit.runs import read_info
+
+    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+    shared = common._load(str(root / "a"), common.stamp(read_info(root / "a"))).model
+    common._analysis.clear()
+    passes = []
+    handle = shared.register_forward_hook(lambda module, args, output: passes.append(module))
+    try:
+        def lens(text: str | None = None) -> AppTest:
+            at = AppTest.from_file(str(APP_DIR / "main.py"), default_timeout=60)
+            at.session_state["runs_root"] = str(root)
+            at.run()
+            at.switch_page("views/lens.py").run()
+            if text is not None:
+                at.text_area[0].set_value(text).run()
+            assert not at.exception, at.exception
+            return at
+
+        lens()
+        assert len(passes) == 1
+        lens()
+        assert len(passes) == 1  # the second session read the first one's result
+        lens("a sentence nobody typed before .")
+        assert len(passes) == 2
+    finally:
+        handle.remove()

@@ -104,6 +104,9 @@ def test_sessions_run_at_once_and_hooks_stay_with_their_session(root: Path, comm
         alone_b = generated(b.button(key="gen_go").click().run())
 
         a, b = session(root, "attention"), session(root, "generate").run()
+        common._analysis.clear()  # A's attention computed again, not read from the shared cache
+        from panels.gate import GATE
+        monkeypatch.setattr(GATE, "slots", 2)  # two computations at once (the gate's own test is test_gate.py)
         seen["armed"] = True
         ran: dict[str, AppTest] = {}
 
