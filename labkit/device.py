@@ -14,7 +14,7 @@ import torch
 
 from labkit.errors import LabkitError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -48,15 +48,24 @@ def cpu_has_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Does this GPU compute in bf16 natively (compute capability 8.0 and up: A100, H100, RTX 30xx
+    on)? A T4 or a V100 does not: torch may emulate bf16 there, slowly. The one place labkit asks
+    CUDA what a card can do."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' means bf16 autocast on CUDA (when the GPU supports it) and on CPUs with native bf16
-    matrix products, fp32 elsewhere (MPS, older CPUs). Weights, optimizer state and every
-    softmax stay in fp32 either way."""
+    """'auto' means bf16 autocast on a GPU that computes in bf16 natively, fp16 with a gradient
+    scaler on one that does not (a T4, a V100: labkit.train.scaling), bf16 on CPUs with native bf16
+    matrix products, fp32 elsewhere (MPS, older CPUs). Weights, optimizer state and every softmax
+    stay in fp32 either way. fp16 may be asked for on a CPU too (slow: it is there to test the
+    scaler's path)."""
     if precision not in PRECISIONS:
         raise LabkitError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            return "bf16" if cuda_has_bf16(device) else "fp16"
         return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         # emulated bf16 is slower than fp32, and oneDNN has no bf16 LSTM kernel for such a CPU
@@ -149,8 +158,8 @@ def _mallopt(settings: tuple[tuple[int, int], ...], trim: bool = False) -> bool:
     except (OSError, AttributeError):
         return False
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()
 
 

@@ -177,8 +177,8 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--dropout", type=bounded(float, 0, 1), metavar="P",
                    help="dropout before the classification head (default: 0.1)")
     p.add_argument("--seed", type=SEED, metavar="N", help="(default: 0)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on CUDA and on CPUs with "
-                   "bf16 instructions, fp32 elsewhere (default: auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16 on GPUs and CPUs that "
+                   "compute in it, fp16 (with a loss scale) on older GPUs, fp32 elsewhere (default: auto)")
     p.add_argument("--data", metavar="DIR", help="where the corpora are (default: $LABKIT_DATA, "
                    "the cache, then a download)")
     p.add_argument("--name", help="the run's folder name (default: <RUN>-<task>-<mode>-s<seed>)")

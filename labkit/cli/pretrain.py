@@ -248,8 +248,8 @@ def pretrain_options() -> dict[str, list[tuple[str, dict[str, Any], str]]]:
             ("--eval-every-s", dict(type=duration, metavar="TIME"), "also validate each time this much "
              "training time has passed (the laptop presets: 60 s)"),
             ("--log-every", n, f"write a metrics record every N steps {P}"),
-            ("--precision", dict(choices=("auto", "fp32", "bf16")), "auto: bf16 on CUDA and on CPUs "
-             "with bf16 instructions, fp32 elsewhere (default: auto)"),
+            ("--precision", dict(choices=("auto", "fp32", "bf16", "fp16")), "auto: bf16 on GPUs and CPUs "
+             "that compute in it, fp16 (with a loss scale) on older GPUs, fp32 elsewhere (default: auto)"),
             ("--compile", dict(action="store_true", default=None), "torch.compile the model "
              "(pays off on GPUs, not on CPUs)"),
             ("--device", dict(metavar="DEV"), "auto, cpu, cuda, cuda:N or mps (default: auto)"),

@@ -65,6 +65,7 @@ class Checkpoints:
             "optimizer": self.optimizer.state_dict(), "objective": self.objective.state_dict(self),
             "rng_torch": self.rng_state()[0],
             "plateau": self.plateau.state_dict() if self.plateau else None, "world_size": self.dist.world_size,
+            "scaler": self.scaling.state_dict(),  # fp16's loss scale and skipped steps; None otherwise
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = self.rng_state()[1]
@@ -104,6 +105,7 @@ class Checkpoints:
             self.bad_evals, self._last_eval_step = int(state["bad_evals"]), int(state.get("last_eval_step", -1))
             if self.plateau and state["plateau"]:
                 self.plateau.load_state_dict(state["plateau"])
+            self.scaling.load_state_dict(state.get("scaler"))
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError, OverflowError) as e:
             raise LabkitError(f"{checkpoint} does not match this run's configuration ({e}); "
                               "start a new run instead of --resume") from None

@@ -39,7 +39,7 @@ class TrainConfig(JSONConfig):
     eval_stride: int | None = None  # a model without carried state is scored in windows of seq_len
     # tokens that move by this many (None: seq_len // 2), so each token sees seq_len - stride before it
     log_every: int = 10
-    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA and CPUs with bf16, fp16 on older GPUs, else fp32) | fp32 | bf16 | fp16
     fused_loss: bool = True  # the loss in chunks, never the whole (tokens, vocab) logits (models/loss.py)
     compile: bool = False
     device: str = "auto"

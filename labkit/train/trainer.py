@@ -36,6 +36,7 @@ from labkit.train.checkpoints import Checkpoints
 from labkit.train.contract import Objective
 from labkit.train.interrupts import StopSignals, TrainingStopped
 from labkit.train.objectives import LanguageModeling
+from labkit.train.scaling import StepScaler
 from labkit.train.schedule import PlateauDivider, scheduled_lr
 from labkit.train.settings import TrainConfig
 
@@ -55,6 +56,7 @@ class Trainer(Checkpoints):
         self.dist = distributed.setup()
         self.device = self.dist.place(pick_device(c.device))
         self.precision = resolve_precision(c.precision, self.device)
+        self.scaling = StepScaler(self.precision, self.device)  # fp16's loss scale; nothing otherwise
         # The dropout masks' random numbers are the trainer's own (`_own_rng`): the process's
         # generator is the same after a step, a fit() or a resume as before it.
         self._rng: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (CPU, CUDA) states; None: seed them
@@ -132,7 +134,7 @@ class Trainer(Checkpoints):
             last = i == c.grad_accum - 1
             with contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync():
                 loss, read = self.objective.loss(self)
-                (loss / c.grad_accum).backward()
+                self.scaling.backward(loss / c.grad_accum)
             total += loss.item()
             counts["tokens"] += read["tokens"]
         # The mean loss and the tokens read, over every rank: the same numbers on all of them.
@@ -140,7 +142,11 @@ class Trainer(Checkpoints):
         loss_value = loss_sum / self.dist.world_size
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            if not all(torch.isfinite(p).all() for p in self.model.parameters()):  # not the rate: the weights
+            finite = all(torch.isfinite(p).all() for p in self.model.parameters())
+            if finite and self.scaling.skip():  # fp16 overflowed in the forward pass: skipped, as by the scaler
+                self.step, self.tokens_seen = self.step + 1, self.tokens_seen + int(tokens)
+                return {"loss": loss_value, "lr": lr, "grad_norm": math.inf, "tokens": int(tokens), "skipped": 1}
+            if not finite:  # not the rate: the weights
                 if self._resumed_at == self.step:  # bad before any step of ours
                     raise TrainingStopped(f"the model's weights are not finite (NaN or inf) at step {self.step + 1}: "
                                           "the checkpoint it resumed from is damaged; resume from an earlier one "
@@ -148,14 +154,14 @@ class Trainer(Checkpoints):
                 raise TrainingStopped(f"the model's weights became not finite (NaN or inf) before step "
                                       f"{self.step + 1}; the last good checkpoint is kept. Lower the learning "
                                       "rate (--lr) or enable clipping (--grad-clip) and resume or restart")
-            raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; "
-                                  "the last good checkpoint is kept. Lower the learning rate "
-                                  "(--lr) or enable clipping (--grad-clip) and resume or restart")
+            raise TrainingStopped(f"the loss became {loss_value} at step {self.step + 1}; the last good checkpoint is "
+                                  "kept. Lower the learning rate (--lr) or enable clipping (--grad-clip) and resume or restart")
+        self.scaling.unscale(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or float("inf"))
-        self.optimizer.step()
+        taken = self.scaling.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         self.step, self.tokens_seen = self.step + 1, self.tokens_seen + int(tokens)
-        return {"loss": loss_value, "lr": lr, "grad_norm": float(norm), "tokens": int(tokens)}
+        return {"loss": loss_value, "lr": lr, "grad_norm": float(norm), "tokens": int(tokens), "skipped": int(not taken)}
 
     def fit(self) -> dict[str, Any]:
         """Train to `max_steps` (or the time budget, or `patience`), evaluate, and write the card.
@@ -191,7 +197,7 @@ class Trainer(Checkpoints):
                     record = {"step": self.step, "tokens": self.tokens_seen,
                               "elapsed_s": round(self.elapsed, 3), "lr": info["lr"], "loss": info["loss"],
                               **self.objective.step_record(info["loss"]), "grad_norm": info["grad_norm"],
-                              "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
+                              "tokens_per_s": window_tokens / max(now - window_start, 1e-9), **self.scaling.record()}
                     window_start, window_tokens = now, 0
                     self._log(record)
                     self._emit("on_step", record)
@@ -326,8 +332,8 @@ class Trainer(Checkpoints):
             "wall_time_s": round(self.elapsed, 2), "wall_clock_s": round(self._wall_clock(), 2),
             "tokens_per_s": self.tokens_seen / self.elapsed if self.elapsed else None,
             "device": str(self.device), "processes": self.dist.world_size, "precision": self.precision,
-            "stopped_by": self.stopped_by, **self.objective.card(self, best, test, val_full), "pid": os.getpid(),
-            "updated_at": time.time(), **extra,
+            **self.scaling.record(), "stopped_by": self.stopped_by, **self.objective.card(self, best, test, val_full),
+            "pid": os.getpid(), "updated_at": time.time(), **extra,
         }
 
     def _emit(self, event: str, record: dict[str, Any]) -> None:
