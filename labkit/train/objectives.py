@@ -175,7 +175,8 @@ class LanguageModeling:
         split's for the weights kept, and the part's best is `best_val_*_part`."""
         model = trainer.model
         flops = self.train_flops_per_token(trainer) * trainer.tokens_seen
-        peak = matmul_peak(trainer.device, torch.bfloat16 if trainer.precision == "bf16" else torch.float32)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision, torch.float32)
+        peak = matmul_peak(trainer.device, dtype)
         card = {"family": model.config.family, "flops_per_token": model.flops_per_token(trainer.config.seq_len),
                 "train_flops": flops, "matmul_peak_flops": peak,
                 "mfu": flops / trainer.elapsed / peak if trainer.elapsed and peak else None,
