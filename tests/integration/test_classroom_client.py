@@ -6,6 +6,7 @@ seed and a length). No mocks: what is checked is what the server sent back over 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,8 +15,19 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import classroom  # noqa: E402
+
+
+def load_classroom():
+    """benchmarks/classroom.py as a module, without putting benchmarks/ on sys.path for the whole
+    worker (its kernels.py would then shadow the `kernels` package that transformers imports)."""
+    spec = importlib.util.spec_from_file_location("classroom", REPO / "benchmarks" / "classroom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["classroom"] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+classroom = load_classroom()
 
 TOKENS = 12  # not the page's default (40): the length set over the protocol is the one generated
 TITLES = {"Start (connect)": "labkit", "Runs": "labkit runs", "Attention": "Attention",
