@@ -118,6 +118,8 @@ def test_labkit_app_class_serves_the_runs_folder_to_a_real_browser(tmp_path: Pat
         wait_idle(page)
         body = page.inner_text("body")
         assert "class mode" in body and "Runs folder" not in body
-        page.get_by_text("Demo models").first.click()  # the expander the button is in
-        assert page.get_by_role("button", name="Train demo models").is_disabled()
+        page.locator('[data-testid="stExpander"] summary', has_text="Demo models").click()  # the button's expander
+        button = page.get_by_role("button", name="Train demo models")
+        button.wait_for(timeout=60_000)
+        assert button.is_disabled()
         assert not view.errors and not view.blocked, (view.errors, view.blocked)
