@@ -53,7 +53,8 @@ def build(root: Path) -> Path:
         torch.set_num_threads(threads)
 
 
-def _build(root: Path) -> Path:
+def language_models(root: Path) -> None:
+    """The two tiny language models alone (LSTM and TRANSFORMER in `root`), each with its timeline."""
     root.mkdir(parents=True, exist_ok=True)
     data_config = DataConfig(corpus="synthetic", train_tokens=20_000, eval_tokens=2_000)
     data = load_lm_data(data_config)
@@ -69,6 +70,9 @@ def _build(root: Path) -> Path:
                                context_length=CONTEXT, dropout=0.0),
              train.replace(lr=1e-2), data_config, root / TRANSFORMER, data=data, callbacks=[TimelineRecorder()])
 
+
+def _build(root: Path) -> Path:
+    language_models(root)
     tune = FinetuneConfig(task="number", max_steps=24, lm_steps=0, eval_every=8, val_size=50, batch_size=16,
                           lr_head=1e-2, lr_body=5e-3, device="cpu")
     finetune(root / LSTM, tune, root / CLASSIFIER)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import appruns
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -40,25 +42,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/appruns.py's two tiny language models, without its broken runs (they show error boxes)."""
-    from labkit.data import DataConfig
-    from labkit.data.lm import load_lm_data
-    from labkit.models import RNNConfig, TransformerConfig
-    from labkit.train import TrainConfig
-    from labkit.train.pretrain import pretrain
-
     root = tmp_path_factory.mktemp("classroom-runs")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data_config = DataConfig(corpus="synthetic", train_tokens=20_000, eval_tokens=2_000)
-        data = load_lm_data(data_config)
-        vocab = data.tokenizer.vocab_size
-        train = TrainConfig(max_steps=16, batch_size=8, seq_len=32, eval_every=8, log_every=2, lr=2e-2,
-                            warmup_steps=2, device="cpu", seed=1)
-        pretrain(RNNConfig(vocab_size=vocab, d_embed=32, d_hidden=32, n_layers=1, dropout=0.0, tie_weights=True),
-                 train.replace(lr=4e-2), data_config, root / "tiny-lstm", data=data)
-        pretrain(TransformerConfig(vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, d_ff=64, context_length=64,
-                                   dropout=0.0), train.replace(lr=1e-2), data_config, root / "tiny-transformer", data=data)
+        appruns.language_models(root)
     finally:
         torch.set_num_threads(threads)
     return root
