@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	@# torch first, pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip show torch >/dev/null 2>&1 || $(PY) -m pip install "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[lab,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
