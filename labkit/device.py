@@ -39,6 +39,50 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
+THREADS_ENV = "LABKIT_THREADS"  # a number of threads, or "torch" for torch's own default
+_TORCH_THREADS = torch.get_num_threads()  # torch's default here (one per physical core, or OMP_NUM_THREADS)
+
+
+def cpu_threads(load: float | None = None, cores: int | None = None, default: int | None = None) -> int:
+    """How many CPU threads torch should train with now: its default (one per physical core) less
+    the cores other work keeps busy (the 1-minute load average, rounded), at least one. torch's
+    threads wait for each other at every operation, so one put off by another program holds up
+    the rest: on a 2-core machine with other work running, two threads train slower than one
+    (docs/benchmarks.md, "Threads on a busy CPU"). Where the load cannot be read, torch's default."""
+    default = default or _TORCH_THREADS
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # (Windows)
+            return default
+    return max(1, min(default, (cores or os.cpu_count() or 1) - round(load)))
+
+
+def use_cpu_threads() -> str:
+    """Set torch's CPU threads for this process (a notebook's kernel, a training command) and say
+    how many and why: `LABKIT_THREADS` (a number, or "torch" for torch's default); else, when
+    OMP_NUM_THREADS is set, torch's threads as they are; else `cpu_threads()`."""
+    wanted = os.environ.get(THREADS_ENV, "").strip().lower()
+    change = f"{THREADS_ENV}=N to change"
+    if not wanted and os.environ.get("OMP_NUM_THREADS"):
+        return f"{torch.get_num_threads()} (OMP_NUM_THREADS is set: left as it is)"
+    if wanted == "torch":
+        torch.set_num_threads(_TORCH_THREADS)
+        return f"{_TORCH_THREADS} (torch's default, from {THREADS_ENV}=torch)"
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise LabkitError(f"{THREADS_ENV} must be a number of threads (1 or more) or 'torch', not {wanted!r}")
+        torch.set_num_threads(int(wanted))
+        return f"{wanted} (from {THREADS_ENV})"
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    try:
+        load = f", load {os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        load = ""
+    return f"{threads} of {os.cpu_count()} cores{load}: what other work leaves free ({change})"
+
+
 def cpu_has_bf16() -> bool:
     """Does this CPU multiply bf16 matrices natively (AVX-512 BF16 or AMX)? There, bf16 matrix
     products run 2.5 to 5 times faster than fp32 ones (measured in docs/benchmarks.md); elsewhere

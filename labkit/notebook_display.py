@@ -12,11 +12,17 @@ from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.io.base_renderers import HtmlRenderer
 
 from labkit.errors import LabkitError
 from labkit.inspect import style
 
 TEMPLATE = "labkit"
+# Beside plotly's JSON mime type, which JupyterLab and VS Code draw, every figure carries an HTML
+# fallback (a div and plotly.js from its CDN, as plotly's own Colab renderer makes) for the front
+# ends that draw no plotly mime type: Colab, Kaggle, nbviewer, an exported page.
+HTML_RENDERER = "labkit_html"
+HTML_DEFAULTS = ("colab", "kaggle", "notebook", "notebook_connected", "azure", "cocalc", "databricks", HTML_RENDERER)
 
 
 def house_style(export: str = "png") -> None:
@@ -30,8 +36,19 @@ def house_style(export: str = "png") -> None:
         xaxis=dict(tickfont=layout.xaxis.tickfont, title_font=layout.xaxis.title.font, automargin=True),
         yaxis=dict(tickfont=layout.yaxis.tickfont, title_font=layout.yaxis.title.font, automargin=True)))
     pio.templates.default = f"{style.BASE_TEMPLATE}+{TEMPLATE}"
-    for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode"):
+    pio.renderers[HTML_RENDERER] = HtmlRenderer(connected=True, include_plotlyjs="cdn")
+    for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode", HTML_RENDERER):
         pio.renderers[name].config = style.export_config(export)
+    default = pio.renderers.default  # "" outside a notebook; Colab's and Kaggle's have HTML already
+    if default and not set(default.split("+")) & set(HTML_DEFAULTS):
+        pio.renderers.default = f"{default}+{HTML_RENDERER}"
+
+
+def html_fallback(fig: go.Figure) -> str:
+    """`fig` as the HTML a front end without plotly's mime renderer draws (see HTML_RENDERER)."""
+    renderer = pio.renderers[HTML_RENDERER] if HTML_RENDERER in pio.renderers else HtmlRenderer(
+        connected=True, include_plotlyjs="cdn", config=style.export_config())
+    return renderer.to_mimebundle(fig.to_dict())["text/html"]
 
 
 # --- live curves --------------------------------------------------------------------------
@@ -81,8 +98,10 @@ class LiveCurves:
             self.refresh()
 
     def _bundle(self) -> dict[str, Any]:
-        """The figure as plotly's JSON mime type only (no plotly.js inlined at every redraw)."""
-        return {PLOTLY_MIME: self.fig.to_plotly_json(), "text/plain": f"<live curves: {len(self.fig.data) // 2} runs>"}
+        """The figure as plotly's JSON mime type and the HTML fallback (plotly.js from its CDN, never
+        inlined at every redraw)."""
+        return {PLOTLY_MIME: self.fig.to_plotly_json(), "text/html": html_fallback(self.fig),
+                "text/plain": f"<live curves: {len(self.fig.data) // 2} runs>"}
 
     def refresh(self) -> None:
         self._last = time.monotonic()

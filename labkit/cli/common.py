@@ -141,8 +141,11 @@ def names_list(allowed: tuple[str, ...], none: bool = False) -> Any:
 def run_training(args: argparse.Namespace, command: str, start: Any) -> int:
     """Run `start(callbacks)` (it trains and reports) with a progress display; say how training
     ended: the exit status, and how to continue a run stopped by a signal."""
+    from labkit.device import use_cpu_threads
     from labkit.train.callbacks import ProgressBar
     from labkit.train.trainer import TrainingStopped
+
+    use_cpu_threads()  # the cores other work leaves free (LABKIT_THREADS to choose)
 
     class Display:
         """A progress bar from the first step on (not while the data loads); evaluations."""

@@ -146,6 +146,9 @@ def test_live_curves_redraw_one_output_with_every_point():
     assert [(t["name"], list(t["x"]), list(t["y"])) for t in figure["data"]] == [("run", [1, 2], [3.0, 2.5]),
                                                                                ("run val", [1], [3.5])]
     assert figure["layout"]["yaxis"]["title"]["text"] == "loss (nats/token)"
+    fallback = output["data"]["text/html"]  # for a front end that draws no plotly mime type (Colab, Kaggle)
+    assert 'src="https://cdn.plot.ly/plotly-' in fallback and "Plotly.newPlot" in fallback
+    assert '"x":[1,2],"y":[3.0,2.5]' in fallback.replace(" ", "") and "plotly.min.js" not in fallback
 
 
 @pytest.mark.parametrize("config", [
@@ -299,9 +302,19 @@ def test_house_style_reaches_a_notebooks_own_figures_and_exports_png_or_svg():
 
     from labkit.notebook_display import house_style
 
-    default = pio.templates.default
+    default, renderers = pio.templates.default, pio.renderers.default
     try:
+        pio.renderers.default = "plotly_mimetype"  # what a JupyterLab or VS Code kernel starts with
         house_style()
+        assert pio.renderers.default == "plotly_mimetype+labkit_html"  # the JSON and an HTML fallback
+        house_style()
+        assert pio.renderers.default == "plotly_mimetype+labkit_html"
+        pio.renderers.default = "colab"  # plotly found a hosted front end: its own renderer has HTML
+        house_style()
+        assert pio.renderers.default == "colab"
+        pio.renderers.default = ""  # no front end (a plain script): nothing to add to
+        house_style()
+        assert pio.renderers.default == ""
         fig = go.Figure(go.Scatter(y=[1, 2]))  # a figure the notebook makes itself
         layout = fig.layout.template.layout
         assert pio.templates.default == "plotly_white+labkit"
@@ -311,6 +324,6 @@ def test_house_style_reaches_a_notebooks_own_figures_and_exports_png_or_svg():
         house_style("svg")
         assert pio.renderers["jupyterlab"].config["toImageButtonOptions"]["format"] == "svg"
     finally:
-        pio.templates.default = default
-        for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode"):
+        pio.templates.default, pio.renderers.default = default, renderers
+        for name in ("plotly_mimetype", "jupyterlab", "notebook", "notebook_connected", "vscode", "labkit_html"):
             pio.renderers[name].config = {}
