@@ -1,6 +1,6 @@
 """The text a run was trained on, read again for views that need more than a sentence: the loss
-by position and by word frequency (Compare), long inputs (Attention). Cached per corpus; WikiText-2
-is read from disk only, never downloaded by a page."""
+by position and by word frequency (Compare), long inputs (Attention). Cached per corpus; a corpus
+labkit downloads (WikiText-2, WikiText-103, IMDB) is read from disk only, never downloaded by a page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 
 import streamlit as st
 
-from labkit.data.corpora import wikitext2_lines
 from labkit.data.lm import DataConfig, corpus_lines
 from labkit.runs import RunInfo
 
@@ -22,9 +21,7 @@ def data_key(info: RunInfo) -> str:
 def lines(data: str, split: str) -> list[str]:
     """The lines of one split ("train", "valid") of the corpus in a run's data config (`data_key`)."""
     config = DataConfig.from_dict(json.loads(data))
-    if config.corpus == "wikitext-2":
-        return wikitext2_lines(split, config.data_dir, download=False)
-    return corpus_lines(config)[split]
+    return list(corpus_lines(config, download=False)[split])
 
 
 def opening(info: RunInfo, words: int) -> str:

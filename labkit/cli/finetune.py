@@ -111,16 +111,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_finetune(sub: Any) -> None:
     p = add_command(sub, "finetune", "fine-tune a pretrained run on a classification task",
-                    "Put a classification head on RUN's network and train it on SST-2 sentiment. "
+                    "Put a classification head on RUN's network and train it on SST-2 sentiment (or --task). "
                     "With --from-scratch\nthe same network starts from random weights: the "
                     "comparison that shows what pretraining gave.\nModel selection uses a "
-                    "validation split held out from SST-2 train; SST-2 dev is the reported test "
-                    "set.", "examples:\n  labkit finetune classic-lstm-1 --mode frozen\n"
+                    "validation split held out from the task's training sentences; SST-2 dev (IMDB test) is "
+                    "the reported test set.", "examples:\n  labkit finetune classic-lstm-1 --mode frozen\n"
+                    "  labkit finetune classic-lstm-1 --task imdb --lm-text all+unsup\n"
                     "  labkit finetune classic-lstm-1 --from-scratch --train-size 6700 --seed 1\n"
                     "  labkit predict classic-lstm-1-sst2-full-s0 'a moving , funny film'",
                     which=False, optional_run=True)
-    p.add_argument("--task", choices=("sst2", "number"), help="the downstream task: SST-2 sentiment, or number, "
-                   "a stand-in that needs no download (is a phrase's head noun singular or plural?) "
+    p.add_argument("--task", choices=("sst2", "imdb", "number"), help="the downstream task: SST-2 sentiment, IMDB "
+                   "movie-review sentiment (25,000 reviews to train on, 25,000 to test; an 84 MB download), or "
+                   "number, a stand-in that needs no download (is a phrase's head noun singular or plural?) "
                    "(default: sst2)")
     p.add_argument("--mode", choices=("full", "frozen", "gradual"), help="full: every weight "
                    "trains; frozen: only the head; gradual: unfreeze from the top, one layer "
@@ -147,6 +149,8 @@ def add_finetune(sub: Any) -> None:
     p.add_argument("--epochs", type=bounded(int, 1, 10**6), metavar="N", help="passes over the labelled sentences (default: 10)")
     p.add_argument("--max-steps", type=bounded(int, 1, 10**9), metavar="N", help="stop after N steps (equal budgets)")
     p.add_argument("--batch-size", type=bounded(int, 1, 10**6), metavar="N", help="(default: 32)")
+    p.add_argument("--max-len", type=bounded(int, 1, 10**6), metavar="N", help="read the first N tokens of each "
+                   "sentence (an IMDB review is about 270) (default: 64)")
     p.add_argument("--lr-body", type=bounded(float, 0, above=True), metavar="LR", help="(default: 5e-4)")
     p.add_argument("--lr-head", type=bounded(float, 0, above=True), metavar="LR", help="(default: 2e-3)")
     p.add_argument("--frozen-lr", type=bounded(float, 0, above=True), metavar="LR",
@@ -164,9 +168,10 @@ def add_finetune(sub: Any) -> None:
                    "Transformer)")
     p.add_argument("--lm-lr", type=bounded(float, 0, above=True), metavar="LR",
                    help="the learning rate of that step (default: 1e-3)")
-    p.add_argument("--lm-text", choices=("labelled", "all"), help="what that step reads: the labelled sentences, "
-                   "or every training sentence of the task with its label unread (semi-supervised; never the "
-                   "validation or test sentences) (default: all)")
+    p.add_argument("--lm-text", choices=("labelled", "all", "all+unsup"), help="what that step reads: the labelled "
+                   "sentences, or every training sentence of the task with its label unread (semi-supervised; never "
+                   "the validation or test sentences), or those and the task's unlabelled texts (imdb: its 50,000 "
+                   "unsup reviews) (default: all)")
     p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
                    "much training time: seconds, or 90s, 3m")
     p.add_argument("--eval-every", type=bounded(int, 1, 10**9), metavar="N", help="validate every N steps (default: 200)")

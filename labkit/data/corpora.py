@@ -1,34 +1,32 @@
-"""Find, download and verify the corpora (WikiText-2, SST-2); replaces torchtext.datasets.
+"""Find, download and verify the corpora (WikiText-2, WikiText-103, SST-2, IMDB); replaces
+torchtext.datasets.
 
 A file is looked up, in order, in: an explicit directory, ``$LABKIT_DATA/<dataset>/``, the
-user cache (``cache_dir()/<dataset>/``); if it is in none, it is downloaded into the cache.
-``$LABKIT_DATA`` may be read-only, so labkit never writes there. Every file has a pinned
-size and sha256: local files get a cheap size check (``verify=True`` hashes them too);
-downloads are always hashed and only renamed into place when the hash matches.
+user cache (``cache_dir()/<dataset>/``); if it is in none, it is made in the cache: from the
+dataset's archive when one lies in those folders, else downloaded (labkit.data.downloads:
+resumable, with a progress bar). ``$LABKIT_DATA`` may be read-only, so labkit never writes there.
+Every file or archive has a pinned size and sha256 where one is published: local files get a
+cheap size check (``verify=True`` hashes them too); downloads are always hashed and only renamed
+into place when the hash matches. The files unpacked from an archive with a pinned checksum
+(WikiText-103, IMDB) have none of their own: the archive's vouches for them.
 
 Environment: ``LABKIT_DATA`` (a directory of ``<dataset>/<file>``), ``LABKIT_CACHE`` (the
-cache directory), ``LABKIT_DATA_MIRROR`` (a base URL serving ``<dataset>/<file>``; for
-sst2 ``sst2/SST-2.zip``), ``LABKIT_OFFLINE=1`` (never download).
+cache directory), ``LABKIT_DATA_MIRROR`` (a base URL serving ``<dataset>/<file>``, or
+``<dataset>/<archive>`` for a dataset that comes as one: ``sst2/SST-2.zip``), ``LABKIT_OFFLINE=1``
+(never download).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import http.client
 import os
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from labkit.data import imdb as imdb_files
+from labkit.data.archives import extract_zip
+from labkit.data.downloads import download_file, locked, sha256_file
 from labkit.errors import ChecksumError, DataNotFoundError, LabkitError
-
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -43,14 +41,20 @@ class FileSpec:
 class Dataset:
     """A corpus: its files and where they can be downloaded from.
 
-    ``base_url`` is None when no live download is known. With ``archive`` set, the files are
-    members ``<archive_dir>/<file>`` of the zip ``<base_url><archive>`` instead of plain files.
+    ``base_url`` is None when no live download is known. With ``archive`` set, the files come out
+    of ``<base_url><archive>``: with ``unpack="zip"`` each is the member ``<archive_dir>/<member>``
+    (``members`` maps a file to its member; by default the same name), with ``unpack="imdb"``
+    labkit.data.imdb packs them. ``archive_spec`` pins the archive itself; a file's spec is None
+    when only the archive's checksum is published.
     """
 
-    files: dict[str, FileSpec]
+    files: dict[str, FileSpec | None]
     base_url: str | None
     archive: str | None = None
     archive_dir: str = ""
+    archive_spec: FileSpec | None = None
+    members: dict[str, str] | None = None
+    unpack: str = "zip"
     citation: str = ""
     license: str = ""
     notes: str = ""
@@ -61,6 +65,7 @@ class Dataset:
         return self.base_url + (self.archive or filename)
 
 
+MERITY = "Merity et al., Pointer Sentinel Mixture Models, 2016 (arXiv:1609.07843)"
 DATASETS: dict[str, Dataset] = {
     "wikitext-2": Dataset(
         files={
@@ -69,7 +74,7 @@ DATASETS: dict[str, Dataset] = {
             "test.txt": FileSpec("d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", 1_256_449),
         },
         base_url="https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/",
-        citation="Merity et al., Pointer Sentinel Mixture Models, 2016 (arXiv:1609.07843)",
+        citation=MERITY,
         license="CC BY-SA 3.0",
         notes="WikiText-2 v1, tokenized with <unk>; the pytorch/examples copy.",
     ),
@@ -78,7 +83,7 @@ DATASETS: dict[str, Dataset] = {
             "wiki.test.raw": FileSpec("173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08", 1_290_590),
         },
         base_url=None,
-        citation="Merity et al., Pointer Sentinel Mixture Models, 2016 (arXiv:1609.07843)",
+        citation=MERITY,
         license="CC BY-SA 3.0",
         notes="WikiText-2 raw v1, test split only; no known live download.",
     ),
@@ -95,6 +100,35 @@ DATASETS: dict[str, Dataset] = {
         license="research use (no explicit license)",
         notes="GLUE SST-2; test is unlabeled.",
     ),
+    "wikitext-103": Dataset(
+        files=dict.fromkeys(("train.txt", "valid.txt", "test.txt")),
+        # Smerity's re-hosting of the first home, s3.amazonaws.com/research.metamind.io/wikitext/ (403 now).
+        base_url="https://wikitext.smerity.com/",
+        archive="wikitext-103-v1.zip",
+        archive_dir="wikitext-103",
+        # huggingface/datasets, datasets/wikitext/dataset_infos.json (commit 040102f1),
+        # "download_checksums" of wikitext-103-v1.zip at its s3 home: 190229076 bytes and this sha256,
+        # which projects downloading it from wikitext.smerity.com pin too.
+        archive_spec=FileSpec("242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590", 190_229_076),
+        members={"train.txt": "wiki.train.tokens", "valid.txt": "wiki.valid.tokens", "test.txt": "wiki.test.tokens"},
+        citation=MERITY,
+        license="CC BY-SA 3.0",
+        notes="WikiText-103 v1, tokenized with <unk> (vocabulary 267,735); valid and test are WikiText-2's "
+              "articles. The zip's wiki.{train,valid,test}.tokens, named as WikiText-2's files.",
+    ),
+    "imdb": Dataset(
+        files=dict.fromkeys(imdb_files.FILES.values()),
+        base_url="https://ai.stanford.edu/~amaas/data/sentiment/",
+        archive="aclImdb_v1.tar.gz",
+        # tensorflow/datasets, tensorflow_datasets/url_checksums/imdb_reviews.txt (commit 333639b3), and
+        # huggingface/datasets, datasets/imdb/dataset_infos.json (commit 040102f1): 84125825 bytes, this sha256.
+        archive_spec=FileSpec("c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe", 84_125_825),
+        unpack="imdb",
+        citation="Maas et al., Learning Word Vectors for Sentiment Analysis, ACL 2011 (P11-1015)",
+        license="research use (no explicit license); cite Maas et al. 2011",
+        notes="Large Movie Review Dataset v1: 25,000 train and 25,000 test reviews (half positive), 50,000 "
+              "unlabelled; packed by labkit.data.imdb into train.tsv, test.tsv, unsup.txt.",
+    ),
 }
 
 
@@ -110,108 +144,46 @@ def _offline() -> bool:
     return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_local(path: Path, spec: FileSpec, verify: bool) -> Path:
+def _check_local(path: Path, spec: FileSpec | None, verify: bool) -> Path:
+    if spec is None:  # unpacked from an archive whose checksum was checked
+        return path
     size = path.stat().st_size
     if size != spec.size:
         raise ChecksumError(f"{path} has {size:,} bytes, expected {spec.size:,}: replace or delete it")
-    if verify and (got := _sha256(path)) != spec.sha256:
+    if verify and (got := sha256_file(path).hexdigest()) != spec.sha256:
         raise ChecksumError(f"{path} has sha256 {got}, expected {spec.sha256}: replace or delete it")
     return path
 
 
-def _stream(url: str, out, *, timeout: float, progress: bool, desc: str) -> tuple[str, int]:
-    """Copy ``url`` into the open binary file ``out``; return (sha256, bytes). Short reads fail."""
-    h, n = hashlib.sha256(), 0
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    out.write(chunk)
-                    h.update(chunk)
-                    n += len(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as e:
-        raise DataNotFoundError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
-    except urllib.error.URLError as e:
-        raise DataNotFoundError(f"could not reach {url}: {e.reason}") from e
-    except (OSError, http.client.HTTPException) as e:  # reset, timeout, bad response
-        raise DataNotFoundError(f"download of {url} broke off after {n:,} bytes: {e!r}") from e
-    if total is not None and n != total:
-        raise DataNotFoundError(f"download of {url} broke off: got {n:,} of {total:,} bytes; try again")
-    return h.hexdigest(), n
-
-
-def _temp_in(directory: Path, name: str):
-    directory.mkdir(parents=True, exist_ok=True)
-    return tempfile.NamedTemporaryFile(dir=directory, prefix=f".{name}.", suffix=".part", delete=False)
-
-
-def download_file(
-    url: str, dest: Path, sha256: str, *, size: int | None = None, progress: bool = True, timeout: float = 30
-) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file; rename it into place only if its
-    sha256 (and size, if given) match. On any failure nothing is left behind."""
-    dest = Path(dest)
-    tmp = _temp_in(dest.parent, dest.name)
-    try:
-        with tmp:
-            got, n = _stream(url, tmp, timeout=timeout, progress=progress, desc=dest.name)
-        if size is not None and n != size:
-            raise ChecksumError(f"{dest.name} from {url} has {n:,} bytes, expected {size:,}")
-        if got != sha256:
-            raise ChecksumError(f"{dest.name} from {url} has sha256 {got}, expected {sha256}")
-        os.replace(tmp.name, dest)
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
-    return dest
-
-
-def _download_archive(url: str, ds: Dataset, dest_dir: Path, *, timeout: float = 30) -> None:
-    """Download a zip and extract all of ``ds.files`` into ``dest_dir``, each one verified;
-    the files are renamed into place only when every one of them matches."""
-    parts: dict[str, str] = {}
-    archive = _temp_in(dest_dir, Path(url).name)
-    try:
-        with archive:
-            _stream(url, archive, timeout=timeout, progress=True, desc=Path(url).name)
-        try:
-            with zipfile.ZipFile(archive.name) as zf:
-                for name, spec in ds.files.items():
-                    member = f"{ds.archive_dir}/{name}" if ds.archive_dir else name
-                    with zf.open(member) as src, _temp_in(dest_dir, name) as out:
-                        parts[name] = out.name
-                        h = hashlib.sha256()
-                        for chunk in iter(lambda: src.read(_CHUNK), b""):
-                            out.write(chunk)
-                            h.update(chunk)
-                    if (got := h.hexdigest()) != spec.sha256:
-                        raise ChecksumError(f"{member} in {url} has sha256 {got}, expected {spec.sha256}")
-        except (zipfile.BadZipFile, KeyError) as e:
-            raise DataNotFoundError(f"{url} is not the expected zip ({e}); try again or use another mirror") from e
-        for name, tmp_name in parts.items():
-            os.replace(tmp_name, dest_dir / name)
-    finally:
-        for tmp_name in [archive.name, *parts.values()]:
-            Path(tmp_name).unlink(missing_ok=True)
-
-
-def _spec(dataset: str, filename: str) -> tuple[Dataset, FileSpec]:
+def _spec(dataset: str, filename: str) -> tuple[Dataset, FileSpec | None]:
     if dataset not in DATASETS:
         raise LabkitError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     ds = DATASETS[dataset]
     if filename not in ds.files:
         raise LabkitError(f"{dataset} has no file {filename!r}; its files: {', '.join(ds.files)}")
     return ds, ds.files[filename]
+
+
+def _folders(dataset: str, data_dir: str | Path | None) -> list[Path]:
+    """Where a dataset's files are looked for, in order; the cache (where labkit writes) last."""
+    folders = [Path(data_dir), Path(data_dir) / dataset] if data_dir is not None else []
+    if os.environ.get("LABKIT_DATA"):
+        folders.append(Path(os.environ["LABKIT_DATA"]) / dataset)
+    return [*folders, cache_dir() / dataset]
+
+
+def _first(folders: list[Path], name: str) -> Path | None:
+    return next((folder / name for folder in folders if (folder / name).is_file()), None)
+
+
+def _unpack(ds: Dataset, archive: Path, folder: Path) -> None:
+    """Make the dataset's files in `folder` from its archive (verified already)."""
+    if ds.unpack == "imdb":
+        imdb_files.pack(archive, folder)
+        return
+    members = {name: ds.archive_dir + "/" * bool(ds.archive_dir) + (ds.members or {}).get(name, name)
+               for name in ds.files}
+    extract_zip(archive, members, folder, {n: (s.sha256, s.size) for n, s in ds.files.items() if s is not None})
 
 
 def locate(
@@ -223,52 +195,80 @@ def locate(
     verify: bool = False,
     mirror: str | None = None,
 ) -> Path:
-    """Return the path of ``<dataset>/<filename>``, downloading it into the cache if needed.
+    """Return the path of ``<dataset>/<filename>``, making it in the cache if needed: from the
+    dataset's archive when one is found where its files are looked for, else downloaded.
 
-    ``data_dir`` may hold the file itself or a ``<dataset>/`` folder. ``mirror`` (or
-    ``$LABKIT_DATA_MIRROR``) is a base URL that serves ``<dataset>/<file>`` instead of the
-    canonical source.
+    ``data_dir`` may hold the file itself (one with a pin of its own), its archive, or a
+    ``<dataset>/`` folder. ``mirror`` (or
+    ``$LABKIT_DATA_MIRROR``) is a base URL that serves ``<dataset>/<file>`` (or ``<archive>``)
+    instead of the canonical source.
     """
     ds, spec = _spec(dataset, filename)
-    candidates = []
-    if data_dir is not None:
-        candidates += [Path(data_dir) / filename, Path(data_dir) / dataset / filename]
-    if os.environ.get("LABKIT_DATA"):
-        candidates.append(Path(os.environ["LABKIT_DATA"]) / dataset / filename)
-    cached = cache_dir() / dataset / filename
-    candidates.append(cached)
-    for path in candidates:
-        if path.is_file():
-            return _check_local(path, spec, verify)
+    folders = _folders(dataset, data_dir)
+    cached = folders[-1] / filename
+    # `data_dir` itself may hold a file only when its pin tells it from another dataset's of the same
+    # name (WikiText-2's train.txt is not WikiText-103's, whose files are pinned by their archive alone)
+    own = folders if spec is not None or data_dir is None else folders[1:]
+    if (path := _first(own, filename)) is not None:
+        return _check_local(path, spec, verify)
+    archive = _first(folders, ds.archive) if ds.archive else None
 
+    fetch = ds.archive_spec if ds.archive else spec  # what a download is checked against (SST-2's zip: nothing)
+    pinned = ds.archive_spec or spec
     data_env = os.environ.get("LABKIT_DATA")
     where = f"$LABKIT_DATA/{dataset}/ ({data_env}/{dataset}/)" if data_env else f"$LABKIT_DATA/{dataset}/"
-    put_it = f"put {filename} (sha256 {spec.sha256}) in {where} or in {cached.parent}/"
+    what = f"{ds.archive} (sha256 {pinned.sha256}) or its files ({', '.join(ds.files)})" if ds.archive_spec else \
+        f"{filename} (sha256 {pinned.sha256})" if pinned else filename
+    put_it = f"put {what} in {where} or in {cached.parent}/"
     mirror = mirror or os.environ.get("LABKIT_DATA_MIRROR")
-    if mirror:
-        url = f"{mirror.rstrip('/')}/{dataset}/{ds.archive or filename}"
-    else:
-        url = ds.url(filename)
-    if url is None:
-        raise DataNotFoundError(f"{dataset}/{filename} not found and has no known download: {put_it}")
-    if not download or _offline():
-        why = "LABKIT_OFFLINE is set" if _offline() else "download=False"
-        raise DataNotFoundError(f"{dataset}/{filename} not found and downloads are off ({why}): {put_it}")
-    try:
+    url = f"{mirror.rstrip('/')}/{dataset}/{ds.archive or filename}" if mirror else ds.url(filename)
+    if archive is None:
+        if url is None:
+            raise DataNotFoundError(f"{dataset}/{filename} not found and has no known download: {put_it}")
+        if not download or _offline():
+            why = "LABKIT_OFFLINE is set" if _offline() else "download=False"
+            size = f" ({fetch.size / 1e6:,.0f} MB)" if fetch and fetch.size >= 10**6 else ""
+            raise DataNotFoundError(f"{dataset}/{filename} not found and downloads are off ({why}): {put_it}; "
+                                    f"or allow downloads: labkit fetches it{size} from {url}")
+    with locked(cached.parent / ".unpack.lock") as waited:  # one process at a time makes the files
+        if waited and cached.is_file():
+            return cached
+        if archive is not None:
+            _unpack(ds, _check_local(archive, ds.archive_spec, verify=True), cached.parent)
+            return cached
+        fetched = cached.parent / (ds.archive or filename)
+        try:
+            download_file(url, fetched, fetch and fetch.sha256, size=fetch and fetch.size)
+        except DataNotFoundError as e:
+            raise DataNotFoundError(f"{e}; check your connection, or {put_it}") from e
         if ds.archive:
-            _download_archive(url, ds, cached.parent)
-        else:
-            download_file(url, cached, spec.sha256, size=spec.size)
-    except ChecksumError:
-        raise
-    except DataNotFoundError as e:
-        raise DataNotFoundError(f"{e}; check your connection, or {put_it}") from e
+            try:
+                _unpack(ds, fetched, cached.parent)
+            finally:
+                fetched.unlink(missing_ok=True)  # the files are what labkit reads: the archive's disk is freed
     return cached
 
 
 _WIKITEXT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 _WIKITEXT_RAW_FILES = {"test": "wiki.test.raw"}
 _SST2_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+class TextLines:
+    """The lines of a text file without their newlines, read from disk again on each pass: a corpus
+    too big to hold as a list of strings (WikiText-103's train split is 540 MB). Lines end at "\n"
+    alone, as in `wikitext2_lines`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self):
+        with open(self.path, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                yield line[:-1] if line.endswith("\n") else line
+
+    def __repr__(self) -> str:
+        return f"TextLines({str(self.path)!r})"
 
 
 def _split_file(split: str, files: dict[str, str], what: str) -> str:
@@ -290,6 +290,22 @@ def wikitext2_lines(split: str, data_dir: str | Path | None = None, *, raw: bool
     # split("\n"), not splitlines(): Wikipedia text holds characters splitlines() breaks on.
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def wikitext103_lines(split: str, data_dir: str | Path | None = None, **kw) -> TextLines:
+    """The lines of a WikiText-103 split (the zip's ``wiki.<split>.tokens``), read lazily, each as in
+    the file without the newline. ``kw`` goes to ``locate``."""
+    return TextLines(locate("wikitext-103", _split_file(split, _WIKITEXT_FILES, "wikitext-103"), data_dir, **kw))
+
+
+def imdb(split: str, data_dir: str | Path | None = None, **kw) -> list[tuple[str, int]]:
+    """(review, label) pairs of an IMDB split: "train" or "test" (25,000 each; label 0 negative,
+    1 positive) or "unsup" (50,000 unlabelled reviews, label -1). The review's raw text, on one
+    line (labkit.data.imdb). ``kw`` goes to ``locate``."""
+    path = locate("imdb", _split_file(split, imdb_files.FILES, "imdb"), data_dir, **kw)
+    if split == "unsup":
+        return [(review, -1) for review in imdb_files.unlabelled(path)]
+    return imdb_files.labelled(path)
 
 
 def sst2(split: str, data_dir: str | Path | None = None, **kw) -> list[tuple[str, int]]:

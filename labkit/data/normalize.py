@@ -1,4 +1,5 @@
-"""Bring SST-2's text conventions to WikiText-2's, so a WikiText vocabulary covers it.
+"""Bring SST-2's text conventions to WikiText-2's, so a WikiText vocabulary covers it; and raw
+reviews (IMDB's) to SST-2's first (`review_to_sst`).
 
 SST-2 is lowercased and PTB-tokenized; WikiText-2 is cased and tokenized differently. Measured
 on the raw text, 11.9% of SST-2 train tokens are not in the WikiText-2 vocabulary; most of the
@@ -15,6 +16,7 @@ gap is convention, not vocabulary:
 
 from __future__ import annotations
 
+import html
 import re
 
 from labkit.data.vocab import Vocab
@@ -36,6 +38,25 @@ def sst_to_wikitext(sentence: str) -> str:
         word = _SPLIT_MARKS.sub(lambda m: f" {_MARK[m.group(1)]} ", word)
         words.append(word)
     return " ".join(words)
+
+
+# A review's raw text in SST-2's (PTB) tokens: "don't" -> do n't, "it's" -> it 's, punctuation apart;
+# a hyphenated word and a number stay whole here, for `sst_to_wikitext` to mark (@-@, @,@, @.@).
+_REVIEW_TOKEN = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|m|ll|d)\b|\d+(?:[.,]\d+)+|\w+(?:-\w+)*|\.{2,}|-{2,}|[^\w\s]",
+                           re.IGNORECASE)
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def review_to_sst(text: str) -> str:
+    """Rewrite a raw review (IMDB's: cased, HTML line breaks, untokenized) in SST-2's tokens, so
+    that `sst_to_wikitext` and `CaseMapper` then bring it to WikiText's, as they bring SST-2."""
+    text = html.unescape(_HTML_BREAK.sub(" ", text))
+    return " ".join(_REVIEW_TOKEN.findall(text))
+
+
+def review_to_wikitext(text: str) -> str:
+    """A raw review in WikiText's tokenization (its case kept)."""
+    return sst_to_wikitext(review_to_sst(text))
 
 
 class CaseMapper:

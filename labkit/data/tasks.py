@@ -3,6 +3,11 @@
 - `sst2`: SST-2 sentiment (GLUE). Model selection uses a validation split held out from SST-2
   train; SST-2 dev, whose labels GLUE publishes (its test labels are private), is the reported
   test set.
+- `imdb`: IMDB movie-review sentiment (Maas et al. 2011), 25,000 labelled reviews to train on and
+  25,000 to test; model selection on a validation split held out from the training reviews, as
+  for SST-2. The raw reviews are brought to SST-2's tokens first (`review_to_sst`), so the same
+  normalisation then reads both. Its 50,000 unlabelled reviews are text for the language-model
+  step (`unlabelled_stream`).
 - `number`: a stand-in that needs no download: noun phrases of labkit's synthetic grammar,
   labelled by the number of their head noun. Some carry a distractor of the other number ("the
   dog near the cats" is singular), so the label needs the head noun, not the nearest one.
@@ -20,12 +25,12 @@ from typing import Any
 import torch
 
 from labkit.data import synthetic
-from labkit.data.corpora import sst2
-from labkit.data.normalize import CaseMapper, sst_to_wikitext
+from labkit.data.corpora import imdb, sst2
+from labkit.data.normalize import CaseMapper, review_to_sst, sst_to_wikitext
 from labkit.data.tokenizers import Tokenizer, WordTokenizer
 from labkit.errors import LabkitError
 
-TASKS = {"sst2": ("negative", "positive"), "number": ("singular", "plural")}
+TASKS = {"sst2": ("negative", "positive"), "imdb": ("negative", "positive"), "number": ("singular", "plural")}
 SPLIT_SEED = 1234  # one fixed validation split for every run
 
 
@@ -96,9 +101,28 @@ def task_rows(task: str, data_dir: str | Path | None = None,
         raise LabkitError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "number":
         return number_task_rows(8000, 11), number_task_rows(val_size, 12), number_task_rows(872, 13)
-    rows = sst2("train", data_dir)
+    if task == "imdb":
+        rows, test = ([(review_to_sst(review), label) for review, label in imdb(split, data_dir)]
+                      for split in ("train", "test"))
+    else:
+        rows, test = sst2("train", data_dir), sst2("dev", data_dir)
+    if val_size >= len(rows):
+        raise LabkitError(f"--val-size {val_size} leaves none of the {len(rows)} training sentences of {task} to train on")
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    return [rows[i] for i in order[val_size:]], [rows[i] for i in order[:val_size]], sst2("dev", data_dir)
+    return [rows[i] for i in order[val_size:]], [rows[i] for i in order[:val_size]], test
+
+
+def unlabelled_stream(task: str, encode: TextEncoder, data_dir: str | Path | None = None) -> tuple[torch.Tensor, int]:
+    """The task's unlabelled texts as one language-modelling stream (each text's ids, then `<eos>`),
+    encoded as `encode` reads the task, and how many texts: IMDB's 50,000 unsup reviews. Other
+    tasks have none."""
+    if task != "imdb":
+        raise LabkitError(f"the {task} task has no unlabelled text (imdb has: its 50,000 unsup reviews); "
+                          "the language-model step can read its labelled sentences (lm_text labelled or all)")
+    eos = torch.tensor([encode.tokenizer.eos_id], dtype=torch.int32)
+    parts = [t for review, _ in imdb("unsup", data_dir)
+             for t in (torch.tensor(encode(review_to_sst(review)), dtype=torch.int32), eos)]
+    return (torch.cat(parts).long() if parts else torch.zeros(0, dtype=torch.long)), len(parts) // 2
 
 
 def load_task(task: str, encode: TextEncoder, *, data_dir: str | Path | None = None, val_size: int = 2000,

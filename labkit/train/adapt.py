@@ -33,23 +33,27 @@ if TYPE_CHECKING:
     from labkit.train.finetune import FinetuneConfig
 
 
-def task_text(task: TaskData, tokenizer: Any) -> LMData:
+def task_text(task: TaskData, tokenizer: Any, extra: torch.Tensor | None = None) -> LMData:
     """The task's sentences as one language-modelling stream each split: every sentence's ids,
-    then `<eos>` (as a corpus line). Train from the training sentences, valid (and test) from the
-    validation sentences."""
+    then `<eos>` (as a corpus line). Train from the training sentences (then `extra`, a stream of
+    the task's unlabelled text, when given), valid (and test) from the validation sentences."""
     def stream(rows: list[tuple[list[int], int]]) -> torch.Tensor:
         return torch.tensor([i for ids, _ in rows for i in (*ids, tokenizer.eos_id)], dtype=torch.long)
 
     train, valid = stream(task.train), stream(task.val)
+    if extra is not None:
+        train = torch.cat([train, extra])
     return LMData(tokenizer, train, valid, valid, {"train": 1.0, "valid": 1.0, "test": 1.0})
 
 
 def adapt_language_model(model: nn.Module, tokenizer: Any, task: TaskData, *, steps: int, lr: float,
-                         base: TrainConfig, device: str = "auto", seed: int = 0) -> dict[str, float]:
-    """Train `model` (a language model, in place) for `steps` steps on the task's text with the
-    settings of its pretraining (`base`: batch, window, optimizer), a short warm-up and a linear
-    decay from `lr`. Returns the validation loss per token on the task's text before and after."""
-    data = task_text(task, tokenizer)
+                         base: TrainConfig, device: str = "auto", seed: int = 0,
+                         extra: torch.Tensor | None = None) -> dict[str, float]:
+    """Train `model` (a language model, in place) for `steps` steps on the task's text (and `extra`,
+    its unlabelled text) with the settings of its pretraining (`base`: batch, window, optimizer), a
+    short warm-up and a linear decay from `lr`. Returns the validation loss per token on the task's
+    text before and after."""
+    data = task_text(task, tokenizer, extra)
     window = min(base.seq_len, max(2, (data.train.numel() - 1) // max(1, base.batch_size) - 1))
     config = base.replace(lr=lr, max_steps=steps, time_budget_s=None, eval_every=steps + 1, eval_every_s=None,
                           warmup_steps=max(1, steps // 10), schedule="linear", min_lr_ratio=0.0, seq_len=window,
@@ -136,19 +140,24 @@ def adapt(body: torch.nn.Module | None, tokenizer: Any, task: TaskData, config: 
     """`config.lm_steps` steps of language modelling on the task's training text for a pretrained
     body (in place): what the card says of it, or nothing (from scratch, or lm_steps 0). The text is
     the labelled sentences, or with `lm_text="all"` every training sentence of the task, its label
-    unread (semi-supervised, as ULMFiT read all of IMDb's reviews); never the validation or test
-    sentences."""
+    unread (semi-supervised), or with "all+unsup" those and the task's unlabelled texts too (IMDB's
+    50,000 unsup reviews: all of IMDb's reviews that ULMFiT read but the test ones); never the
+    validation or test sentences."""
     steps = lm_steps(config, base_config.get("model", {}))
     if body is None or not steps:
         return {}
-    if config.lm_text == "all":
+    if config.lm_text in ("all", "all+unsup"):
         everything = task.all_train or (task.train if config.train_size is None else
                                         encoded_task(config.replace(train_size=None), tokenizer).train)
         task = dataclasses.replace(task, train=everything, all_train=None)
+    extra, unlabelled = None, {}
+    if config.lm_text == "all+unsup":
+        extra, n = tasks.unlabelled_stream(config.task, TextEncoder(tokenizer), config.data_dir)
+        unlabelled = {"lm_text_unlabelled": n}
     pretraining = TrainConfig.from_dict(base_config["train"])
     result = adapt_language_model(body, tokenizer, task, steps=steps, lr=config.lm_lr, base=pretraining,
-                                  device=config.device, seed=config.seed)
-    return {**result, "lm_text_sentences": len(task.train)}
+                                  device=config.device, seed=config.seed, extra=extra)
+    return {**result, "lm_text_sentences": len(task.train), **unlabelled}
 
 
 def lm_steps(config: FinetuneConfig, body_config: dict[str, Any]) -> int:

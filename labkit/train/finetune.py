@@ -53,6 +53,7 @@ from labkit.train.trainer import Trainer
 MODES = Classification.MODES
 MAX_VAL_SIZE = 50_000  # held-out sentences for model selection: more is a typo (SST-2 has 67,349 in all)
 # What may change when a fine-tuning run is resumed (how long, how often, where).
+LM_TEXTS = ("labelled", "all", "all+unsup")  # what the language-model step reads (FinetuneConfig.lm_text)
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "eval_every", "log_every", "patience", "device")
 
 
@@ -77,7 +78,9 @@ class FinetuneConfig(JSONConfig):
     # None: LM_STEPS for the body's family (about 35 to 40 s each on a 2-core CPU at the laptop sizes).
     lm_steps: int | None = None
     lm_lr: float = 1e-3
-    lm_text: str = "all"  # the LM step reads every training sentence of the task (no labels), or "labelled" ones
+    # the LM step reads every training sentence of the task (no labels), or "labelled" ones, or "all+unsup":
+    # every one and the task's unlabelled texts (IMDB's 50,000 unsup reviews)
+    lm_text: str = "all"
     weight_decay: float = 0.01
     epochs: int = 10
     max_steps: int | None = None  # stop earlier than `epochs` (equal budgets across runs)
@@ -125,8 +128,10 @@ class FinetuneConfig(JSONConfig):
             raise ValueError("warmup_frac must be in [0, 1)")
         if self.lm_steps is not None and self.lm_steps < 0:
             raise ValueError("lm_steps must be >= 0")
-        if self.lm_text not in ("labelled", "all"):
-            raise ValueError(f"lm_text must be labelled or all, got {self.lm_text!r}")
+        if self.lm_text not in LM_TEXTS:
+            raise ValueError(f"lm_text must be one of {', '.join(LM_TEXTS)}, got {self.lm_text!r}")
+        if self.lm_text == "all+unsup" and self.task != "imdb":
+            raise ValueError(f"lm_text all+unsup reads the task's unlabelled texts: imdb has them, {self.task} has none")
         if self.vocab_min_count < 0:
             raise ValueError("vocab_min_count must be >= 0 (0: no new words)")
         if self.task_lm and not self.from_scratch:

@@ -7,111 +7,26 @@ of them over HTTP on 127.0.0.1.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import socket
-import threading
 import time
 import zipfile
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from httpserver import contents, dies_after, serve, sha, slow, status
 
 from labkit.data import corpora
-from labkit.data.corpora import Dataset, FileSpec, cache_dir, download_file, locate, sst2, wikitext2_lines
+from labkit.data.corpora import Dataset, FileSpec, cache_dir, locate, sst2, wikitext2_lines
+from labkit.data.downloads import download_file
 from labkit.errors import ChecksumError, DataNotFoundError, LabkitError
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def contents(directory: Path) -> list[str]:
-    """Names in a directory (temporary files included); [] when it does not exist."""
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-
-
-# --- a real HTTP server on an ephemeral port -------------------------------------------------
-
-Route = bytes | Callable[[BaseHTTPRequestHandler], None]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.server.hits.append(self.path)
-        route = self.server.routes.get(self.path)
-        if route is None:
-            self.send_error(404)
-        elif callable(route):
-            route(self)
-        else:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(route)))
-            self.end_headers()
-            self.wfile.write(route)
-
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes: dict[str, Route] = {}
-        self.hits: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-def status(code: int) -> Route:
-    return lambda h: h.send_error(code)
-
-
-def dies_after(data: bytes, sent: int) -> Route:
-    """Promise all of ``data`` in Content-Length, send ``sent`` bytes, then hang up."""
-
-    def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data[:sent])
-        h.wfile.flush()
-        h.connection.shutdown(socket.SHUT_RDWR)
-        h.close_connection = True
-
-    return handle
-
-
-def slow(data: bytes, delay: float) -> Route:
-    def handle(h: BaseHTTPRequestHandler) -> None:
-        time.sleep(delay)
-        try:
-            h.send_response(200)
-            h.send_header("Content-Length", str(len(data)))
-            h.end_headers()
-            h.wfile.write(data)
-        except OSError:
-            pass  # the client gave up
-
-    return handle
 
 
 @pytest.fixture
 def server():
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serve() as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -147,13 +62,18 @@ def test_cache_dir_env_order(monkeypatch, tmp_path):
 
 
 def test_datasets_table_is_complete():
-    assert set(corpora.DATASETS) == {"wikitext-2", "wikitext-2-raw", "sst2"}
+    assert set(corpora.DATASETS) == {"wikitext-2", "wikitext-2-raw", "sst2", "wikitext-103", "imdb"}
     for ds in corpora.DATASETS.values():
-        for spec in ds.files.values():
-            assert len(spec.sha256) == 64 and spec.size > 0
+        for spec in [*ds.files.values(), ds.archive_spec]:
+            assert spec is None or (len(spec.sha256) == 64 and spec.size > 0)
+        # a file is pinned itself, or by the archive it comes out of
+        assert ds.archive_spec is not None or all(spec is not None for spec in ds.files.values())
     assert corpora.DATASETS["wikitext-2"].url("valid.txt").endswith("/word_language_model/data/wikitext-2/valid.txt")
     assert corpora.DATASETS["sst2"].url("dev.tsv") == "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
     assert corpora.DATASETS["wikitext-2-raw"].url("wiki.test.raw") is None
+    assert corpora.DATASETS["wikitext-103"].url("train.txt") == "https://wikitext.smerity.com/wikitext-103-v1.zip"
+    assert corpora.DATASETS["imdb"].url("unsup.txt") == "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    assert corpora.DATASETS["imdb"].archive_spec.size == 84_125_825
 
 
 def test_download_file_ok(server, tmp_path):
@@ -182,9 +102,10 @@ def test_download_file_size_mismatch(server, tmp_path):
 def test_download_file_server_dies_mid_transfer(server, tmp_path):
     data = bytes(range(256)) * 400
     server.routes["/big.bin"] = dies_after(data, 30_000)
-    with pytest.raises(DataNotFoundError, match="broke off"):
+    with pytest.raises(DataNotFoundError, match="broke off.*run it again to resume"):
         download_file(f"{server.url}/big.bin", tmp_path / "d" / "big.bin", sha(data), progress=False)
-    assert contents(tmp_path / "d") == []
+    assert contents(tmp_path / "d") == [".big.bin.part"]  # kept for the next try, never in place
+    assert (tmp_path / "d" / ".big.bin.part").read_bytes() == data[:30_000]
 
 
 @pytest.mark.parametrize("code", [403, 404, 500])
@@ -360,6 +281,8 @@ def test_archive_not_as_expected(monkeypatch, server, isolated, body):
 def test_real_files_located_and_verified(labkit_data, monkeypatch):
     monkeypatch.setenv("LABKIT_DATA", str(labkit_data))
     for name, ds in corpora.DATASETS.items():
+        if not (labkit_data / name).is_dir():  # WikiText-103 and IMDB are not in the shared data
+            continue
         for filename in ds.files:
             path = locate(name, filename, download=False, verify=True)
             assert path == labkit_data / name / filename
@@ -448,7 +371,7 @@ def test_real_download_server_dies(labkit_data, server, isolated):
     with pytest.raises(DataNotFoundError) as err:
         locate("wikitext-2", "valid.txt", mirror=server.url)
     assert "broke off" in str(err.value) and "LABKIT_DATA" in str(err.value)
-    assert contents(isolated / "wikitext-2") == []
+    assert contents(isolated / "wikitext-2") == [".valid.txt.part"]
 
 
 @pytest.mark.integration
