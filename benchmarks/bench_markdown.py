@@ -1,4 +1,5 @@
-"""The tables of docs/benchmarks.md, from the JSON `labkit bench` writes:
+"""The tables of docs/benchmarks.md, from the JSON `labkit bench` writes (or the GPU check's,
+benchmarks/gpu_check.py, which holds a bench per family):
 
     python benchmarks/bench_markdown.py runs/bench-classic.json
 """
@@ -47,6 +48,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def benches(check: dict[str, Any]) -> dict[str, Any]:
+    """The GPU check's benches (one per family) as one bench's result: the first one's machine."""
+    results = [step["result"] for name, step in check["steps"].items() if name.startswith("bench_") and "result" in step]
+    if not results:
+        sys.exit("no bench finished in this GPU check")
+    return results[0] | {"families": {k: v for r in results for k, v in r["families"].items()}}
+
+
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
-        print(markdown(json.load(f)))
+        result = json.load(f)
+    print(markdown(benches(result) if "steps" in result else result))

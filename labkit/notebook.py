@@ -6,6 +6,8 @@ recipes (display helpers are labkit.notebook_display, re-exported here as nbk.<n
   CUDA, else cpu), the device, which corpora are at hand, and where runs go (`LABKIT_RUNS`, else
   `runs/notebooks` in the checkout). smoke never downloads and falls back to the synthetic corpus
   and task when the real files are not on disk; cpu and gpu download them if needed.
+- `length_scale`: `LABKIT_SCALE`, a fraction of every training length a profile runs (a bounded
+  check of the gpu profile, benchmarks/gpu_check.py; default 1).
 - `lm_recipe` / `finetune_recipe`: the sizes each profile trains at (tiny presets on a slice,
   tiny presets on all of WikiText-2, the classic presets).
 - `budget_runs`: notebook 04's race, each family's own recipe for the same training time and then
@@ -18,6 +20,7 @@ recipes (display helpers are labkit.notebook_display, re-exported here as nbk.<n
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +32,21 @@ from torch import nn
 from labkit import experiments
 from labkit.data import DataConfig, locate
 from labkit.data.tasks import TaskData, TextEncoder, load_task
+from labkit.device import use_cpu_threads
 from labkit.errors import LabkitError
 from labkit.inspect.bertviz_offline import model_view_height
 from labkit.models import config_from_dict
 from labkit.notebook_display import CARD_FIELDS, LiveCurves, card_table, fmt_ppl, house_style, html_frame, say
 from labkit.presets import resolve_preset
 from labkit.runs import RunDir, remove_run
-from labkit.train.finetune import FinetuneConfig, finetune, task_tokenizer
+from labkit.train.adapt import lm_steps
+from labkit.train.finetune import FinetuneConfig, finetune, task_tokenizer, train_config
 from labkit.train.trainer import TrainConfig
 
 __all__ = ["BUDGET_SIZES", "CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves",
            "Recipe", "budget_recipes", "budget_runs", "card_table", "finetune_recipe", "finetune_run", "fmt_ppl",
-           "generation_speed", "house_style", "html_frame", "lm_recipe", "load_finetune_task", "model_view_height",
-           "probe_pair", "profile_name", "runs_root", "say", "start"]
+           "generation_speed", "house_style", "html_frame", "length_scale", "lm_recipe", "load_finetune_task",
+           "model_view_height", "probe_pair", "profile_name", "runs_root", "say", "start"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 CORPUS_FILES = {"wikitext-2": ("train.txt", "valid.txt", "test.txt"), "sst2": ("train.tsv", "dev.tsv")}
@@ -83,6 +88,23 @@ def profile_name(value: str | None = None) -> str:
     return value
 
 
+def length_scale(value: str | None = None) -> float:
+    """`value` or `$LABKIT_SCALE`: the fraction of its profile's training length a notebook runs
+    (unset: 1, all of it). At 0.01 the gpu profile trains the same models on the same data and
+    device for a hundredth of the steps, seconds and probe tokens, fine-tuning and its language-
+    model step included: a check that it runs, in minutes (benchmarks/gpu_check.py), whose numbers
+    mean nothing. Evaluation intervals are kept (a cut run evaluates less often), and the notebooks'
+    text still quotes the profile's full lengths."""
+    text = (os.environ.get("LABKIT_SCALE", "") if value is None else value).strip()
+    try:
+        scale = float(text) if text else 1.0
+    except ValueError:
+        scale = math.nan
+    if not 0 < scale <= 1:  # (NaN fails too)
+        raise LabkitError(f"LABKIT_SCALE={text!r}: a fraction of the profile's training length, in (0, 1]")
+    return scale
+
+
 def runs_root() -> Path:
     """`$LABKIT_RUNS`, else `runs/notebooks` in the checkout (or the current folder)."""
     if os.environ.get("LABKIT_RUNS"):
@@ -110,6 +132,7 @@ class Lab:
     wikitext: Path | None  # where WikiText-2 was found, None: the synthetic corpus stands in
     sst2: Path | None  # where SST-2 was found, None: a synthetic task stands in
     notes: list[str] = field(default_factory=list)
+    scale: float = 1.0  # the fraction of the profile's training lengths to run (length_scale)
 
     @property
     def corpus(self) -> str:
@@ -119,6 +142,13 @@ class Lab:
     def real_task(self) -> bool:
         """SST-2 needs a WikiText vocabulary: both real, or both synthetic."""
         return bool(self.sst2 and self.wikitext)
+
+    def cut(self, amount: float) -> float:
+        """A training length (steps, seconds, tokens) times `scale`: a whole number stays one and
+        at least 1 (0 stays 0)."""
+        if isinstance(amount, int):
+            return max(1, math.ceil(amount * self.scale)) if amount else 0
+        return amount * self.scale
 
     def run_path(self, name: str, *, fresh: bool = True) -> Path:
         """`<runs>/<notebook>-<name>-<profile>`; with `fresh`, an earlier run there is removed
@@ -142,7 +172,7 @@ class Lab:
 
 def start(notebook: str, *, sst2: bool = False, quiet: bool = False) -> Lab:
     """Pick the profile, device, data and runs folder, and say so."""
-    profile = profile_name()
+    profile, scale = profile_name(), length_scale()
     download = profile != "smoke"
     notes = []
     wikitext = corpus_available("wikitext-2", download)
@@ -158,13 +188,17 @@ def start(notebook: str, *, sst2: bool = False, quiet: bool = False) -> Lab:
     device = torch.device("cuda") if profile == "gpu" and torch.cuda.is_available() else torch.device("cpu")
     if profile == "gpu" and device.type != "cuda":
         notes.append("profile gpu, but torch sees no GPU: training the real presets on the CPU will be slow.")
-    lab = Lab(notebook, profile, device, runs_root(), wikitext, sst, notes)
+    if scale != 1:
+        notes.append(f"LABKIT_SCALE={scale:g}: every training length is cut to that fraction of the {profile} "
+                     "profile's; the text below still quotes the full lengths.")
+    lab = Lab(notebook, profile, device, runs_root(), wikitext, sst, notes, scale)
     lab.runs.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     house_style()  # every figure of the notebook in labkit's style, with PNG export
+    threads = use_cpu_threads()  # the cores other work leaves free (LABKIT_THREADS to choose)
     if not quiet:
         why = "from LABKIT_PROFILE" if os.environ.get("LABKIT_PROFILE") else "default: LABKIT_PROFILE is unset"
-        print(f"profile: {profile} ({why}) | device: {device} | torch threads: {torch.get_num_threads()}")
+        print(f"profile: {profile} ({why}) | device: {device} | torch threads: {threads}")
         print(f"data: {'WikiText-2 in ' + str(wikitext) if wikitext else 'synthetic corpus'}"
               + (f" | SST-2: {sst if lab.real_task else 'synthetic task'}" if sst2 else ""))
         print(f"runs go to: {lab.runs}")
@@ -187,7 +221,9 @@ def lm_recipe(lab: Lab, family: str = "lstm", **train: Any) -> Recipe:
     sizes = LM_SIZES[lab.profile]
     preset = resolve_preset(sizes["size"], family)
     data = DataConfig(corpus=lab.corpus, **(preset["data"] | sizes["data"]))
-    train_config = TrainConfig.from_dict(preset["train"] | sizes["train"] | {"device": str(lab.device)} | train)
+    settings = preset["train"] | sizes["train"] | {"device": str(lab.device)} | train
+    settings |= {k: lab.cut(settings[k]) for k in ("max_steps", "warmup_steps", "time_budget_s") if settings.get(k)}
+    train_config = TrainConfig.from_dict(settings)
     return Recipe(config_from_dict(preset["model"]), train_config, data)
 
 
@@ -200,7 +236,7 @@ def budget_recipes(lab: Lab, seed: int = 0, evals: int = 4) -> tuple[dict[str, t
         preset = resolve_preset(size["size"], family)
         datas.append(DataConfig(corpus=lab.corpus, **(preset["data"] | size["data"])))
         train = TrainConfig.from_dict(preset["train"] | {"seed": seed, "device": str(lab.device), "eval_every": 10**7,
-                                                         "eval_every_s": size["seconds"] / evals})
+                                                         "eval_every_s": lab.cut(size["seconds"]) / evals})
         recipes[family] = (config_from_dict(preset["model"]), train)
     if datas[0] != datas[1]:
         raise LabkitError(f"the {size['size']} presets of the two families read different data")
@@ -217,7 +253,7 @@ def budget_runs(lab: Lab, seed: int, data: Any = None, callbacks: Any = None) ->
     def where(budget: str, family: str) -> Path:
         return lab.run_path(f"{family}-{budget}-s{seed}")
 
-    return experiments.match_budgets(recipes, data_config, where, BUDGET_SIZES[lab.profile]["seconds"], data=data,
+    return experiments.match_budgets(recipes, data_config, where, lab.cut(BUDGET_SIZES[lab.profile]["seconds"]), data=data,
                                      callbacks=callbacks)
 
 
@@ -227,7 +263,7 @@ def probe_pair(lab: Lab, task: str, *, progress: bool = True) -> experiments.Pro
     if task not in experiments.PROBE_CORPORA:
         raise LabkitError(f"task must be one of {', '.join(experiments.PROBE_CORPORA)}, got {task!r}")
     names = {family: lab.run_path(f"{task}-{family}").name for family in ("lstm", "transformer")}  # clears old runs
-    return experiments.probe_pair(task, PROBE_SIZES[lab.profile][task], lab.runs, names, device=str(lab.device),
+    return experiments.probe_pair(task, lab.cut(PROBE_SIZES[lab.profile][task]), lab.runs, names, device=str(lab.device),
                                   eval_tokens=2_000 if lab.profile == "smoke" else None, progress=progress)
 
 
@@ -264,8 +300,12 @@ def finetune_run(lab: Lab, base: str | Path, task: TaskData, name: str, *, on_ev
     """Fine-tune `base` on `task` (cut to `train_size` examples when given) with the profile's
     settings plus `changes`; the run goes to `lab.run_path(name)`. Returns its card."""
     config = finetune_recipe(lab, **changes)
-    return finetune(base, config, lab.run_path(name), data=task.subset(config.train_size, config.seed),
-                    callbacks=[OnEval(on_eval)] if on_eval else ())
+    data = task.subset(config.train_size, config.seed)
+    if lab.scale != 1:  # its steps cut (epochs, or fewer steps: what it would train), and its LM step's
+        steps = train_config(config, len(data.train)).max_steps
+        config = config.replace(max_steps=lab.cut(steps),
+                                lm_steps=lab.cut(lm_steps(config, RunDir(base).load_config()["model"])))
+    return finetune(base, config, lab.run_path(name), data=data, callbacks=[OnEval(on_eval)] if on_eval else ())
 
 
 class OnEval:

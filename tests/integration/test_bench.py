@@ -1,14 +1,12 @@
-"""`labkit bench` (labkit.bench) and benchmarks/gpu.sh: the reference computes what labkit's
-models compute, the benchmark runs end to end at a tiny size and writes valid JSON (its numbers
-are not asserted: speed is measured, not tested), and the GPU script handles its arguments."""
+"""`labkit bench` (labkit.bench): the reference computes what labkit's models compute, and the
+benchmark runs end to end at a tiny size and writes valid JSON (its numbers are not asserted: speed
+is measured, not tested). The GPU script that runs it: tests/integration/test_gpu_check.py."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,29 +117,3 @@ def test_tiny_bench_runs_end_to_end_and_writes_json(tmp_path):
                             capture_output=True, text=True, timeout=60, env=ENV)
     assert tables.returncode == 0, tables.stderr
     assert "| lstm | reference | fp32 |" in tables.stdout and "| transformer | fastest |" in tables.stdout
-
-
-def run_gpu_script(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], capture_output=True, text=True,
-                          timeout=60, env={**ENV, "PATH": f"{Path(sys.executable).parent}:{ENV['PATH']}"}, **kw)
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_gpu_script_arguments(tmp_path):
-    from labkit.cli import build_parser
-
-    assert run_gpu_script("--help").returncode == 0
-    for bad in (["--bogus"], ["--size", "huge"], ["--budget"], ["--limit", "soon"], ["--device", "cpu"]):
-        done = run_gpu_script(*bad)
-        assert done.returncode == 2 and done.stderr.startswith("gpu.sh: ") and done.stderr.count("\n") == 1
-    done = run_gpu_script("--dry-run", "--out", str(tmp_path / "g.json"), "--budget", "1m")
-    assert done.returncode == 0
-    words = shlex.split(done.stdout)
-    assert words[:3] == ["timeout", "480", "labkit"]
-    args = build_parser().parse_args(words[3:])  # the command it would run is one labkit accepts
-    assert (args.size, args.device, args.target_ppl, args.budget) == ("medium", "cuda", 150.0, 60.0)
-    assert args.variants == ("reference", "default", "compile") and args.out == str(tmp_path / "g.json")
-    if not torch.cuda.is_available():
-        done = run_gpu_script("--out", str(tmp_path / "g.json"))
-        assert done.returncode == 3 and "no CUDA GPU" in done.stderr
-        assert not (tmp_path / "g.json").exists()

@@ -15,10 +15,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from queue import Empty
 
 import nbformat
 import pytest
+
+from labkit.notebook_exec import execute
 
 from offline_browser import CHROMIUM, free_port, offline_page, serving
 
@@ -28,28 +29,6 @@ NAMES = ["01_data_and_tokenizers", "02_rnn_language_model", "03_transformer_lang
          "04_rnn_vs_transformer", "05_finetuning_sst2", "06_attention_explorer"]
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
-
-def poll_in_slices(channel, slice_s: float = 0.5) -> None:
-    """Make a kernel client channel's `get_msg` wait in short slices.
-
-    Seen here and reported upstream (jupyter/nbclient#312): with widgets in a cell, a reply that
-    has arrived can go unnoticed until `get_msg`'s whole timeout runs out, so a 15-second
-    notebook took 315 s, or hung with no timeout. A new poll notices the waiting message, so
-    polling in short slices bounds that delay to one slice."""
-    original = channel.get_msg
-
-    async def get_msg(timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = slice_s if deadline is None else max(0.0, min(slice_s, deadline - time.monotonic()))
-            try:
-                return await original(timeout=step)
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-
-    channel.get_msg = get_msg
-
 
 def smoke_env(runs: Path) -> dict[str, str]:
     return {"LABKIT_PROFILE": "smoke", "LABKIT_RUNS": str(runs), "LABKIT_OFFLINE": "1"}
@@ -75,6 +54,8 @@ def check_outputs(nb, path: Path) -> None:
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(PLOTLY in o.get("data", {}) for o in outputs), "no plotly figure drawn"
+    assert all("https://cdn.plot.ly/" in o["data"].get("text/html", "") for o in outputs if PLOTLY in o.get("data", {})), \
+        "a figure without its HTML fallback, for front ends that draw no plotly mime type (labkit.notebook_display)"
     per_cell = max(sum(PLOTLY in o.get("data", {}) for o in c.outputs) for c in nb.cells if c.cell_type == "code")
     assert per_cell <= 4, f"a cell drew {per_cell} figures: a live curve must redraw one figure, not add new ones"
     # (JupyterLab's plotly renderer stores a PNG of each figure beside its JSON when it saves)
@@ -101,24 +82,13 @@ def check_outputs(nb, path: Path) -> None:
                                               "notebook it saves; this headless run stands in without a browser")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_in_the_smoke_profile(path, tmp_path, monkeypatch):
-    from nbclient import NotebookClient
-
     for key, value in smoke_env(tmp_path / "runs").items():
         monkeypatch.setenv(key, value)  # the kernel inherits this environment
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=180, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    cell_times = []
-    with client.setup_kernel():
-        poll_in_slices(client.kc.shell_channel)
-        poll_in_slices(client.kc.iopub_channel)
-        for i, cell in enumerate(nb.cells):  # raises CellExecutionError, with the traceback, if a cell fails
-            t = time.perf_counter()
-            client.execute_cell(cell, i)
-            cell_times.append((time.perf_counter() - t, i))
+    cell_times = execute(nb, path, timeout=180)  # raises CellExecutionError, with the traceback, if a cell fails
     took = time.perf_counter() - start
-    slowest = ", ".join(f"cell {i} {t:.1f}s" for t, i in sorted(cell_times, reverse=True)[:3])
+    slowest = ", ".join(f"cell {i} {t:.1f}s" for t, i in sorted(((t, i) for i, t in enumerate(cell_times)), reverse=True)[:3])
     print(f"\n{path.stem}: {took:.1f}s (slowest: {slowest})")
     check_outputs(nb, path)
 

@@ -23,7 +23,8 @@ FLOORS = {
         "labkit.presets"),
     1: ("labkit.data", "labkit.models"),
     2: ("labkit.runs",),
-    3: ("labkit.train", "labkit.inspect", "labkit.generate", "labkit.interop", "labkit.notebook_display"),
+    3: ("labkit.train", "labkit.inspect", "labkit.generate", "labkit.interop", "labkit.notebook_display",
+        "labkit.notebook_exec"),
     4: ("labkit.experiments", "labkit.demo", "labkit.bench", "labkit.recorder"),
     5: ("labkit.cli", "labkit.__main__", "labkit.notebook", "app"),
 }

@@ -83,6 +83,23 @@ def test_recipes_follow_the_profile(no_data):
     assert nbk.finetune_recipe(lab, mode="frozen").mode == "frozen"
 
 
+def test_length_scale_cuts_every_training_length_and_no_evaluation_interval(no_data, monkeypatch, capsys):
+    assert nbk.length_scale() == 1.0 and nbk.length_scale(" 0.25 ") == 0.25
+    for bad in ("0", "-1", "1.5", "nan", "soon"):
+        with pytest.raises(LabkitError, match="LABKIT_SCALE"):
+            nbk.length_scale(bad)
+    monkeypatch.setenv("LABKIT_SCALE", "0.01")
+    lab = nbk.start("05")
+    assert lab.scale == 0.01 and "LABKIT_SCALE=0.01" in capsys.readouterr().out
+    assert (lab.cut(10_000), lab.cut(3), lab.cut(0), lab.cut(300.0)) == (100, 1, 0, 3.0)
+    lab.profile = "gpu"  # the classic Transformer: 10,000 steps, 200 of warm-up, a validation every 500
+    train = nbk.lm_recipe(lab, "transformer").train
+    assert (train.max_steps, train.warmup_steps, train.eval_every) == (100, 2, 500)
+    assert nbk.lm_recipe(lab, "transformer", max_steps=50).train.max_steps == 1
+    (_, lstm_train), _ = nbk.budget_recipes(lab)[0].values()
+    assert lstm_train.eval_every_s == 0.75  # notebook 04's race: 3 s, still 4 validations
+
+
 def test_budget_recipes_give_each_family_its_own_recipe_on_one_data_config(no_data):
     lab = nbk.start("04", quiet=True)
     recipes, data = nbk.budget_recipes(lab, seed=3)
