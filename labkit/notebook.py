@@ -43,13 +43,15 @@ from labkit.train.adapt import lm_steps
 from labkit.train.finetune import FinetuneConfig, finetune, task_tokenizer, train_config
 from labkit.train.trainer import TrainConfig
 
-__all__ = ["BUDGET_SIZES", "CARD_FIELDS", "FINETUNE_SIZES", "LM_SIZES", "PROBE_SIZES", "PROFILES", "Lab", "LiveCurves",
+__all__ = ["BIG_LM_SIZE", "BUDGET_SIZES", "CARD_FIELDS", "FINETUNE_SIZES", "IMDB_LM_STEPS", "LM_SIZES", "PROBE_SIZES",
+           "PROFILES", "Lab", "LiveCurves",
            "Recipe", "budget_recipes", "budget_runs", "card_table", "finetune_recipe", "finetune_run", "fmt_ppl",
            "generation_speed", "house_style", "html_frame", "length_scale", "lm_recipe", "load_finetune_task",
            "model_view_height", "probe_pair", "profile_name", "runs_root", "say", "start"]
 
 PROFILES = ("smoke", "cpu", "gpu")
-CORPUS_FILES = {"wikitext-2": ("train.txt", "valid.txt", "test.txt"), "sst2": ("train.tsv", "dev.tsv")}
+CORPUS_FILES = {"wikitext-2": ("train.txt", "valid.txt", "test.txt"), "sst2": ("train.tsv", "dev.tsv"),
+                "wikitext-103": ("train.txt", "valid.txt", "test.txt"), "imdb": ("unsup.txt",)}
 
 # Per profile: the preset size and what changes in it. smoke: seconds; cpu: a few minutes on a
 # laptop; gpu: the classic presets on all of WikiText-2.
@@ -60,6 +62,13 @@ LM_SIZES: dict[str, dict[str, Any]] = {
             "data": dict(max_vocab=10_000, train_tokens=None, eval_tokens=50_000)},
     "gpu": {"size": "classic", "train": {}, "data": {}},
 }
+# The gpu profile where WikiText-103 is at hand (downloaded if need be, 190 MB): the medium presets
+# (a 2 x 650 LSTM, a 6-layer 512-wide Transformer) on it, its vocabulary cut to 50,000 words. The
+# Transformer (05's body) reads 164M tokens (1.6 epochs), the LSTM 42M. Sized by arithmetic to
+# about half an hour on one GPU together, not measured: benchmarks/gpu.sh measures the medium
+# presets' tokens/s, from which the time follows (docs/guide.md, "Bigger corpora").
+BIG_LM_SIZE: dict[str, Any] = {"size": "medium", "data": dict(max_vocab=50_000),
+                               "train": {"lstm": dict(max_steps=60_000), "transformer": dict(max_steps=20_000)}}
 PROBE_SIZES = experiments.PROBE_SIZES  # (notebook 04)
 # Notebook 04's race: each family's own recipe for the same training time, then the same FLOPs
 # (labkit.experiments.match_budgets), per seed; `items` agreement and copy items per distance or
@@ -69,8 +78,9 @@ PROBE_SIZES = experiments.PROBE_SIZES  # (notebook 04)
 BUDGET_SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(size="tiny", seconds=1.0, seeds=(0, 1), items=4, data=LM_SIZES["smoke"]["data"]),
     "cpu": dict(size="demo", seconds=60.0, seeds=(0, 1), items=50, data={}),
-    "gpu": dict(size="laptop", seconds=300.0, seeds=(0, 1), items=100, data={}),
+    "gpu": dict(size="laptop", seconds=300.0, seeds=(0, 1), items=100, data=dict(max_vocab=50_000)),
 }
+IMDB_LM_STEPS = 3000  # the gpu profile's LM step with IMDB's reviews: 24.6M tokens for the medium Transformer
 FINETUNE_SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(epochs=1, max_steps=12, eval_every=4, val_size=200, patience=100, lm_steps=2),
     "cpu": dict(epochs=2, max_steps=400, eval_every=50, val_size=1000),
@@ -133,10 +143,12 @@ class Lab:
     sst2: Path | None  # where SST-2 was found, None: a synthetic task stands in
     notes: list[str] = field(default_factory=list)
     scale: float = 1.0  # the fraction of the profile's training lengths to run (length_scale)
+    wikitext103: Path | None = None  # the gpu profile's corpus where it is at hand (BIG_LM_SIZE)
+    imdb: Path | None = None  # IMDB's unlabelled reviews: the gpu profile's fine-tuning reads them too
 
     @property
     def corpus(self) -> str:
-        return "wikitext-2" if self.wikitext else "synthetic"
+        return "wikitext-103" if self.wikitext103 else "wikitext-2" if self.wikitext else "synthetic"
 
     @property
     def real_task(self) -> bool:
@@ -191,7 +203,12 @@ def start(notebook: str, *, sst2: bool = False, quiet: bool = False) -> Lab:
     if scale != 1:
         notes.append(f"LABKIT_SCALE={scale:g}: every training length is cut to that fraction of the {profile} "
                      "profile's; the text below still quotes the full lengths.")
-    lab = Lab(notebook, profile, device, runs_root(), wikitext, sst, notes, scale)
+    big = corpus_available("wikitext-103", download) if profile == "gpu" and wikitext else None
+    reviews = corpus_available("imdb", download) if profile == "gpu" and sst2 and big else None
+    if profile == "gpu" and wikitext and not big:
+        notes.append("WikiText-103 is not available (put it in $LABKIT_DATA/wikitext-103/, or allow its download): "
+                     "the gpu profile trains the classic presets on WikiText-2 instead.")
+    lab = Lab(notebook, profile, device, runs_root(), wikitext, sst, notes, scale, big, reviews)
     lab.runs.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     house_style()  # every figure of the notebook in labkit's style, with PNG export
@@ -199,7 +216,7 @@ def start(notebook: str, *, sst2: bool = False, quiet: bool = False) -> Lab:
     if not quiet:
         why = "from LABKIT_PROFILE" if os.environ.get("LABKIT_PROFILE") else "default: LABKIT_PROFILE is unset"
         print(f"profile: {profile} ({why}) | device: {device} | torch threads: {threads}")
-        print(f"data: {'WikiText-2 in ' + str(wikitext) if wikitext else 'synthetic corpus'}"
+        print(f"data: {f'{lab.corpus} in ' + str(big or wikitext) if wikitext else 'synthetic corpus'}"
               + (f" | SST-2: {sst if lab.real_task else 'synthetic task'}" if sst2 else ""))
         print(f"runs go to: {lab.runs}")
         for note in notes:
@@ -218,10 +235,11 @@ class Recipe:
 def lm_recipe(lab: Lab, family: str = "lstm", **train: Any) -> Recipe:
     """The model, training and data configs of `lab.profile` for `family` (lstm, gru, rnn_tanh,
     rnn_relu, transformer); `train` overrides training settings (max_steps=...)."""
-    sizes = LM_SIZES[lab.profile]
+    sizes = BIG_LM_SIZE if lab.wikitext103 else LM_SIZES[lab.profile]
     preset = resolve_preset(sizes["size"], family)
     data = DataConfig(corpus=lab.corpus, **(preset["data"] | sizes["data"]))
-    settings = preset["train"] | sizes["train"] | {"device": str(lab.device)} | train
+    per_family = sizes["train"].get("transformer" if family == "transformer" else "lstm", {}) if lab.wikitext103 else {}
+    settings = preset["train"] | (per_family or sizes["train"]) | {"device": str(lab.device)} | train
     settings |= {k: lab.cut(settings[k]) for k in ("max_steps", "warmup_steps", "time_budget_s") if settings.get(k)}
     train_config = TrainConfig.from_dict(settings)
     return Recipe(config_from_dict(preset["model"]), train_config, data)
@@ -271,7 +289,9 @@ def finetune_recipe(lab: Lab, **changes: Any) -> FinetuneConfig:
     """labkit's fine-tuning recipe at the profile's size, on the task `load_finetune_task` loads."""
     task = "sst2" if lab.real_task else "number"
     data_dir = str(lab.sst2) if lab.real_task else None
-    return FinetuneConfig(**({"task": task, "data_dir": data_dir} | FINETUNE_SIZES[lab.profile]
+    # where IMDB is at hand (the gpu profile), the LM step reads its 50,000 unlabelled movie reviews too
+    reviews = dict(lm_text="all+unsup", lm_steps=IMDB_LM_STEPS) if lab.imdb and lab.real_task else {}
+    return FinetuneConfig(**({"task": task, "data_dir": data_dir} | FINETUNE_SIZES[lab.profile] | reviews
                              | {"device": str(lab.device)} | changes))
 
 

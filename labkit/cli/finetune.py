@@ -170,8 +170,8 @@ def add_finetune(sub: Any) -> None:
                    help="the learning rate of that step (default: 1e-3)")
     p.add_argument("--lm-text", choices=("labelled", "all", "all+unsup"), help="what that step reads: the labelled "
                    "sentences, or every training sentence of the task with its label unread (semi-supervised; never "
-                   "the validation or test sentences), or those and the task's unlabelled texts (imdb: its 50,000 "
-                   "unsup reviews) (default: all)")
+                   "the validation or test sentences), or those and unlabelled text of the task's domain (imdb and "
+                   "sst2: IMDB's 50,000 unsup reviews) (default: all)")
     p.add_argument("--time-budget", type=duration, dest="time_budget_s", metavar="TIME", help="stop after this "
                    "much training time: seconds, or 90s, 3m")
     p.add_argument("--eval-every", type=bounded(int, 1, 10**9), metavar="N", help="validate every N steps (default: 200)")

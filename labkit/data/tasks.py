@@ -32,6 +32,7 @@ from labkit.errors import LabkitError
 
 TASKS = {"sst2": ("negative", "positive"), "imdb": ("negative", "positive"), "number": ("singular", "plural")}
 SPLIT_SEED = 1234  # one fixed validation split for every run
+UNLABELLED = ("imdb", "sst2")  # tasks with unlabelled text of their domain (unlabelled_stream)
 
 
 @dataclass
@@ -114,13 +115,15 @@ def task_rows(task: str, data_dir: str | Path | None = None,
 
 def unlabelled_stream(task: str, encode: TextEncoder, data_dir: str | Path | None = None) -> tuple[torch.Tensor, int]:
     """The task's unlabelled texts as one language-modelling stream (each text's ids, then `<eos>`),
-    encoded as `encode` reads the task, and how many texts: IMDB's 50,000 unsup reviews. Other
-    tasks have none."""
-    if task != "imdb":
-        raise LabkitError(f"the {task} task has no unlabelled text (imdb has: its 50,000 unsup reviews); "
-                          "the language-model step can read its labelled sentences (lm_text labelled or all)")
+    encoded as `encode` reads the task, and how many texts: IMDB's 50,000 unsup reviews, for imdb
+    and for sst2 (SST-2's sentences come from movie reviews and it has no unlabelled text of its
+    own: IMDB's are text of its domain, found as the imdb corpus is, not in SST-2's `data_dir`).
+    The number task has none."""
+    if task not in UNLABELLED:
+        raise LabkitError(f"the {task} task has no unlabelled text ({' and '.join(UNLABELLED)} have IMDB's 50,000 "
+                          "unsup reviews); the language-model step can read its labelled sentences (lm_text labelled or all)")
     eos = torch.tensor([encode.tokenizer.eos_id], dtype=torch.int32)
-    parts = [t for review, _ in imdb("unsup", data_dir)
+    parts = [t for review, _ in imdb("unsup", data_dir if task == "imdb" else None)
              for t in (torch.tensor(encode(review_to_sst(review)), dtype=torch.int32), eos)]
     return (torch.cat(parts).long() if parts else torch.zeros(0, dtype=torch.long)), len(parts) // 2
 

@@ -25,7 +25,7 @@ import torch
 
 from labkit import __version__
 from labkit.config import JSONConfig
-from labkit.data.tasks import TASKS, TaskData
+from labkit.data.tasks import TASKS, UNLABELLED, TaskData
 from labkit.data.tokenizers import load_tokenizer
 from labkit.errors import LabkitError, RunError
 from labkit.models import FAMILIES, ClassifierConfig, SequenceClassifier
@@ -79,7 +79,7 @@ class FinetuneConfig(JSONConfig):
     lm_steps: int | None = None
     lm_lr: float = 1e-3
     # the LM step reads every training sentence of the task (no labels), or "labelled" ones, or "all+unsup":
-    # every one and the task's unlabelled texts (IMDB's 50,000 unsup reviews)
+    # every one and unlabelled text of the task's domain (IMDB's 50,000 unsup reviews, for imdb and sst2)
     lm_text: str = "all"
     weight_decay: float = 0.01
     epochs: int = 10
@@ -130,8 +130,9 @@ class FinetuneConfig(JSONConfig):
             raise ValueError("lm_steps must be >= 0")
         if self.lm_text not in LM_TEXTS:
             raise ValueError(f"lm_text must be one of {', '.join(LM_TEXTS)}, got {self.lm_text!r}")
-        if self.lm_text == "all+unsup" and self.task != "imdb":
-            raise ValueError(f"lm_text all+unsup reads the task's unlabelled texts: imdb has them, {self.task} has none")
+        if self.lm_text == "all+unsup" and self.task not in UNLABELLED:
+            raise ValueError(f"lm_text all+unsup reads unlabelled text of the task's domain (IMDB's reviews, for "
+                             f"{' and '.join(UNLABELLED)}): {self.task} has none")
         if self.vocab_min_count < 0:
             raise ValueError("vocab_min_count must be >= 0 (0: no new words)")
         if self.task_lm and not self.from_scratch:

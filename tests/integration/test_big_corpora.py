@@ -264,6 +264,32 @@ def test_imdb_as_a_task_is_normalised_like_sst2(server, monkeypatch):
         task_rows("imdb", val_size=8)
 
 
+def test_imdbs_unlabelled_reviews_are_language_model_text_for_sst2_too(server, monkeypatch, tmp_path):
+    """SST-2 has no unlabelled text of its own: with --lm-text all+unsup its LM step reads IMDB's
+    unsup reviews (movie reviews: its domain), found as the imdb corpus is, not in SST-2's folder."""
+    from labkit.data.tasks import TextEncoder, unlabelled_stream
+    from labkit.train.finetune import FinetuneConfig
+
+    archive = imdb_tar()
+    pin(monkeypatch, "imdb", archive)
+    server.routes[IMDB] = archive
+    words = " ".join(review_to_sst(r) for r in REVIEWS["train", "unsup"]).lower().split()
+    encode = TextEncoder(WordTokenizer.train([" ".join(words)], split="whitespace"))
+    sst2_folder = tmp_path / "sst2"  # a file where IMDB's would be in SST-2's folder: never read for IMDB's text
+    (sst2_folder / "imdb").mkdir(parents=True)
+    (sst2_folder / "imdb" / "unsup.txt").write_text("not a review\n")
+    stream, count = unlabelled_stream("sst2", encode, data_dir=sst2_folder)
+    assert count == len(REVIEWS["train", "unsup"]) and server.hits == [IMDB]
+    eos = encode.tokenizer.eos_id
+    first = stream[: stream.tolist().index(eos)].tolist()
+    assert first == encode(review_to_sst(REVIEWS["train", "unsup"][0]))
+    assert FinetuneConfig(task="sst2", lm_text="all+unsup").lm_text == "all+unsup"
+    with pytest.raises(ValueError, match="number has none"):
+        FinetuneConfig(task="number", lm_text="all+unsup")
+    with pytest.raises(LabkitError, match="the number task has no unlabelled text"):
+        unlabelled_stream("number", encode)
+
+
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "device"])
 def test_a_tar_with_an_unsafe_member_is_refused(server, monkeypatch, isolated, tmp_path, kind):
     info = tarfile.TarInfo({"dotdot": "aclImdb/../../evil.txt", "absolute": "/tmp/evil.txt"}.get(kind, "aclImdb/x"))
