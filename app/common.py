@@ -236,8 +236,8 @@ stamp = weights_stamp  # (mtime, size) of a run's weights: what cached results a
 @st.cache_data(max_entries=64, show_spinner="Computing...")
 def _analysis(name: str, path: str, weights: tuple[int, int], args: tuple, _fn: Callable[..., Any],
               _run: LoadedRun) -> Any:
-    with computing():
-        return _fn(_run, *args)
+    with computing():  # the session's own module tree over the shared weights, made only on a cache miss
+        return _fn(dataclasses.replace(_run, model=own_modules(_run.model)), *args)
 
 
 def analysis(fn: Callable[..., Any], info: RunInfo, *args: Any) -> Any:
@@ -245,10 +245,11 @@ def analysis(fn: Callable[..., Any], info: RunInfo, *args: Any) -> Any:
     the weights change (keyed by the run, its weights' stamp, `fn` and `args`, which must be hashable
     by Streamlit); None, with the message on the page, when the run cannot be loaded. What `fn`
     raises (an empty sentence, say) is raised here and not kept."""
-    loaded = load(info)
-    if loaded is None:
+    shared, problem = try_load(info, own=False)
+    if problem:
+        st.error(problem)
         return None
-    return _analysis(f"{fn.__module__}.{fn.__qualname__}", str(info.path), stamp(info), args, _fn=fn, _run=loaded)
+    return _analysis(f"{fn.__module__}.{fn.__qualname__}", str(info.path), stamp(info), args, _fn=fn, _run=shared)
 
 
 def load(info: RunInfo) -> LoadedRun | None:
@@ -260,11 +261,13 @@ def load(info: RunInfo) -> LoadedRun | None:
     return loaded
 
 
-def try_load(info: RunInfo) -> tuple[LoadedRun | None, str | None]:
-    """(the loaded run, None), or (None, why it cannot be loaded) for a page that keeps the message."""
+def try_load(info: RunInfo, *, own: bool = True) -> tuple[LoadedRun | None, str | None]:
+    """(the loaded run, None), or (None, why it cannot be loaded) for a page that keeps the message.
+    The model is this script run's own module tree over the shared weights (`own_modules`); with
+    `own=False` the shared one, which nothing may hook or change."""
     try:
         shared = _load(str(info.path), stamp(info))
-        return dataclasses.replace(shared, model=own_modules(shared.model)), None
+        return (dataclasses.replace(shared, model=own_modules(shared.model)) if own else shared), None
     except FileNotFoundError:
         return None, (f"**{info.path.name}** has no saved weights (yet): it may still be starting, or "
                       "it was deleted. Pick another run.")

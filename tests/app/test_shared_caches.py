@@ -51,7 +51,7 @@ def test_a_session_never_sees_a_stale_run_list(root: Path, monkeypatch) -> None:
     assert rows["a"]["steps"] == 7 and rows["b"]["steps"] == 7
 
 
-def test_an_analysis_is_computed_once_for_every_session(root: Path, common) -> None:
+def test_an_analysis_is_computed_once_for_every_session(root: Path, common, monkeypatch) -> None:
     from labkit.runs import read_info
 
     calls = []
@@ -61,6 +61,22 @@ def test_an_analysis_is_computed_once_for_every_session(root: Path, common) -> N
         return loaded.tokenizer.vocab_size + extra
 
     info = read_info(root / "a")
+    shared = common._load(str(root / "a"), common.stamp(info)).model
+    models = []  # the model each computation was given: a module tree of its own over the shared weights
+    calls.clear()
+    common._analysis.clear()
+
+    def model_of(loaded, extra: int) -> int:
+        models.append(loaded.model)
+        return vocabulary(loaded, extra)
+
+    first = common.analysis(model_of, info, 1)
+    assert models[0] is not shared and [id(p) for p in models[0].parameters()] == [id(p) for p in shared.parameters()]
+    copies = []  # a second session's hit makes no copy of the model either
+    with monkeypatch.context() as patch:
+        patch.setattr(common, "own_modules", lambda model: copies.append(model) or model)
+        assert common.analysis(model_of, info, 1) == first and calls == [1] and copies == [] and len(models) == 1
+    calls.clear()
     first = common.analysis(vocabulary, info, 1)
     assert common.analysis(vocabulary, info, 1) == first and calls == [1]  # a second session: no work
     assert common.analysis(vocabulary, info, 2) == first + 1 and calls == [1, 2]
