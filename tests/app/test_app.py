@@ -20,15 +20,7 @@ from labkit.runs import RunDir, load_run, read_metrics
 import appruns
 from appruns import app, array, charts, iframes, shown_table, tab, texts, traces
 
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return appruns.runs_root(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _no_runs_env(monkeypatch):
-    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+pytestmark = pytest.mark.usefixtures("no_runs_env")
 
 
 # --- Runs ---------------------------------------------------------------------------------

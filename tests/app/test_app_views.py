@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,18 +31,11 @@ EXAMPLES = ["the dogs near the old cat run quickly .", "mia met leo at the river
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return appruns.runs_root(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def runs(root):
     return {name: load_run(root / name) for name in (appruns.LSTM, appruns.TRANSFORMER, appruns.CLASSIFIER_TF)}
 
 
-@pytest.fixture(autouse=True)
-def _no_runs_env(monkeypatch):
-    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+pytestmark = pytest.mark.usefixtures("no_runs_env")
 
 
 def bars(fig: dict) -> np.ndarray:

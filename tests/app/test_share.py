@@ -24,14 +24,7 @@ EXAMPLES = ["the dogs near the old cat run quickly .", "mia met leo at the river
 TF, LSTM = appruns.TRANSFORMER, appruns.LSTM
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return appruns.runs_root(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _no_runs_env(monkeypatch):
-    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+pytestmark = pytest.mark.usefixtures("no_runs_env")
 
 
 def opened(root: Path, page: str, **params):
