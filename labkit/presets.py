@@ -25,7 +25,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny-transformer": {
         "model": dict(family="transformer", d_model=64, n_layers=2, n_heads=4, d_ff=256,
                       context_length=64, dropout=0.0),
-        "train": dict(optimizer="adamw", lr=3e-3, batch_size=16, seq_len=32, max_steps=100,
+        # windows as long as the context (every position's row learns), as many tokens a step as the LSTM's
+        "train": dict(optimizer="adamw", lr=3e-3, batch_size=8, seq_len=64, max_steps=100,
                       eval_every=50, log_every=5, warmup_steps=10),
         "data": dict(max_vocab=5000, train_tokens=100_000, eval_tokens=10_000),
     },

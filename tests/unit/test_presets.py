@@ -39,3 +39,29 @@ def test_eval_every_alone_switches_a_presets_timed_validations_off():
     both = train("--eval-every", "50", "--eval-every-s", "2m")
     assert (both.eval_every, both.eval_every_s) == (50, 120.0)
     assert train("--eval-every-s", "30s").eval_every_s == 30.0
+
+
+@pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p["model"]["family"] == "transformer"])
+def test_a_transformer_presets_training_windows_reach_every_learned_position(name):
+    """One real training step of the preset's window on a small vocabulary: every row of the
+    position table receives a gradient (a window shorter than the context leaves the rows past it
+    at their random start, and the probes that read those positions read noise)."""
+    import torch
+
+    from labkit.data.lm import LMData
+    from labkit.data.tokenizers import WordTokenizer
+    from labkit.models import build_model, config_from_dict
+    from labkit.train import TrainConfig, Trainer
+
+    preset = PRESETS[name]
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(preset["model"] | {"vocab_size": 40, "output": "softmax"}))
+    tokenizer = WordTokenizer.train([" ".join(f"w{i}" for i in range(36))], split="whitespace")
+    stream = torch.randint(4, 40, (4 * preset["train"]["seq_len"] + 1,))
+    data = LMData(tokenizer, stream, stream[:200], stream[:200], {"train": 1.0, "valid": 1.0, "test": 1.0})
+    reached = []
+    model.pos_embed.weight.register_hook(lambda grad: reached.append((grad.abs().sum(dim=1) > 0).tolist()))
+    train = TrainConfig.from_dict(preset["train"] | dict(batch_size=1, max_steps=1, eval_every=10**6,
+                                                         time_budget_s=None, eval_every_s=None, device="cpu"))
+    Trainer(model, data, train).fit()
+    assert reached and all(reached[0]), f"positions never trained: {[i for i, r in enumerate(reached[0]) if not r]}"
