@@ -17,6 +17,7 @@ from labkit.cli.bench import add_bench
 from labkit.cli.common import HelpFormatter, Parser, add_command
 from labkit.cli.demo import add_demo
 from labkit.cli.finetune import add_finetune
+from labkit.cli.grade import add_grade
 from labkit.cli.interop import add_interop
 from labkit.cli.lm import cmd_eval, cmd_generate, cmd_runs
 from labkit.cli.pretrain import add_pretrain
@@ -92,6 +93,7 @@ Each command has its own --help, e.g. labkit pretrain --help.""")
     add_bench(sub)
     add_demo(sub)
     add_app(sub)
+    add_grade(sub)
     return parser
 
 

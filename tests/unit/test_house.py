@@ -25,7 +25,7 @@ FLOORS = {
     2: ("labkit.runs",),
     3: ("labkit.train", "labkit.inspect", "labkit.generate", "labkit.interop", "labkit.notebook_display",
         "labkit.notebook_exec"),
-    4: ("labkit.experiments", "labkit.demo", "labkit.bench", "labkit.recorder"),
+    4: ("labkit.experiments", "labkit.demo", "labkit.bench", "labkit.recorder", "labkit.exercises"),
     5: ("labkit.cli", "labkit.__main__", "labkit.notebook", "app"),
 }
 SIDEWAYS = {("labkit.__main__", "labkit.cli"),  # `python -m labkit` is the command line
@@ -171,7 +171,8 @@ def test_the_checks_see_a_wrong_import(tmp_path):
     assert floor("labkit.inspect.attention") == 3 and floor("labkit.runs.layout") == 2
 
 
-COMMANDS = ("pretrain", "finetune", "eval", "generate", "predict", "runs", "app", "demo", "bench", "export", "import")
+COMMANDS = ("pretrain", "finetune", "eval", "generate", "predict", "runs", "app", "demo", "bench", "export", "import",
+            "grade")
 
 
 def test_the_command_line_help_never_imports_torch():
