@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from labkit.presets import resolve_preset
+
 TOLERANCE = 1e-4
 STEPS = 8
 # fp32: the tolerance is set for fp32 sums (bf16 autocast, the default on CPUs with bf16
@@ -109,7 +111,7 @@ def test_two_processes_train_like_one_and_resume_on_either(model: str, tmp_path:
     single, ddp, half = finish(
         start(tmp_path, *args, "--name", "single"),
         start(tmp_path, *args, "--name", "ddp", processes=2),
-        start(tmp_path, *args, "--name", "half", "--batch-size", "8"))
+        start(tmp_path, *args, "--name", "half", "--batch-size", str(resolve_preset("tiny", model)["train"]["batch_size"] // 2)))
     ok(single)
     out = ok(ddp)
     ok(half)
