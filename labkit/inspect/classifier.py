@@ -143,11 +143,19 @@ class Classifier:
         self.encode = TextEncoder(self.tokenizer)
         self.max_len = max_len
 
+    def ids(self, sentence: str) -> list[int]:
+        """The ids the classifier reads for `sentence`: normalised like the task's text, cut to max_len."""
+        return self.encode(sentence.lower())[: self.max_len]
+
+    def tokens(self, sentence: str) -> list[str]:
+        """The tokens it reads (a word its vocabulary lacks is <unk>)."""
+        return [str(t) for t in self.tokenizer.id_to_token(self.ids(sentence))]
+
     @torch.inference_mode()
     def predict(self, sentence: str) -> Prediction:
         if not sentence.strip():
             raise LabkitError("the sentence is empty; give some text to classify")
-        ids = self.encode(sentence.lower())[: self.max_len]
+        ids = self.ids(sentence)
         batch, _, mask = pad_batch([ids], self.tokenizer.pad_id)
         device = next(self.model.parameters()).device
         probs = F.softmax(self.model(batch.to(device), mask.to(device)).float(), -1)[0].cpu()

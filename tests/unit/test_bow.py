@@ -68,3 +68,4 @@ def test_the_fitted_run_loads_predicts_and_reads_as_its_own_condition(tmp_path):
     assert condition(card, loaded.config) == "bag of words"
     clf = Classifier(tmp_path / "r")
     assert clf.predict("w3 good w7").label == "pos" and clf.predict("bad w1").label == "neg"
+    assert clf.tokens("w3 good zzz") == ["w3", "good", "<unk>"]  # what it reads, a word it lacks as <unk>
