@@ -50,12 +50,18 @@ def cpu_threads(load: float | None = None, cores: int | None = None, default: in
     the rest: on a 2-core machine with other work running, two threads train slower than one
     (docs/benchmarks.md, "Threads on a busy CPU"). Where the load cannot be read, torch's default."""
     default = default or _TORCH_THREADS
+    load = load_average() if load is None else load
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # (Windows)
-            return default
+        return default
     return max(1, min(default, (cores or os.cpu_count() or 1) - round(load)))
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where it cannot be read (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def use_cpu_threads() -> str:
@@ -74,13 +80,11 @@ def use_cpu_threads() -> str:
             raise LabkitError(f"{THREADS_ENV} must be a number of threads (1 or more) or 'torch', not {wanted!r}")
         torch.set_num_threads(int(wanted))
         return f"{wanted} (from {THREADS_ENV})"
-    threads = cpu_threads()
+    load = load_average()
+    threads = cpu_threads(load)
     torch.set_num_threads(threads)
-    try:
-        load = f", load {os.getloadavg()[0]:.1f}"
-    except (AttributeError, OSError):
-        load = ""
-    return f"{threads} of {os.cpu_count()} cores{load}: what other work leaves free ({change})"
+    said = "" if load is None else f", load {load:.1f}"
+    return f"{threads} of {os.cpu_count()} cores{said}: what other work leaves free ({change})"
 
 
 def cpu_has_bf16() -> bool:

@@ -238,8 +238,10 @@ def lm_recipe(lab: Lab, family: str = "lstm", **train: Any) -> Recipe:
     sizes = BIG_LM_SIZE if lab.wikitext103 else LM_SIZES[lab.profile]
     preset = resolve_preset(sizes["size"], family)
     data = DataConfig(corpus=lab.corpus, **(preset["data"] | sizes["data"]))
-    per_family = sizes["train"].get("transformer" if family == "transformer" else "lstm", {}) if lab.wikitext103 else {}
-    settings = preset["train"] | (per_family or sizes["train"]) | {"device": str(lab.device)} | train
+    changes = sizes["train"]
+    if lab.wikitext103:  # its steps are set per family
+        changes = changes["transformer" if family == "transformer" else "lstm"]
+    settings = preset["train"] | changes | {"device": str(lab.device)} | train
     settings |= {k: lab.cut(settings[k]) for k in ("max_steps", "warmup_steps", "time_budget_s") if settings.get(k)}
     train_config = TrainConfig.from_dict(settings)
     return Recipe(config_from_dict(preset["model"]), train_config, data)
