@@ -60,24 +60,36 @@ def steps_for(size: int | None, batch: int = 32) -> int:
     return min(10 * math.ceil(n / batch), 2 * math.ceil(ALL / batch))
 
 
-def pretrain_body(preset: str, steps: int, root: Path, out: Path) -> Path:
+def pretrain_body(preset: str, steps: int, root: Path, out: Path, joint: bool = False) -> Path:
     """A body trained on all of WikiText-2 with a laptop recipe for `steps` steps (no time budget):
-    validated every fifth of them on 20,000 tokens, on the whole split at the end."""
-    from labkit.data import DataConfig
+    validated every fifth of them on 20,000 tokens, on the whole split at the end. `joint`: its
+    vocabulary is WikiText-2's and the task's words from the start (the words fine-tuning would add,
+    FinetuneConfig.vocab_min_count times in SST-2's training sentences), their rows trained from
+    random ones by pretraining, where they never occur as inputs: the other way to cover the task."""
+    from labkit.data import DataConfig, load_lm_data
+    from labkit.data.tasks import task_tokenizer
     from labkit.models import config_from_dict
     from labkit.presets import PRESETS
     from labkit.train import TrainConfig
     from labkit.train.pretrain import pretrain
 
-    target = root / preset
+    target = root / (f"{preset}-joint" if joint else preset)
     if (target / "card.json").exists():
         return target  # trained by an earlier call
     parts = PRESETS[preset]
+    data = None
+    if joint:
+        config = FinetuneConfig()
+        words = task_tokenizer(config.task, load_lm_data(DataConfig(**parts["data"])).tokenizer, config.vocab_min_count,
+                               data_dir=config.data_dir, val_size=config.val_size)
+        data = load_lm_data(DataConfig(**parts["data"]), words)
     train = TrainConfig.from_dict({**parts["train"], "max_steps": steps, "time_budget_s": None, "eval_every_s": None,
                                    "eval_every": max(1, steps // 5), "val_tokens": 20_000, "warmup_share": None})
     started = time.perf_counter()
-    card = pretrain(config_from_dict({**parts["model"], "vocab_size": 2}), train, DataConfig(**parts["data"]), target)
-    row = {"body": preset, "pretrained_steps": card["steps"], "val_ppl": card["best_val_ppl"], "test_ppl": card["test_ppl"],
+    card = pretrain(config_from_dict({**parts["model"], "vocab_size": 2}), train, DataConfig(**parts["data"]), target,
+                    data=data)
+    row = {"body": target.name, "vocab_size": data.tokenizer.vocab_size if data else None,
+           "pretrained_steps": card["steps"], "val_ppl": card["best_val_ppl"], "test_ppl": card["test_ppl"],
            "tokens": card["tokens_seen"], "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}
     print(json.dumps(row), flush=True)
     with out.open("a") as f:
@@ -94,11 +106,11 @@ def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[
         stages[arm] = cached_stage(body, recipe.replace(**ARMS[arm]), folder)
         if stages[arm].info.get("cached"):
             continue
-        print(json.dumps({"body": body.name, "lm_stage": arm, **stages[arm].info,
-                          "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}), flush=True)
+        row = {"body": body.name, "lm_stage": arm, "lm_steps": lm_steps, **stages[arm].info,
+               "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}
+        print(json.dumps(row), flush=True)
         with out.open("a") as f:
-            f.write(json.dumps({"body": body.name, "lm_stage": arm, **stages[arm].info,
-                                "seconds": time.perf_counter() - started}) + "\n")
+            f.write(json.dumps(row) + "\n")
     tokenizer = next(iter(stages.values())).tokenizer if stages else None
     for size in sizes:
         for seed in SEEDS.get(size, (0,)):
@@ -119,7 +131,7 @@ def run_body(body: Path, lm_steps: int, root: Path, out: Path, conditions: list[
                        "steps": card.get("steps"), "training_s": card.get("wall_time_s"),
                        "seconds": time.perf_counter() - started, "load": [load, os.getloadavg()[0]],
                        "oov_rate": card.get("oov_rate"), "vocab_added": card.get("vocab_added"),
-                       "lm_steps": card.get("lm_steps")}
+                       "lm_steps": lm_steps if arm else None}
                 print(json.dumps(row), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -170,7 +182,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                              (f" ± {statistics.stdev(accs):.1f} ({len(accs)})" if len(accs) > 1 else ""))
             if any(cells):
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for stage in (r for r in rows if r.get("body") == body and "lm_stage" in r):
+        for stage in (r for r in rows if r.get("body") == body and "lm_stage" in r and r.get("lm_steps")):
             lines.append(f"\nLM stage, {stage['lm_stage']}: {stage['lm_steps']:,} steps, {stage['lm_tokens']:,} tokens, "
                          f"SST-2 text perplexity {stage['lm_val_ppl_before']:,.1f} -> {stage['lm_val_ppl_after']:,.1f}, "
                          f"{stage['seconds']:.0f} s")
@@ -207,6 +219,8 @@ def main() -> None:
     parser.add_argument("bodies", nargs="*", type=Path, help="pretrained language-model run directories")
     parser.add_argument("--pretrain", nargs="+", default=[], metavar="PRESET=STEPS",
                         help="first train these bodies into --runs-dir (laptop-lstm=5000 ...), then run the grid on them")
+    parser.add_argument("--joint-vocab", action="store_true",
+                        help="--pretrain bodies whose vocabulary holds the task's words from the start (PRESET-joint)")
     parser.add_argument("--lm-steps", type=int, default=1000, help="the shared LM stage's steps (default: 1000)")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), metavar="NAME")
     parser.add_argument("--sizes", nargs="+", default=[str(s or "all") for s in SIZES])
@@ -227,7 +241,7 @@ def main() -> None:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     for spec in args.pretrain:
         preset, steps = spec.split("=")
-        args.bodies.append(pretrain_body(preset, int(steps), args.runs_dir, args.out))
+        args.bodies.append(pretrain_body(preset, int(steps), args.runs_dir, args.out, args.joint_vocab))
     for body in args.bodies:
         run_body(body, args.lm_steps, args.runs_dir, args.out, args.conditions, sizes)
     print(table(read(args.out)))
