@@ -5,7 +5,7 @@ other work runs.
     LABKIT_DATA=... python benchmarks/threads.py [--load 1] [--rounds 3] [--steps 150] [--out FILE]
 
 `--load N` starts N busy processes (pure-Python loops at normal priority: "other work") and waits
-90 s for the 1-minute load average to see them. Then, in one interleaved run (the order of the two
+90 s (the load average, printed beside each trial, to see them too). Then, in one interleaved run (the order of the two
 arms alternates each round), each family of the cpu profile (the tiny presets with a 10,000-word
 vocabulary; WikiText-2 from $LABKIT_DATA, else the synthetic corpus) trains `--steps` steps in a
 fresh process through labkit's pretrain, with torch's default threads, then with labkit's choice

@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -45,15 +46,48 @@ _TORCH_THREADS = torch.get_num_threads()  # torch's default here (one per physic
 
 def cpu_threads(load: float | None = None, cores: int | None = None, default: int | None = None) -> int:
     """How many CPU threads torch should train with now: its default (one per physical core) less
-    the cores other work keeps busy (the 1-minute load average, rounded), at least one. torch's
-    threads wait for each other at every operation, so one put off by another program holds up
-    the rest: on a 2-core machine with other work running, two threads train slower than one
-    (docs/benchmarks.md, "Threads on a busy CPU"). Where the load cannot be read, torch's default."""
+    the cores other work keeps busy (`busy_cores`, rounded), at least one. torch's threads wait
+    for each other at every operation, so one put off by another program holds up the rest: on a
+    2-core machine with other work running, two threads train slower than one (docs/benchmarks.md,
+    "Threads on a busy CPU"). Where that cannot be read, torch's default."""
     default = default or _TORCH_THREADS
-    load = load_average() if load is None else load
+    load = busy_cores() if load is None else load
     if load is None:
         return default
     return max(1, min(default, (cores or os.cpu_count() or 1) - round(load)))
+
+
+def busy_cores(seconds: float = 0.25, stat: str = "/proc/stat") -> float | None:
+    """How many cores other programs keep busy now: on Linux the CPU time /proc/stat counts over
+    `seconds` (this process sleeps meanwhile), elsewhere the 1-minute load average, None where
+    neither can be read. Not the load average where /proc/stat is at hand: that one still counts,
+    for a minute, work that has just ended (a notebook run right after another would take one
+    thread on a quiet 2-core machine)."""
+    try:
+        before = Path(stat).read_text()
+        time.sleep(seconds)
+        return busy_between(before, Path(stat).read_text())
+    except (OSError, ValueError):
+        return load_average()
+
+
+def busy_between(before: str, after: str) -> float:
+    """The cores busy between two readings of /proc/stat: the share of the CPU time counted in
+    between (all cores, the first line) that was not idle or waiting on I/O, times the cores."""
+    def times(text: str) -> tuple[int, list[int]]:
+        lines = text.splitlines()
+        if not lines or lines[0].split()[0] != "cpu":
+            raise ValueError("not a /proc/stat")
+        cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+        return cores, [int(x) for x in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+
+    cores, first = times(before)
+    _, second = times(after)
+    spent = [b - a for a, b in zip(first, second)]
+    total = sum(spent)
+    if total <= 0:
+        raise ValueError("no CPU time between the readings")
+    return cores * (total - spent[3] - spent[4]) / total
 
 
 def load_average() -> float | None:
@@ -80,10 +114,10 @@ def use_cpu_threads() -> str:
             raise LabkitError(f"{THREADS_ENV} must be a number of threads (1 or more) or 'torch', not {wanted!r}")
         torch.set_num_threads(int(wanted))
         return f"{wanted} (from {THREADS_ENV})"
-    load = load_average()
-    threads = cpu_threads(load)
+    busy = busy_cores()
+    threads = cpu_threads(busy)
     torch.set_num_threads(threads)
-    said = "" if load is None else f", load {load:.1f}"
+    said = "" if busy is None else f", {busy:.1f} busy"
     return f"{threads} of {os.cpu_count()} cores{said}: what other work leaves free ({change})"
 
 

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -44,12 +49,52 @@ def test_labkit_threads_chooses_and_torch_gives_torchs_default(monkeypatch, thre
             devices.use_cpu_threads()
 
 
-def test_unset_it_follows_the_load_and_omp_num_threads_is_left_alone(monkeypatch, threads_kept):
-    monkeypatch.setattr(devices.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+STAT = """cpu  {} 0 {} {} {} 0 0 0 0 0
+cpu0 0 0 0 0 0 0 0 0 0 0
+cpu1 0 0 0 0 0 0 0 0 0 0
+intr 0
+"""
+
+
+def test_busy_cores_is_the_share_of_cpu_time_not_idle_times_the_cores():
+    before = STAT.format(100, 50, 800, 50)  # user, system, idle, iowait
+    after = STAT.format(160, 70, 900, 70)  # +60 user, +20 system, +100 idle, +20 iowait: 80 of 200 busy
+    assert devices.busy_between(before, after) == pytest.approx(2 * 80 / 200)
+    assert devices.busy_between(before, STAT.format(200, 150, 800, 50)) == pytest.approx(2.0)  # nothing idle
+    with pytest.raises(ValueError):
+        devices.busy_between(before, before)  # no time between the readings
+    with pytest.raises(ValueError):
+        devices.busy_between("intr 0\n", after)
+
+
+def test_busy_cores_reads_this_machine_or_falls_back_to_the_load_average(monkeypatch, tmp_path):
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (1.7, 1.0, 1.0))
+    assert devices.busy_cores(0.01, str(tmp_path / "no-such-stat")) == 1.7
+    if not Path("/proc/stat").exists():
+        return
+    spinner = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
+    spinner.start()
+    try:
+        time.sleep(1.0)  # it is running
+        busy = devices.busy_cores(0.5)
+    finally:
+        spinner.terminate()
+        spinner.join()
+    assert 0.5 <= busy <= os.cpu_count() + 0.01  # at least most of the spinning core, read from /proc/stat
+    assert busy != 1.7  # (not the load average)
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def test_unset_it_follows_the_busy_cores_and_omp_num_threads_is_left_alone(monkeypatch, threads_kept):
+    monkeypatch.setattr(devices, "busy_cores", lambda: 1.2)
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(devices, "_TORCH_THREADS", 2)
     said = devices.use_cpu_threads()
-    assert torch.get_num_threads() == 1 and said.startswith("1 of 2 cores, load 1.2") and "LABKIT_THREADS=N" in said
+    assert torch.get_num_threads() == 1 and said.startswith("1 of 2 cores, 1.2 busy") and "LABKIT_THREADS=N" in said
     torch.set_num_threads(2)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert devices.use_cpu_threads().startswith("2 (OMP_NUM_THREADS is set") and torch.get_num_threads() == 2
