@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--one", action="store_true",
+                        help="against one thread, not labkit's choice (with --load 0: is one thread faster here?)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -77,6 +79,8 @@ def main() -> None:
         return
 
     from labkit.device import _TORCH_THREADS, cpu_threads
+
+    other = ("one thread", lambda: 1) if args.one else ("labkit", cpu_threads)
 
     workers = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.load)]
     for w in workers:
@@ -88,7 +92,7 @@ def main() -> None:
         rows = []
         for r in range(args.rounds):
             for family in FAMILIES:
-                arms = [("torch default", lambda: _TORCH_THREADS), ("labkit", cpu_threads)]
+                arms = [("torch default", lambda: _TORCH_THREADS), other]
                 for arm, threads in (arms if r % 2 == 0 else arms[::-1]):
                     row = {"round": r, "family": family, "arm": arm, **trial(family, args.steps, threads())}
                     rows.append(row)
@@ -101,13 +105,13 @@ def main() -> None:
           f"{args.rounds} rounds, interleaved")
     for family in FAMILIES:
         speed = {arm: statistics.median(r["tokens_per_s"] for r in rows if r["family"] == family and r["arm"] == arm)
-                 for arm in ("torch default", "labkit")}
+                 for arm in ("torch default", other[0])}
         threads = {arm: sorted({r["threads"] for r in rows if r["family"] == family and r["arm"] == arm})
                    for arm in speed}
         summary[family] = {"tokens_per_s": speed, "threads": threads,
-                           "ratio": speed["labkit"] / speed["torch default"]}
+                           "ratio": speed[other[0]] / speed["torch default"]}
         print(f"{family:12s} torch default ({threads['torch default']} threads) {speed['torch default']:9,.0f} tok/s"
-              f" | labkit ({threads['labkit']}) {speed['labkit']:9,.0f} tok/s | labkit/default "
+              f" | {other[0]} ({threads[other[0]]}) {speed[other[0]]:9,.0f} tok/s | {other[0]}/default "
               f"{summary[family]['ratio']:.2f}x")
     if args.out:
         args.out.write_text(json.dumps({"load": args.load, "steps": args.steps, "rows": rows, "summary": summary},
