@@ -67,6 +67,7 @@ def pretrain_body(preset: str, steps: int, root: Path, out: Path, joint: bool = 
     FinetuneConfig.vocab_min_count times in SST-2's training sentences), their rows trained from
     random ones by pretraining, where they never occur as inputs: the other way to cover the task."""
     from labkit.data import DataConfig, load_lm_data
+    from labkit.data.lm import corpus_lines, make_tokenizer
     from labkit.data.tasks import task_tokenizer
     from labkit.models import config_from_dict
     from labkit.presets import PRESETS
@@ -79,10 +80,11 @@ def pretrain_body(preset: str, steps: int, root: Path, out: Path, joint: bool = 
     parts = PRESETS[preset]
     data = None
     if joint:
-        config = FinetuneConfig()
-        words = task_tokenizer(config.task, load_lm_data(DataConfig(**parts["data"])).tokenizer, config.vocab_min_count,
-                               data_dir=config.data_dir, val_size=config.val_size)
-        data = load_lm_data(DataConfig(**parts["data"]), words)
+        config, corpus = FinetuneConfig(), DataConfig(**parts["data"])
+        base = make_tokenizer(corpus, corpus_lines(corpus)["train"])  # the preset's own vocabulary, nothing encoded
+        words = task_tokenizer(config.task, base, config.vocab_min_count, data_dir=config.data_dir,
+                               val_size=config.val_size)
+        data = load_lm_data(corpus, words)
     train = TrainConfig.from_dict({**parts["train"], "max_steps": steps, "time_budget_s": None, "eval_every_s": None,
                                    "eval_every": max(1, steps // 5), "val_tokens": 20_000, "warmup_share": None})
     started = time.perf_counter()

@@ -115,7 +115,7 @@ def use_cpu_threads() -> str:
         torch.set_num_threads(int(wanted))
         return f"{wanted} (from {THREADS_ENV})"
     busy = busy_cores()
-    threads = cpu_threads(busy)
+    threads = _TORCH_THREADS if busy is None else cpu_threads(busy)
     torch.set_num_threads(threads)
     said = "" if busy is None else f", {busy:.1f} busy"
     return f"{threads} of {os.cpu_count()} cores{said}: what other work leaves free ({change})"
