@@ -44,8 +44,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def environment() -> dict[str, str]:
+def environment(scratch: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if scratch is not None:  # torchrun leaves a torchelastic_* folder in the temp folder of every launch
+        env["TMPDIR"] = str(scratch)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return env
@@ -58,7 +60,9 @@ def start(cwd: Path, *args: str, processes: int = 1, command: str = "pretrain") 
     else:
         head = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "labkit"]
-    return subprocess.Popen([*head, command, *args], cwd=cwd, env=environment(),
+    scratch = cwd / ".tmp"
+    scratch.mkdir(exist_ok=True)
+    return subprocess.Popen([*head, command, *args], cwd=cwd, env=environment(scratch),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
