@@ -41,6 +41,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -131,13 +132,14 @@ class Server:
 
     def __init__(self, label: str, root: Path | None = None, app_dir: Path = REPO, url: str | None = None,
                  pid: int | None = None, log_dir: Path | None = None, class_mode: bool = False):
-        self.label, self.process, self.log = label, None, None
+        self.label, self.process, self.log, self.scratch = label, None, None, None
         if url:
             self.url = url.rstrip("/")
         else:
             port = free_port()
             scratch = Path(tempfile.mkdtemp(prefix="classroom-"))
             self.log = (log_dir or scratch) / f"server-{label}.log"
+            self.scratch = scratch if log_dir else None  # removed at stop unless it holds the log
             env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
             env |= {"HOME": str(scratch), "LABKIT_RUNS": str(root.resolve()),
                     "PYTHONPATH": os.pathsep.join([str(app_dir.resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -192,6 +194,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 # --- the protocol client ------------------------------------------------------------------------
