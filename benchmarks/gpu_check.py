@@ -169,7 +169,8 @@ def plan(args: argparse.Namespace, work: Path) -> list[Step]:
     torchrun = [python, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                 f"--master_port={free_port()}", "-m", "labkit"]
     steps.append(Step("ddp", [*torchrun, *pretrain[3:], "--device", "cpu" if args.device == "cpu" else "cuda",
-                              "--name", "ddp"], read=read_training, output=work / "runs" / "ddp",
+                              "--name", "ddp"], env={"TMPDIR": str(work)},  # torchrun's torchelastic_* folder
+                      read=read_training, output=work / "runs" / "ddp",
                       note="" if args.device == "cpu" else "with 2 GPUs or more"))
     return [s for s in steps if s.name in args.only or s.name == "environment"]
 
