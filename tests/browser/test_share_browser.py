@@ -29,6 +29,7 @@ SENTENCE = "the old king that the robots follow sings ."
 # figure's title and data as plotly drew them (typed arrays as plain lists).
 _SHOWN = """() => {
     const plain = (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v;
+    const bare = (t) => typeof t === "string" ? t.replaceAll("<b>", "").replaceAll("</b>", "") : t;
     const main = document.querySelector('[data-testid="stMain"]');
     const plots = [...main.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')];
     const tab = main.querySelector('[role="tab"][aria-selected="true"]');
@@ -37,8 +38,9 @@ _SHOWN = """() => {
             [s.innerText, ...[...s.querySelectorAll('input')].map(i => i.value)]),
         sentence: (main.querySelector('textarea') || {}).value,
         tab: tab ? tab.innerText : null,
+        // Streamlit's theme wraps a title in <b> each time it styles the figure: twice after some reruns
         figures: plots.map(p => JSON.parse(JSON.stringify({
-            title: ((p.layout || {}).title || {}).text,
+            title: bare(((p.layout || {}).title || {}).text),
             data: (p.data || []).map(t => ({name: t.name, x: t.x, y: t.y, z: t.z}))}, plain))),
     };
 }"""
