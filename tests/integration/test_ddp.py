@@ -44,10 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def environment(scratch: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if scratch is not None:  # torchrun leaves a torchelastic_* folder in the temp folder of every launch
-        env["TMPDIR"] = str(scratch)
+def environment(scratch: Path) -> dict[str, str]:
+    # TMPDIR: torchrun leaves a torchelastic_* folder in the temp folder of every launch
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return env
